@@ -1,0 +1,163 @@
+"""glmtrace: tracing and observability for ML pipelines.
+
+Example::
+
+    import glmtrace
+
+    glmtrace.init(service_name="autoglm")
+
+    @glmtrace.stage("preprocess")
+    def clean(text: str) -> str:
+        return text.strip()
+
+    with glmtrace.span("request", attributes={"user": "ada"}):
+        clean("  hello  ")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar, overload
+
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from ._internal import propagation as _propagation
+from ._internal import stage as _stage
+from ._internal.config import ElasticsearchOptions, FluentOptions, LogsSink, Options, TracesSink
+from ._internal.errors import ConfigError, GlmtraceError, MissingDependencyError
+from ._internal.processes import propagate
+from ._internal.runtime import DEFAULT as _DEFAULT
+from ._internal.spans import SpanHandle, SpanScope
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__version__ = "0.1.0"
+
+
+def init(
+    *,
+    service_name: str | None = None,
+    traces: TracesSink | None = None,
+    logs: LogsSink | list[LogsSink] | tuple[LogsSink, ...] | None = None,
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    store: str | Path | None = None,
+    sample_rate: float | None = None,
+    max_attribute_length: int | None = None,
+    redact_keys: list[str] | tuple[str, ...] | None = None,
+    log_level: str | None = None,
+    capture_logs: bool | None = None,
+    shutdown_timeout: float | None = None,
+    spool_max_bytes: int | None = None,
+    es_url: str | None = None,
+    es_api_key: str | None = None,
+    es_username: str | None = None,
+    es_password: str | None = None,
+    es_ca_certs: str | None = None,
+    es_verify_certs: bool | None = None,
+    fluent_host: str | None = None,
+    fluent_port: int | None = None,
+    exporter: SpanExporter | None = None,
+) -> Options:
+    """Start tracing. Every argument also has an environment variable; arguments win.
+
+    With no endpoint configured, spans and logs go to the local store
+    (``./.glmtrace/glmtrace.db``, ``GLMTRACE_STORE``) that the ``glmtrace`` CLI reads.
+    ``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``OTEL_TRACES_SAMPLER`` are
+    honoured. Calling ``init()`` again with the same settings does nothing; with other
+    settings it flushes and restarts. ``exporter`` adds any OpenTelemetry ``SpanExporter``.
+
+    Raises :class:`ConfigError` naming the bad value and the fix.
+
+    Example::
+
+        glmtrace.init(service_name="autoglm", endpoint="http://127.0.0.1:4317")
+    """
+    arguments = {k: v for k, v in locals().items() if k != "exporter" and v is not None}
+    return _DEFAULT.init(exporter=exporter, **arguments)
+
+
+@overload
+def stage(name: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def stage(name: str | None = None, /, **attributes: Any) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def stage(name: Any = None, /, **attributes: Any) -> Any:
+    """Trace every call of a function, coroutine, (async) generator or class ``invoke()``.
+
+    The span is named ``stage <name>`` (default: the function's name) and carries
+    ``attributes``. Exceptions are recorded on the span and re-raised untouched.
+
+    Example::
+
+        @glmtrace.stage("infer", model="chatglm3")
+        def infer(envelope: dict) -> dict: ...
+    """
+    if callable(name):
+        return _stage.stage(_DEFAULT, name, None, attributes)
+    return _stage.stage(_DEFAULT, None, name, attributes)
+
+
+def span(name: str, attributes: Mapping[str, Any] | None = None) -> SpanScope:
+    """A span around a ``with`` (or ``async with``) block, yielding a :class:`SpanHandle`.
+
+    Example::
+
+        with glmtrace.span("tokenize", {"n": 3}) as s:
+            s.set_attribute("tokens", 42)
+    """
+    return _DEFAULT.span(name, attributes)
+
+
+def current_trace_id() -> str | None:
+    """The current trace id as 32 lowercase hex characters, or None outside a span."""
+    return _DEFAULT.current_trace_id()
+
+
+def current_span_id() -> str | None:
+    """The current span id as 16 lowercase hex characters, or None outside a span."""
+    return _DEFAULT.current_span_id()
+
+
+def force_flush(timeout: float | None = None) -> bool:
+    """Export everything queued, waiting at most ``timeout`` seconds (default: shutdown_timeout)."""
+    return _DEFAULT.force_flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop, within ``timeout`` seconds; also runs at interpreter exit."""
+    return _DEFAULT.shutdown(timeout)
+
+
+def stats() -> dict[str, dict[str, int]]:
+    """Per sink, how many spans/log records were exported, spooled, replayed or dropped."""
+    return _DEFAULT.stats()
+
+
+inject = _propagation.inject
+extract = _propagation.extract
+attach = _propagation.attach
+
+__all__ = [
+    "ConfigError",
+    "ElasticsearchOptions",
+    "FluentOptions",
+    "GlmtraceError",
+    "MissingDependencyError",
+    "Options",
+    "SpanHandle",
+    "attach",
+    "current_span_id",
+    "current_trace_id",
+    "extract",
+    "force_flush",
+    "init",
+    "inject",
+    "propagate",
+    "shutdown",
+    "span",
+    "stage",
+    "stats",
+]

@@ -1,0 +1,1 @@
+"""Private implementation of glmtrace. Import from ``glmtrace`` instead."""

@@ -1,0 +1,155 @@
+"""Safe conversion of arbitrary Python values into OpenTelemetry attribute values.
+
+Tensors and arrays become ``{shape, dtype, device}`` summaries (found through ``sys.modules``,
+so torch and numpy are never imported here), containers become bounded JSON, cycles and
+unserialisable objects a short repr, long strings are truncated, and values under keys that
+look secret are replaced by ``[REDACTED]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import reprlib
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .config import DEFAULT_REDACT_KEYS
+
+REDACTED = "[REDACTED]"
+AttributeValue = str | bool | int | float | tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
+
+_MAX_DEPTH = 6
+_MAX_ITEMS = 64
+_CAMEL = re.compile(r"([a-z0-9])([A-Z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_repr = reprlib.Repr()
+_repr.maxstring = 80
+_repr.maxother = 80
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds applied to every attribute value."""
+
+    max_length: int = 4096
+    redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
+
+    def is_secret(self, key: str) -> bool:
+        # Whole-word match on the key's words, so "db_password" and "apiKey" are secret but
+        # "gen_ai.usage.input_tokens" and "tokenizer" are not.
+        words = _words(key)
+        return any(f"_{fragment}_" in words for fragment in self.redact_keys)
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(key: str) -> str:
+    return "_" + "_".join(_WORD_SPLIT.split(_CAMEL.sub(r"\1_\2", key).lower())) + "_"
+
+
+def truncate(text: str, max_length: int) -> str:
+    if len(text) <= max_length:
+        return text
+    return f"{text[:max_length]}...[truncated {len(text) - max_length} chars]"
+
+
+def tensor_summary(value: Any) -> dict[str, Any] | None:
+    """``{shape, dtype, device}`` for a torch tensor or numpy array, else None."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return {"shape": list(value.shape), "dtype": str(value.dtype), "device": str(value.device)}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        return {"shape": list(value.shape), "dtype": str(value.dtype), "device": "cpu"}
+    return None
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        return _repr.repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
+
+
+def _float(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def jsonable(value: Any, limits: Limits, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
+    """A JSON-serialisable copy of ``value``: bounded, acyclic, secrets redacted."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, str):
+        return truncate(value, limits.max_length)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return truncate(bytes(value).decode("utf-8", errors="replace"), limits.max_length)
+    summary = tensor_summary(value)
+    if summary is not None:
+        return summary
+    if id(value) in seen:
+        return "<cycle>"
+    if depth >= _MAX_DEPTH:
+        return _short_repr(value)
+    inner = seen | {id(value)}
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i >= _MAX_ITEMS:
+                out["..."] = f"{len(value) - _MAX_ITEMS} more"
+                break
+            key = k if isinstance(k, str) else _short_repr(k)
+            out[key] = REDACTED if limits.is_secret(key) else jsonable(v, limits, depth + 1, inner)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        out_list = [jsonable(v, limits, depth + 1, inner) for v in items[:_MAX_ITEMS]]
+        if len(items) > _MAX_ITEMS:
+            out_list.append(f"... {len(items) - _MAX_ITEMS} more")
+        return out_list
+    return _short_repr(value)
+
+
+def _homogeneous(items: list[Any]) -> bool:
+    kinds = {type(v) for v in items}
+    return len(kinds) == 1 and kinds <= {str, int, float, bool}
+
+
+def coerce(value: Any, limits: Limits) -> AttributeValue:
+    """Convert any value into something OpenTelemetry accepts, within ``limits``."""
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        return truncate(value, limits.max_length)
+    if isinstance(value, list | tuple) and value and len(value) <= _MAX_ITEMS:
+        items = list(value)
+        if _homogeneous(items):
+            if isinstance(items[0], str):
+                return tuple(truncate(v, limits.max_length) for v in items)
+            return tuple(items)
+    try:
+        text = json.dumps(jsonable(value, limits), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        text = _short_repr(value)
+    return truncate(text, limits.max_length)
+
+
+def coerce_attributes(
+    attributes: Mapping[str, Any] | Iterable[tuple[str, Any]], limits: Limits
+) -> dict[str, AttributeValue]:
+    """Coerce every value and redact secret-looking keys."""
+    items = attributes.items() if isinstance(attributes, Mapping) else attributes
+    out: dict[str, AttributeValue] = {}
+    for key, value in items:
+        name = key if isinstance(key, str) else _short_repr(key)
+        if value is None:
+            continue
+        out[name] = REDACTED if limits.is_secret(name) else coerce(value, limits)
+    return out

@@ -1,0 +1,352 @@
+"""Resolution of every setting: explicit argument > GLMTRACE_* env > OTEL_* env > default.
+
+Each setting is declared once in ``_SETTINGS``; :func:`resolve` returns the frozen
+:class:`Options` and, for ``glmtrace doctor``, where each value came from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from .errors import ConfigError
+
+TracesSink = Literal["local", "otlp", "none"]
+LogsSink = Literal["local", "elasticsearch", "fluent", "otlp", "none"]
+OtlpProtocol = Literal["grpc", "http/protobuf"]
+
+_log = logging.getLogger("glmtrace")
+
+DEFAULT_REDACT_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+)
+
+
+@dataclass(frozen=True)
+class ElasticsearchOptions:
+    """Where and how log records are shipped to Elasticsearch."""
+
+    url: str
+    data_stream: str = "logs-glmtrace-default"
+    api_key: str | None = field(default=None, repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_certs: str | None = None
+    verify_certs: bool = True
+
+
+@dataclass(frozen=True)
+class FluentOptions:
+    """Where log records are sent over the Fluent forward protocol."""
+
+    host: str = "127.0.0.1"
+    port: int = 24224
+    tag: str = "glmtrace"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The effective configuration of one glmtrace runtime."""
+
+    service_name: str = "unknown_service"
+    traces: TracesSink = "local"
+    logs: tuple[LogsSink, ...] = ("local",)
+    endpoint: str | None = None
+    protocol: OtlpProtocol = "grpc"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    store: Path = Path(".glmtrace/glmtrace.db")
+    sample_rate: float | None = None
+    max_attribute_length: int = 4096
+    redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
+    log_level: str = "INFO"
+    capture_logs: bool = True
+    shutdown_timeout: float = 2.0
+    spool_max_bytes: int = 256 * 1024 * 1024
+    elasticsearch: ElasticsearchOptions | None = None
+    fluent: FluentOptions | None = None
+
+    def as_arguments(self) -> dict[str, Any]:
+        """These options as ``init()`` keyword arguments (to re-create them in a child process)."""
+        args: dict[str, Any] = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("elasticsearch", "fluent", "redact_keys")
+        }
+        args["logs"] = list(self.logs)
+        args["headers"] = dict(self.headers)
+        args["redact_keys"] = [k for k in self.redact_keys if k not in DEFAULT_REDACT_KEYS]
+        if self.elasticsearch is not None:
+            es = self.elasticsearch
+            args.update(
+                es_url=es.url,
+                es_api_key=es.api_key,
+                es_username=es.username,
+                es_password=es.password,
+                es_ca_certs=es.ca_certs,
+                es_verify_certs=es.verify_certs,
+            )
+        if self.fluent is not None:
+            args.update(fluent_host=self.fluent.host, fluent_port=self.fluent.port)
+        return args
+
+
+# ---------------------------------------------------------------------------- parsers
+
+
+def _str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name}={value!r} is not a non-empty string; pass e.g. {name}='my-app'")
+    return value.strip()
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def parse(name: str, value: Any) -> str:
+        if value not in options:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, options))}")
+        return str(value)
+
+    return parse
+
+
+def _logs(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"{name}={value!r}: pass a sink name or a list of them")
+    allowed = get_args(LogsSink)
+    for v in value:
+        _choice(allowed)(name, v)
+    sinks = tuple(dict.fromkeys(value))
+    return ("none",) if "none" in sinks else sinks
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str, Any], Any]:
+    def parse(name: str, value: Any) -> Any:
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}={value!r} is not a number; pass e.g. {name}=2") from None
+        if isinstance(value, bool) or number <= 0:
+            raise ConfigError(f"{name}={value!r} must be a positive number")
+        return number
+
+    return parse
+
+
+def _ratio(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a number between 0 and 1") from None
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{name}={value!r} must be between 0 and 1, e.g. {name}=0.1")
+    return number
+
+
+def _bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={value!r} is not a boolean; use true or false")
+
+
+def _level(name: str, value: Any) -> str:
+    text = str(value).upper()
+    if not isinstance(logging.getLevelName(text), int):
+        raise ConfigError(f"{name}={value!r} is not a logging level such as 'INFO' or 'DEBUG'")
+    return text
+
+
+def _endpoint(name: str, value: Any) -> str:
+    text = _str(name, value)
+    if "://" not in text:
+        raise ConfigError(
+            f"{name}={value!r} has no scheme; pass a URL such as 'http://127.0.0.1:4317'"
+        )
+    return text.rstrip("/")
+
+
+def _headers(name: str, value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"{name}: expected 'key=value,key2=value2' (values not shown)")
+        return {k.strip(): v.strip() for k, v in pairs}
+    raise ConfigError(f"{name} must be a mapping of header names to values")
+
+
+def _keys(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name}={value!r}: pass a list of key fragments such as ['ssn']")
+    return DEFAULT_REDACT_KEYS + tuple(v.strip().lower() for v in value if v.strip())
+
+
+@dataclass(frozen=True)
+class _Setting:
+    env: tuple[str, ...]
+    parse: Callable[[str, Any], Any]
+
+
+_SETTINGS: dict[str, _Setting] = {
+    "service_name": _Setting(("GLMTRACE_SERVICE_NAME", "OTEL_SERVICE_NAME"), _str),
+    "traces": _Setting(("GLMTRACE_TRACES",), _choice(get_args(TracesSink))),
+    "logs": _Setting(("GLMTRACE_LOGS",), _logs),
+    "endpoint": _Setting(
+        ("GLMTRACE_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        _endpoint,
+    ),
+    "protocol": _Setting(
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        _choice(get_args(OtlpProtocol)),
+    ),
+    "headers": _Setting(("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"), _headers),
+    "store": _Setting(("GLMTRACE_STORE",), lambda n, v: Path(_str(n, str(v)))),
+    "sample_rate": _Setting(("GLMTRACE_SAMPLE_RATE",), _ratio),
+    "max_attribute_length": _Setting(("GLMTRACE_MAX_ATTRIBUTE_LENGTH",), _positive(int)),
+    "redact_keys": _Setting(("GLMTRACE_REDACT_KEYS",), _keys),
+    "log_level": _Setting(("GLMTRACE_LOG_LEVEL",), _level),
+    "capture_logs": _Setting(("GLMTRACE_CAPTURE_LOGS",), _bool),
+    "shutdown_timeout": _Setting(("GLMTRACE_SHUTDOWN_TIMEOUT",), _positive(float)),
+    "spool_max_bytes": _Setting(("GLMTRACE_SPOOL_MAX_BYTES",), _positive(int)),
+    "es_url": _Setting(("GLMTRACE_ES_URL",), _endpoint),
+    "es_api_key": _Setting(("GLMTRACE_ES_API_KEY",), _str),
+    "es_username": _Setting(("GLMTRACE_ES_USERNAME",), _str),
+    "es_password": _Setting(("GLMTRACE_ES_PASSWORD",), _str),
+    "es_ca_certs": _Setting(("GLMTRACE_ES_CA_CERTS",), _str),
+    "es_verify_certs": _Setting(("GLMTRACE_ES_VERIFY_CERTS",), _bool),
+    "fluent_host": _Setting(("GLMTRACE_FLUENT_HOST",), _str),
+    "fluent_port": _Setting(("GLMTRACE_FLUENT_PORT",), _positive(int)),
+}
+
+SECRET_SETTINGS = frozenset({"headers", "es_api_key", "es_password"})
+
+
+def resolve(
+    arguments: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> tuple[Options, dict[str, str]]:
+    """Build :class:`Options` from explicit ``arguments`` and the environment.
+
+    Returns the options and, per setting, its source (``argument``, an env var name, or
+    ``default``). A bad argument raises :class:`ConfigError`; a bad environment value warns
+    once and falls back, so a typo in a shell never stops a training job.
+    """
+    env = os.environ if environ is None else environ
+    unknown = set(arguments) - set(_SETTINGS)
+    if unknown:
+        raise ConfigError(
+            f"unknown init() argument(s): {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(_SETTINGS))}"
+        )
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, setting in _SETTINGS.items():
+        if arguments.get(name) is not None:
+            values[name] = setting.parse(name, arguments[name])
+            sources[name] = "argument"
+            continue
+        for var in setting.env:
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = setting.parse(var, raw)
+            except ConfigError as exc:
+                _log.warning("ignoring environment variable: %s", exc)
+                continue
+            sources[name] = var
+            break
+        else:
+            sources[name] = "default"
+    if sources.get("sample_rate") == "default" and env.get("OTEL_TRACES_SAMPLER"):
+        sources["sample_rate"] = "OTEL_TRACES_SAMPLER"
+    return _build(values, sources), sources
+
+
+def _build(values: dict[str, Any], sources: dict[str, str]) -> Options:
+    endpoint = values.get("endpoint")
+    traces = values.get("traces") or ("otlp" if endpoint else "local")
+    sources["traces"] = sources["traces"] if "traces" in values else "derived"
+    if traces == "otlp" and not endpoint:
+        endpoint = "http://127.0.0.1:4317"
+    protocol = values.get("protocol", "grpc")
+    if endpoint and "protocol" not in values and endpoint.endswith(":4318"):
+        protocol = "http/protobuf"
+
+    es = None
+    if "es_url" in values:
+        es = ElasticsearchOptions(
+            url=values["es_url"],
+            api_key=values.get("es_api_key"),
+            username=values.get("es_username"),
+            password=values.get("es_password"),
+            ca_certs=values.get("es_ca_certs"),
+            verify_certs=values.get("es_verify_certs", True),
+        )
+    fluent = None
+    if "fluent_host" in values or "fluent_port" in values:
+        fluent = FluentOptions(
+            host=values.get("fluent_host", "127.0.0.1"), port=values.get("fluent_port", 24224)
+        )
+
+    logs: tuple[Any, ...] | None = values.get("logs")
+    if logs is None:
+        sources["logs"] = "derived"
+        derived = [
+            sink
+            for sink, wanted in (
+                ("local", traces == "local"),
+                ("elasticsearch", es is not None),
+                ("fluent", fluent is not None),
+            )
+            if wanted
+        ]
+        logs = tuple(derived) or ("none",)
+    if "elasticsearch" in logs and es is None:
+        raise ConfigError("logs includes 'elasticsearch' but no es_url is set; pass es_url=...")
+    if "fluent" in logs and fluent is None:
+        fluent = FluentOptions()
+
+    simple = {
+        k: values[k]
+        for k in (
+            "service_name",
+            "headers",
+            "store",
+            "sample_rate",
+            "max_attribute_length",
+            "redact_keys",
+            "log_level",
+            "capture_logs",
+            "shutdown_timeout",
+            "spool_max_bytes",
+        )
+        if k in values
+    }
+    return Options(
+        traces=traces,
+        logs=logs,
+        endpoint=endpoint,
+        protocol=protocol,
+        elasticsearch=es,
+        fluent=fluent,
+        **simple,
+    )

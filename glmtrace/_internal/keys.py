@@ -1,0 +1,13 @@
+"""Attribute keys glmtrace writes, each defined once (OTel semantic conventions or glmtrace.*)."""
+
+from __future__ import annotations
+
+STAGE = "glmtrace.stage"
+MODULE = "glmtrace.module"
+FUNCTION = "code.function"
+SESSION_ID = "session.id"
+CONFIG_PREFIX = "glmtrace.config."
+PAYLOAD = "glmtrace.payload"
+
+# W3C baggage key that carries an envelope's session id between stages and processes.
+BAGGAGE_SESSION_ID = "session.id"

@@ -1,0 +1,171 @@
+"""Stdlib logging integration: trace ids on every record, ECS documents for the sinks.
+
+After ``init()`` every ``logging.LogRecord`` created inside a span carries ``trace.id`` and
+``span.id`` (ECS names) and ``otelTraceID``/``otelSpanID`` (the OpenTelemetry names); outside a
+span those attributes are absent rather than "0". Handlers turn records into one flat ECS
+document (:func:`ecs_document`) shared by the local store, Elasticsearch and Fluent sinks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import os
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import baggage, trace
+
+from .attributes import Limits, jsonable
+from .keys import BAGGAGE_SESSION_ID
+
+TRACE_ID = "trace.id"
+SPAN_ID = "span.id"
+
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    TRACE_ID,
+    SPAN_ID,
+    "otelTraceID",
+    "otelSpanID",
+}
+
+_previous_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    assert _previous_factory is not None
+    record = _previous_factory(*args, **kwargs)
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        trace_id = format(ctx.trace_id, "032x")
+        span_id = format(ctx.span_id, "016x")
+        record.__dict__[TRACE_ID] = record.otelTraceID = trace_id
+        record.__dict__[SPAN_ID] = record.otelSpanID = span_id
+    return record
+
+
+def install_record_factory() -> None:
+    """Wrap the current log record factory once (idempotent)."""
+    global _previous_factory
+    if _previous_factory is None:
+        _previous_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_factory)
+
+
+def uninstall_record_factory() -> None:
+    global _previous_factory
+    if _previous_factory is not None and logging.getLogRecordFactory() is _factory:
+        logging.setLogRecordFactory(_previous_factory)
+    _previous_factory = None
+
+
+class _Ids:
+    """Cheap unique log ids: a random per-process prefix and a counter (reset after fork)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+
+_ids = _Ids()
+_HOST = socket.gethostname()
+
+
+def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -> dict[str, Any]:
+    """One flat ECS document for ``record`` (dotted keys; extras under ``labels.*``)."""
+    doc: dict[str, Any] = {
+        "@timestamp": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(
+            timespec="microseconds"
+        ),
+        "timestamp_ns": int(record.created * 1e9),
+        "log.id": _ids.next(),
+        "message": _message(record, limits),
+        "log.level": record.levelname,
+        "log.logger": record.name,
+        "service.name": service_name,
+        "process.pid": record.process,
+        "process.thread.name": record.threadName,
+        "host.hostname": _HOST,
+        "log.origin.function": record.funcName,
+        "log.origin.file.line": record.lineno,
+    }
+    trace_id = record.__dict__.get(TRACE_ID)
+    if trace_id is not None:
+        doc[TRACE_ID] = trace_id
+        doc[SPAN_ID] = record.__dict__[SPAN_ID]
+    session = baggage.get_baggage(BAGGAGE_SESSION_ID)
+    if session is not None:
+        doc["labels.session_id"] = str(session)
+    if record.exc_info and record.exc_info[0] is not None:
+        exc_type, exc, tb = record.exc_info
+        doc["error.type"] = exc_type.__name__
+        doc["error.message"] = limits_text(str(exc), limits)
+        doc["error.stack_trace"] = limits_text("".join(traceback.format_exception(exc_type, exc, tb)), limits)
+    for key, value in record.__dict__.items():
+        if key not in _STANDARD:
+            label = key if key.startswith("labels.") else f"labels.{key}"
+            doc[label] = "[REDACTED]" if limits.is_secret(key) else jsonable(value, limits)
+    return doc
+
+
+def limits_text(text: str, limits: Limits) -> str:
+    value = jsonable(text, limits)
+    return value if isinstance(value, str) else str(value)
+
+
+def _message(record: logging.LogRecord, limits: Limits) -> str:
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad %-format must not lose the record
+        message = f"{record.msg!r} % {record.args!r}"
+    return limits_text(message, limits)
+
+
+class DocumentHandler(logging.Handler):
+    """Turns records into ECS documents on the caller's thread and hands them to ``submit``.
+
+    ``submit`` must not block (a :class:`~glmtrace._internal.shipper.BackgroundShipper`).
+    Records from glmtrace's own loggers and from the shipping threads are skipped, so a
+    failing sink cannot feed on its own error messages.
+    """
+
+    def __init__(
+        self, submit: Callable[[dict[str, Any]], None], service_name: str, limits: Limits
+    ) -> None:
+        super().__init__()
+        self._submit = submit
+        self._service_name = service_name
+        self._limits = limits
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "glmtrace" or record.name.startswith(("glmtrace.", "elastic_transport")):
+            return
+        if threading.current_thread().name.startswith("glmtrace-"):
+            return
+        try:
+            self._submit(ecs_document(record, self._service_name, self._limits))
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
+        from .guard import report
+
+        import sys
+
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            report("log handler", exc)

@@ -1,0 +1,293 @@
+"""One glmtrace runtime: configuration, the tracer provider, sinks, flush and shutdown.
+
+``glmtrace`` binds its public functions to a default :class:`Runtime`; tests build their own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import baggage, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Span
+
+from .attributes import AttributeValue, Limits
+from .config import Options, resolve
+from .guard import report
+from .keys import BAGGAGE_SESSION_ID, SESSION_ID
+from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
+from .shipper import BackgroundShipper
+from .span_export import CountingExporter, StoreSpanExporter, otlp_exporter
+from .spans import SpanScope
+from .stats import STATS
+from .store import Store
+
+log = logging.getLogger("glmtrace")
+
+
+class _ContextProcessor(SpanProcessor):
+    """Stamps every span with its thread and the session id carried as baggage."""
+
+    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+        thread = threading.current_thread()
+        span.set_attribute("thread.id", thread.ident or 0)
+        span.set_attribute("thread.name", thread.name)
+        session = baggage.get_baggage(BAGGAGE_SESSION_ID, parent_context)
+        if session is not None:
+            span.set_attribute(SESSION_ID, str(session))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+
+def _root_sampled_out(sampler: Sampler | None) -> bool:
+    """True when no root span can ever be sampled, so stages may skip the SDK entirely."""
+    if isinstance(sampler, ParentBased):
+        sampler = sampler._root  # noqa: SLF001 - no public accessor
+    if isinstance(sampler, StaticSampler):
+        return sampler is ALWAYS_OFF or sampler._decision.name == "DROP"  # noqa: SLF001
+    return isinstance(sampler, TraceIdRatioBased) and sampler.rate == 0.0
+
+
+class Runtime:
+    """Holds everything ``glmtrace.init()`` sets up; safe to re-initialise."""
+
+    def __init__(self) -> None:
+        self.tracer: trace.Tracer | None = None
+        self.options: Options | None = None
+        self.sources: dict[str, str] = {}
+        self.limits = Limits()
+        self._provider: TracerProvider | None = None
+        self._root_off = False
+        self._handlers: list[logging.Handler] = []
+        self._shippers: list[BackgroundShipper[Any]] = []
+        self._lock = threading.RLock()
+        self._atexit = False
+        self._threading_instrumented = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def init(self, exporter: SpanExporter | None = None, **arguments: Any) -> Options:
+        """See :func:`glmtrace.init`."""
+        options, sources = resolve(arguments)  # raises ConfigError before touching anything
+        with self._lock:
+            if self.tracer is not None:
+                if options == self.options and exporter is None:
+                    return options
+                self.shutdown()
+            self.options, self.sources = options, sources
+            self.limits = Limits(options.max_attribute_length, options.redact_keys)
+            try:
+                self._start(options, exporter)
+            except Exception as exc:
+                report("init", exc)
+                self.tracer = None
+            if not self._atexit:
+                atexit.register(self.shutdown)
+                self._atexit = True
+        return options
+
+    def _start(self, options: Options, exporter: SpanExporter | None) -> None:
+        sampler: Sampler | None = None
+        if options.sample_rate is not None:
+            sampler = ParentBased(TraceIdRatioBased(options.sample_rate))
+        resource = Resource.create({"service.name": options.service_name})
+        provider = TracerProvider(resource=resource, sampler=sampler)
+        provider.add_span_processor(_ContextProcessor())
+        store = Store(options.store)
+        if options.traces == "local":
+            self._add_exporter(provider, "local", StoreSpanExporter(store))
+        elif options.traces == "otlp":
+            self._add_exporter(provider, "otlp", otlp_exporter(options))
+        if exporter is not None:
+            self._add_exporter(provider, "custom", exporter)
+        self._root_off = _root_sampled_out(provider.sampler)
+        self._provider = provider
+        if not isinstance(trace.get_tracer_provider(), TracerProvider):
+            # Raw OpenTelemetry code in the same program joins glmtrace's traces.
+            trace.set_tracer_provider(provider)
+        self.tracer = provider.get_tracer("glmtrace")
+        self._instrument_threading()
+        install_record_factory()
+        if options.capture_logs:
+            self._start_log_sinks(options, store)
+
+    def _add_exporter(self, provider: TracerProvider, sink: str, exporter: SpanExporter) -> None:
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                CountingExporter(sink, exporter),
+                max_queue_size=20_000,
+                max_export_batch_size=512,
+                schedule_delay_millis=500,
+            )
+        )
+
+    def _start_log_sinks(self, options: Options, store: Store) -> None:
+        level = logging.getLevelName(options.log_level)
+        for sink in options.logs:
+            send: Callable[[list[dict[str, Any]]], None] | None = None
+            if sink == "local":
+                send = store.write_logs
+            else:
+                send = self._remote_log_sink(sink, options)
+            if send is None:
+                continue
+            counted = _counting(sink, send)
+            shipper: BackgroundShipper[dict[str, Any]] = BackgroundShipper(f"logs-{sink}", counted)
+            handler = DocumentHandler(shipper.submit, options.service_name, self.limits)
+            handler.setLevel(level)
+            self._shippers.append(shipper)
+            self._handlers.append(handler)
+        root = logging.getLogger()
+        for handler in self._handlers:
+            root.addHandler(handler)
+        if self._handlers and root.level > level:
+            root.setLevel(level)
+
+    def _remote_log_sink(
+        self, sink: str, options: Options
+    ) -> Callable[[list[dict[str, Any]]], None] | None:
+        log.warning("log sink %r is not available in this build; logs stay local", sink)
+        return None
+
+    def _instrument_threading(self) -> None:
+        if self._threading_instrumented:
+            return
+        from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+        ThreadingInstrumentor().instrument()
+        self._threading_instrumented = True
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        """See :func:`glmtrace.force_flush`."""
+        budget = self._budget(timeout)
+        return _bounded(lambda: self._flush(budget), budget)
+
+    def _flush(self, budget: float) -> bool:
+        ok = True
+        if self._provider is not None:
+            ok = self._provider.force_flush(int(budget * 1000))
+        for shipper in self._shippers:
+            ok = shipper.flush(budget) and ok
+        return ok
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """See :func:`glmtrace.shutdown`."""
+        with self._lock:
+            if self.tracer is None:
+                return True
+            budget = self._budget(timeout)
+            provider, shippers, handlers = self._provider, self._shippers, self._handlers
+            self.tracer, self._provider, self._shippers, self._handlers = None, None, [], []
+            root = logging.getLogger()
+            for handler in handlers:
+                root.removeHandler(handler)
+
+            def stop() -> bool:
+                ok = all(s.shutdown(budget) for s in shippers)
+                if provider is not None:
+                    provider.shutdown()
+                return ok
+
+            done = _bounded(stop, budget)
+            if not done:
+                log.warning("glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget)
+            if self._threading_instrumented:
+                from opentelemetry.instrumentation.threading import ThreadingInstrumentor
+
+                ThreadingInstrumentor().uninstrument()
+                self._threading_instrumented = False
+            uninstall_record_factory()
+            return done
+
+    def _budget(self, timeout: float | None) -> float:
+        if timeout is not None:
+            return timeout
+        return self.options.shutdown_timeout if self.options else 2.0
+
+    # ------------------------------------------------------------------ spans
+
+    def start_span(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> Span | None:
+        """Start a span under the current context, or None when it would be sampled out."""
+        tracer = self.tracer
+        if tracer is None:
+            return None
+        parent = trace.get_current_span().get_span_context()
+        if parent.is_valid:
+            if not parent.trace_flags.sampled:
+                return None
+        elif self._root_off:
+            return None
+        return tracer.start_span(name, attributes=attributes)
+
+    def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> SpanScope:
+        """See :func:`glmtrace.span`."""
+        return SpanScope(self, name, attributes)
+
+    @staticmethod
+    def current_trace_id() -> str | None:
+        """See :func:`glmtrace.current_trace_id`."""
+        ctx = trace.get_current_span().get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+    @staticmethod
+    def current_span_id() -> str | None:
+        """See :func:`glmtrace.current_span_id`."""
+        ctx = trace.get_current_span().get_span_context()
+        return format(ctx.span_id, "016x") if ctx.is_valid else None
+
+    @staticmethod
+    def stats() -> dict[str, dict[str, int]]:
+        """See :func:`glmtrace.stats`."""
+        return STATS.snapshot()
+
+
+def _counting(
+    sink: str, send: Callable[[list[dict[str, Any]]], None]
+) -> Callable[[list[dict[str, Any]]], None]:
+    def counted(batch: list[dict[str, Any]]) -> None:
+        send(batch)
+        STATS.add(f"logs-{sink}", "exported", len(batch))
+
+    return counted
+
+
+def _bounded(fn: Callable[[], bool], timeout: float) -> bool:
+    """Run ``fn`` on a daemon thread and wait at most ``timeout`` seconds for it.
+
+    OpenTelemetry's exporters can ignore their timeouts when the endpoint is black-holed;
+    the caller (often the interpreter's exit) must not wait for them.
+    """
+    result: list[bool] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except Exception as exc:
+            report("flush", exc)
+            result.append(False)
+
+    worker = threading.Thread(target=run, name="glmtrace-flush", daemon=True)
+    worker.start()
+    worker.join(timeout + 0.2)
+    return bool(result and result[0])
+
+
+DEFAULT = Runtime()

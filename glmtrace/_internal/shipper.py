@@ -1,0 +1,136 @@
+"""A bounded, non-blocking queue drained in batches by one background daemon thread.
+
+The caller's thread only appends to a deque: it never waits on I/O. When the queue is full
+new items are dropped and counted. After ``os.fork`` the child gets a fresh lock, an empty
+queue (the parent ships its own items) and a new thread on first use.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from .guard import report
+from .stats import STATS
+
+T = TypeVar("T")
+
+_live: weakref.WeakSet[BackgroundShipper[object]] = weakref.WeakSet()
+
+
+class BackgroundShipper(Generic[T]):
+    """Batches items to ``send`` from a daemon thread; drops (counted) when full."""
+
+    def __init__(
+        self,
+        sink: str,
+        send: Callable[[list[T]], None],
+        *,
+        max_queue: int = 20_000,
+        max_batch: int = 1_000,
+        interval: float = 0.2,
+    ) -> None:
+        self.sink = sink
+        self._send = send
+        self._max_queue = max_queue
+        self._max_batch = max_batch
+        self._interval = interval
+        self._reset()
+        _live.add(self)  # type: ignore[arg-type]
+
+    def _reset(self) -> None:
+        self._queue: collections.deque[T] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._in_flight = 0
+        self._pid = os.getpid()
+
+    def submit(self, item: T) -> None:
+        """Queue ``item``; never blocks, never raises."""
+        if self._closed:
+            STATS.add(self.sink, "dropped")
+            return
+        if len(self._queue) >= self._max_queue:
+            STATS.add(self.sink, "dropped")
+            return
+        self._queue.append(item)
+        if self._thread is None:
+            self._start()
+        elif len(self._queue) >= self._max_batch:
+            with self._cond:
+                self._cond.notify()
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name=f"glmtrace-{self.sink}", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue and not self._closed:
+                    self._cond.wait(self._interval)
+                if self._closed and not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+                self._in_flight = len(batch)
+            if batch:
+                self._ship(batch)
+            with self._cond:
+                self._in_flight = 0
+                self._cond.notify_all()
+
+    def _ship(self, batch: list[T]) -> None:
+        try:
+            self._send(batch)
+        except Exception as exc:
+            report(f"shipping to {self.sink}", exc)
+            STATS.add(self.sink, "dropped", len(batch))
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is shipped, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._queue or self._in_flight:
+                if self._thread is None or not self._thread.is_alive():
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+                self._cond.notify_all()
+        return not self._queue
+
+    def shutdown(self, timeout: float) -> bool:
+        """Flush within ``timeout``, then stop; what is left is counted as dropped."""
+        done = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            left = len(self._queue)
+            self._queue.clear()
+        STATS.add(self.sink, "dropped", left)
+        return done and not left
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + self._in_flight
+
+
+def _after_fork_in_child() -> None:
+    for shipper in list(_live):
+        shipper._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

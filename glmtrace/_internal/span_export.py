@@ -1,0 +1,109 @@
+"""Span exporters: the local store, OTLP, and the counting wrapper behind ``stats()``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from .config import Options
+from .guard import report
+from .stats import STATS
+from .store import Store
+
+
+def span_to_row(span: ReadableSpan) -> dict[str, Any]:
+    """A span as the plain dict the store (and ``show --json``) uses."""
+    ctx = span.context
+    assert ctx is not None
+    resource = dict(span.resource.attributes) if span.resource else {}
+    return {
+        "trace_id": format_trace_id(ctx.trace_id),
+        "span_id": format_span_id(ctx.span_id),
+        "parent_span_id": format_span_id(span.parent.span_id) if span.parent else None,
+        "name": span.name,
+        "kind": span.kind.name,
+        "start_ns": span.start_time or 0,
+        "end_ns": span.end_time or span.start_time or 0,
+        "status": span.status.status_code.name,
+        "status_message": span.status.description,
+        "service_name": resource.get("service.name"),
+        "attributes": dict(span.attributes or {}),
+        "events": [
+            {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+            for e in span.events
+        ],
+        "links": [
+            {
+                "trace_id": format_trace_id(link.context.trace_id),
+                "span_id": format_span_id(link.context.span_id),
+                "attributes": dict(link.attributes or {}),
+            }
+            for link in span.links
+        ],
+        "resource": resource,
+    }
+
+
+class StoreSpanExporter(SpanExporter):
+    """Writes finished spans into the local SQLite store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._store.write_spans([span_to_row(s) for s in spans])
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._store.close()
+
+
+class CountingExporter(SpanExporter):
+    """Counts exported and failed spans of the wrapped exporter; never raises."""
+
+    def __init__(self, sink: str, inner: SpanExporter) -> None:
+        self.sink = sink
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception as exc:
+            report(f"export to {self.sink}", exc)
+            result = SpanExportResult.FAILURE
+        STATS.add(
+            self.sink, "exported" if result is SpanExportResult.SUCCESS else "dropped", len(spans)
+        )
+        return result
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+
+def otlp_exporter(options: Options) -> SpanExporter:
+    """The OTLP exporter for the configured protocol, with a short per-request timeout."""
+    endpoint = options.endpoint
+    assert endpoint is not None
+    headers = dict(options.headers)
+    # A short timeout keeps a black-holed collector from holding the export thread for long.
+    timeout = max(1.0, min(10.0, options.shutdown_timeout * 2))
+    if options.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        insecure = endpoint.startswith("http://")
+        return OTLPSpanExporter(
+            endpoint=endpoint, insecure=insecure, headers=headers or None, timeout=int(timeout)
+        )
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    url = endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
+    return HTTPSpanExporter(endpoint=url, headers=headers or None, timeout=timeout)

@@ -1,0 +1,172 @@
+"""Starting and ending spans: the span handle, ``span()`` and exception recording."""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from .attributes import Limits, coerce, coerce_attributes, truncate
+from .guard import report
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+# Credentials that show up inside exception messages and log lines.
+_CREDENTIALS = re.compile(
+    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"
+    r"|\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
+)
+
+
+def scrub(text: str) -> str:
+    """Replace bearer tokens and ``key=value`` credentials inside free text."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1):
+            return f"{m.group(1)} [REDACTED]"
+        return f"{m.group(2)}{m.group(3)}[REDACTED]"
+
+    return _CREDENTIALS.sub(repl, text)
+
+
+def record_error(span: Span, exc: BaseException, limits: Limits) -> None:
+    """Mark ``span`` as failed by ``exc``: status ERROR and an ``exception`` event."""
+    try:
+        message = truncate(scrub(str(exc)), limits.max_length)
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        span.add_event(
+            "exception",
+            {
+                "exception.type": type(exc).__qualname__,
+                "exception.message": message,
+                "exception.stacktrace": truncate(scrub(stack), limits.max_length * 4),
+                "exception.escaped": True,
+            },
+        )
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+    except Exception as internal:
+        report("record_error", internal)
+
+
+class SpanHandle:
+    """What ``with glmtrace.span(...) as s`` yields: set attributes, add events.
+
+    Before ``init()`` (or when sampled out) every method is a no-op.
+    """
+
+    __slots__ = ("_limits", "_span")
+
+    def __init__(self, span: Span, limits: Limits) -> None:
+        self._span = span
+        self._limits = limits
+
+    @property
+    def trace_id(self) -> str | None:
+        """32 lowercase hex characters, or None for a no-op span."""
+        ctx = self._span.get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+    @property
+    def span_id(self) -> str | None:
+        """16 lowercase hex characters, or None for a no-op span."""
+        ctx = self._span.get_span_context()
+        return format(ctx.span_id, "016x") if ctx.is_valid else None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set one attribute; the value is coerced and redacted like every other."""
+        try:
+            if self._span.is_recording():
+                self._span.set_attributes(coerce_attributes({key: value}, self._limits))
+        except Exception as exc:
+            report("SpanHandle.set_attribute", exc)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set several attributes at once."""
+        try:
+            if self._span.is_recording():
+                self._span.set_attributes(coerce_attributes(attributes, self._limits))
+        except Exception as exc:
+            report("SpanHandle.set_attributes", exc)
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
+        """Add a timestamped event to the span."""
+        try:
+            if self._span.is_recording():
+                self._span.add_event(
+                    str(coerce(name, self._limits)), coerce_attributes(attributes or {}, self._limits)
+                )
+        except Exception as exc:
+            report("SpanHandle.add_event", exc)
+
+    def record_exception(self, exc: BaseException) -> None:
+        """Mark the span as failed by ``exc`` without raising it."""
+        if self._span.is_recording():
+            record_error(self._span, exc, self._limits)
+
+
+NOOP_HANDLE = SpanHandle(trace.INVALID_SPAN, Limits())
+
+
+class SpanScope:
+    """``glmtrace.span(name)``: a sync and async context manager yielding a :class:`SpanHandle`."""
+
+    __slots__ = ("_attributes", "_name", "_runtime", "_span", "_token")
+
+    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any] | None) -> None:
+        self._runtime = runtime
+        self._name = name
+        self._attributes = attributes
+        self._span: Span | None = None
+        self._token: object | None = None
+
+    def __enter__(self) -> SpanHandle:
+        rt = self._runtime
+        if rt.tracer is None:
+            return NOOP_HANDLE
+        try:
+            attributes = coerce_attributes(self._attributes, rt.limits) if self._attributes else None
+            span = rt.start_span(self._name, attributes)
+            if span is None:
+                return NOOP_HANDLE
+            self._span = span
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+            return SpanHandle(span, rt.limits)
+        except Exception as exc:
+            report("span", exc)
+            return NOOP_HANDLE
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        try:
+            if exc is not None and isinstance(exc, Exception):
+                record_error(span, exc, self._runtime.limits)
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+        except Exception as internal:
+            report("span exit", internal)
+        finally:
+            span.end()
+
+    async def __aenter__(self) -> SpanHandle:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)

@@ -1,0 +1,242 @@
+"""``@glmtrace.stage``: one span around a function, coroutine, generator or ``invoke()``.
+
+Generators are driven step by step with the span's context attached only while their own
+code runs, so an early ``break``, a ``close()`` from another context or a cancelled task ends
+the span cleanly and never triggers OpenTelemetry's "Failed to detach context".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from .attributes import AttributeValue, coerce_attributes
+from .guard import report
+from .keys import FUNCTION, STAGE
+from .runtime import Runtime
+from .spans import record_error
+
+P = ParamSpec("P")
+R = TypeVar("R")
+C = TypeVar("C", bound=type)
+
+
+class _Stage:
+    """Starts and ends the span of one decorated callable."""
+
+    __slots__ = ("attributes", "name", "runtime")
+
+    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, AttributeValue]):
+        self.runtime = runtime
+        self.name = name
+        self.attributes = attributes
+
+    def start(self) -> Span | None:
+        try:
+            return self.runtime.start_span(self.name, self.attributes)
+        except Exception as exc:
+            report("stage start", exc)
+            return None
+
+    def fail(self, span: Span, exc: BaseException) -> None:
+        if isinstance(exc, Exception):
+            record_error(span, exc, self.runtime.limits)
+        elif isinstance(exc, asyncio.CancelledError):
+            span.set_attribute("glmtrace.cancelled", True)
+
+
+def make_stage(
+    runtime: Runtime, target: Any, name: str | None, attributes: Mapping[str, Any]
+) -> Any:
+    if inspect.isclass(target):
+        return _stage_class(runtime, target, name, attributes)
+    stage_name = name or target.__name__
+    info = _Stage(
+        runtime,
+        f"stage {stage_name}",
+        coerce_attributes(
+            {STAGE: stage_name, FUNCTION: target.__qualname__, **attributes}, runtime.limits
+        ),
+    )
+    if inspect.isasyncgenfunction(target):
+        return _wrap_async_generator(info, target)
+    if inspect.isgeneratorfunction(target):
+        return _wrap_generator(info, target)
+    if inspect.iscoroutinefunction(target):
+        return _wrap_coroutine(info, target)
+    return _wrap_function(info, target)
+
+
+def _stage_class(runtime: Runtime, cls: C, name: str | None, attributes: Mapping[str, Any]) -> C:
+    invoke = cls.__dict__.get("invoke")
+    if invoke is None:
+        raise TypeError(f"@glmtrace.stage on class {cls.__name__} needs an invoke() method")
+    if isinstance(invoke, staticmethod | classmethod):
+        wrapped = type(invoke)(make_stage(runtime, invoke.__func__, name or cls.__name__, attributes))
+    else:
+        wrapped = make_stage(runtime, invoke, name or cls.__name__, attributes)
+    cls.invoke = wrapped  # type: ignore[attr-defined]
+    return cls
+
+
+def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if info.runtime.tracer is None:
+            return fn(*args, **kwargs)
+        span = info.start()
+        if span is None:
+            return fn(*args, **kwargs)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as exc:
+            info.fail(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    return wrapper
+
+
+def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        if info.runtime.tracer is None:
+            return await fn(*args, **kwargs)
+        span = info.start()
+        if span is None:
+            return await fn(*args, **kwargs)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            return await fn(*args, **kwargs)
+        except BaseException as exc:
+            info.fail(span, exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    return wrapper
+
+
+def _wrap_generator(
+    info: _Stage, fn: Callable[P, Generator[Any, Any, Any]]
+) -> Callable[P, Generator[Any, Any, Any]]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
+        span = info.start() if info.runtime.tracer is not None else None
+        if span is None:
+            return (yield from fn(*args, **kwargs))
+        ctx = trace.set_span_in_context(span)
+        try:
+            token = otel_context.attach(ctx)
+            try:
+                inner = fn(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = otel_context.attach(ctx)
+                try:
+                    item = inner.throw(thrown) if thrown is not None else inner.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    otel_context.detach(token)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    token = otel_context.attach(ctx)
+                    try:
+                        inner.close()
+                    finally:
+                        otel_context.detach(token)
+                    raise
+                except BaseException as exc:  # consumer called .throw(): pass it inside
+                    thrown = exc
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            info.fail(span, exc)
+            raise
+        finally:
+            span.end()
+
+    return wrapper
+
+
+def _wrap_async_generator(
+    info: _Stage, fn: Callable[P, AsyncGenerator[Any, Any]]
+) -> Callable[P, AsyncGenerator[Any, Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
+        span = info.start() if info.runtime.tracer is not None else None
+        if span is None:
+            async for item in fn(*args, **kwargs):
+                yield item
+            return
+        ctx = trace.set_span_in_context(span)
+        try:
+            token = otel_context.attach(ctx)
+            try:
+                inner = fn(*args, **kwargs)
+            finally:
+                otel_context.detach(token)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = otel_context.attach(ctx)
+                try:
+                    step = inner.athrow(thrown) if thrown is not None else inner.asend(sent)
+                    item = await step
+                except StopAsyncIteration:
+                    return
+                finally:
+                    otel_context.detach(token)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    token = otel_context.attach(ctx)
+                    try:
+                        await inner.aclose()
+                    finally:
+                        otel_context.detach(token)
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            info.fail(span, exc)
+            raise
+        finally:
+            span.end()
+
+    return wrapper
+
+
+@overload
+def stage(runtime: Runtime, target: Callable[P, R], name: None, attributes: Mapping[str, Any]) -> Callable[P, R]: ...
+@overload
+def stage(runtime: Runtime, target: None, name: str | None, attributes: Mapping[str, Any]) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def stage(runtime: Runtime, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
+    """Decorator factory behind :func:`glmtrace.stage` (bare or called form)."""
+    if target is not None:
+        return make_stage(runtime, target, name, attributes)
+
+    def decorate(fn: Any) -> Any:
+        return make_stage(runtime, fn, name, attributes)
+
+    return cast(Any, decorate)
