@@ -162,8 +162,9 @@ class Runtime:
     def _remote_log_sink(
         self, sink: str, options: Options
     ) -> Callable[[list[dict[str, Any]]], None] | None:
-        log.warning("log sink %r is not available in this build; logs stay local", sink)
-        return None
+        from .log_sinks import create_log_sink
+
+        return create_log_sink(sink, options)
 
     def _instrument_threading(self) -> None:
         if self._threading_instrumented:
