@@ -99,6 +99,7 @@ def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -
         "service.name": service_name,
         "process.pid": record.process,
         "process.thread.name": record.threadName,
+        "process.thread.id": record.thread,
         "host.hostname": _HOST,
         "log.origin.function": record.funcName,
         "log.origin.file.line": record.lineno,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,7 +56,11 @@ class StoreSpanExporter(SpanExporter):
         self._store = store
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._store.write_spans([span_to_row(s) for s in spans])
+        rows = [span_to_row(s) for s in spans]
+        pid = os.getpid()  # the resource predates a fork; the exporting process is the writer
+        for row in rows:
+            row["resource"]["process.pid"] = pid
+        self._store.write_spans(rows)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

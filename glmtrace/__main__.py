@@ -1,0 +1,5 @@
+"""``python -m glmtrace``: the glmtrace command line."""
+
+from glmtrace._internal.cli import main
+
+main()
