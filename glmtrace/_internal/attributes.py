@@ -85,10 +85,13 @@ def jsonable(value: Any, limits: Limits, depth: int = 0, seen: frozenset[int] = 
         return value
     if isinstance(value, float):
         return _float(value)
+    # Strings nested in containers get a smaller share, so one long field cannot crowd
+    # the rest of the container out of the (truncated) JSON.
+    room = limits.max_length if depth == 0 else max(32, limits.max_length // 8)
     if isinstance(value, str):
-        return truncate(value, limits.max_length)
+        return truncate(value, room)
     if isinstance(value, bytes | bytearray | memoryview):
-        return truncate(bytes(value).decode("utf-8", errors="replace"), limits.max_length)
+        return truncate(bytes(value).decode("utf-8", errors="replace"), room)
     summary = tensor_summary(value)
     if summary is not None:
         return summary

@@ -140,6 +140,8 @@ class Runtime:
     def _start_log_sinks(self, options: Options, store: Store) -> None:
         level = logging.getLevelName(options.log_level)
         for sink in options.logs:
+            if sink == "none":
+                continue
             send: Callable[[list[dict[str, Any]]], None] | None = None
             if sink == "local":
                 send = store.write_logs

@@ -1,0 +1,100 @@
+"""Attribute coercion: tensors, containers, cycles, truncation, redaction."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import glmtrace
+from glmtrace._internal.attributes import Limits, coerce, coerce_attributes
+from tests.conftest import Traced
+
+LIMITS = Limits(max_length=50)
+
+
+def test_numpy_array_becomes_summary() -> None:
+    """An array becomes {shape, dtype, device}, never its data."""
+    value = coerce(np.zeros((2, 3), dtype=np.float32), Limits())
+    assert json.loads(str(value)) == {"shape": [2, 3], "dtype": "float32", "device": "cpu"}
+
+
+def test_torch_tensor_becomes_summary() -> None:
+    """A torch tensor becomes {shape, dtype, device}."""
+    torch = pytest.importorskip("torch")
+    value = coerce({"x": torch.ones(4, 5, dtype=torch.float16)}, Limits())
+    assert json.loads(str(value)) == {"x": {"shape": [4, 5], "dtype": "torch.float16", "device": "cpu"}}
+
+
+def test_containers_become_bounded_json() -> None:
+    """Dicts become JSON; long strings are truncated with a marker."""
+    value = coerce({"a": [1, 2], "b": "x" * 200}, Limits(max_length=1000))
+    parsed = json.loads(str(value))
+    assert parsed["a"] == [1, 2]
+    assert parsed["b"].startswith("x" * 100) and "truncated" in parsed["b"]
+    assert len(str(coerce("y" * 500, LIMITS))) < 100
+
+
+def test_homogeneous_lists_stay_lists() -> None:
+    """A list of one primitive type stays an OTel sequence attribute."""
+    assert coerce([1, 2, 3], LIMITS) == (1, 2, 3)
+    assert coerce(["a", "b"], LIMITS) == ("a", "b")
+
+
+def test_cycles_and_unserialisable_objects() -> None:
+    """Cycles become <cycle>; arbitrary objects a short repr; NaN stays finite JSON."""
+    loop: list[Any] = [1]
+    loop.append(loop)
+    assert "<cycle>" in str(coerce(loop, Limits()))
+
+    class Weird:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert "Weird" in str(coerce(Weird(), Limits()))
+    parsed = json.loads(str(coerce({"x": math.nan, "y": math.inf}, Limits())))
+    assert parsed == {"x": "nan", "y": "inf"}
+
+
+@pytest.mark.parametrize(
+    "key", ["password", "db_password", "apiKey", "API_KEY", "Authorization", "session_cookie",
+            "client_secret", "access_token", "passwd", "x-api-key"]
+)
+def test_secret_keys_are_redacted(key: str) -> None:
+    """Keys that look secret have their values replaced."""
+    assert coerce_attributes({key: "hunter2"}, Limits()) == {key: "[REDACTED]"}
+
+
+@pytest.mark.parametrize("key", ["gen_ai.usage.input_tokens", "tokenizer", "max_tokens", "keyboard"])
+def test_ordinary_keys_are_kept(key: str) -> None:
+    """Token counts and tokenizers are not secrets."""
+    assert coerce_attributes({key: 7}, Limits()) == {key: 7}
+
+
+def _reinit(traced: Traced, **options: Any) -> None:
+    traced.exporter = InMemorySpanExporter()
+    glmtrace.init(traces="none", logs="none", exporter=traced.exporter, **options)
+
+
+def test_nested_secrets_and_extra_redact_keys(traced: Traced) -> None:
+    """Secrets inside containers are redacted, and redact_keys adds patterns."""
+    _reinit(traced, redact_keys=["ssn"])
+    with glmtrace.span("s", {"config": {"db": {"password": "p"}, "ssn": "123"}, "user_ssn": "9"}):
+        pass
+    attrs = traced.one("s")["attributes"]
+    assert json.loads(attrs["config"]) == {"db": {"password": "[REDACTED]"}, "ssn": "[REDACTED]"}
+    assert attrs["user_ssn"] == "[REDACTED]"
+
+
+def test_max_attribute_length_is_configurable(traced: Traced) -> None:
+    """max_attribute_length bounds every string attribute."""
+    _reinit(traced, max_attribute_length=10)
+    with glmtrace.span("s", {"text": "z" * 1000}) as s:
+        s.set_attribute("later", "q" * 1000)
+    attrs = traced.one("s")["attributes"]
+    assert attrs["text"].startswith("z" * 10) and len(attrs["text"]) < 50
+    assert len(attrs["later"]) < 50

@@ -1,0 +1,89 @@
+"""init() configuration: precedence, clear errors, safe re-init."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import glmtrace
+from glmtrace._internal.config import resolve
+
+
+def test_argument_beats_glmtrace_env_beats_otel_env() -> None:
+    """Explicit argument > GLMTRACE_* > OTEL_* > default."""
+    env = {"GLMTRACE_SERVICE_NAME": "from-glmtrace", "OTEL_SERVICE_NAME": "from-otel"}
+    options, sources = resolve({"service_name": "from-arg"}, env)
+    assert (options.service_name, sources["service_name"]) == ("from-arg", "argument")
+    options, sources = resolve({}, env)
+    assert (options.service_name, sources["service_name"]) == ("from-glmtrace", "GLMTRACE_SERVICE_NAME")
+    options, sources = resolve({}, {"OTEL_SERVICE_NAME": "from-otel"})
+    assert (options.service_name, sources["service_name"]) == ("from-otel", "OTEL_SERVICE_NAME")
+    options, sources = resolve({}, {})
+    assert sources["service_name"] == "default"
+
+
+def test_no_endpoint_means_local_store() -> None:
+    """Without an endpoint, traces and logs go to the local store."""
+    options, _ = resolve({}, {})
+    assert options.traces == "local"
+    assert options.logs == ("local",)
+    assert options.store == Path(".glmtrace/glmtrace.db")
+
+
+def test_otel_endpoint_switches_to_otlp() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT turns on OTLP export; port 4318 implies HTTP."""
+    options, _ = resolve({}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert (options.traces, options.endpoint, options.protocol) == (
+        "otlp",
+        "http://collector:4318",
+        "http/protobuf",
+    )
+    assert options.logs == ("none",)
+
+
+def test_store_from_env() -> None:
+    """GLMTRACE_STORE moves the local store."""
+    options, _ = resolve({}, {"GLMTRACE_STORE": "/tmp/x.db"})
+    assert options.store == Path("/tmp/x.db")
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "fragment"),
+    [
+        ("traces", "jaeger", "'jaeger' is not one of"),
+        ("sample_rate", 1.5, "between 0 and 1"),
+        ("endpoint", "localhost:4317", "has no scheme"),
+        ("shutdown_timeout", -1, "positive"),
+        ("log_level", "LOUD", "not a logging level"),
+        ("logs", "elasticsearch", "no es_url"),
+    ],
+)
+def test_bad_argument_raises_config_error_naming_it(argument: str, value: object, fragment: str) -> None:
+    """A bad argument raises ConfigError naming the argument and the problem."""
+    with pytest.raises(glmtrace.ConfigError) as info:
+        glmtrace.init(**{argument: value})  # type: ignore[arg-type]
+    assert argument in str(info.value)
+    assert fragment in str(info.value)
+
+
+def test_bad_env_value_warns_and_falls_back(caplog: pytest.LogCaptureFixture) -> None:
+    """A typo in an environment variable warns and uses the default instead."""
+    with caplog.at_level(logging.WARNING, logger="glmtrace"):
+        options, sources = resolve({}, {"GLMTRACE_SAMPLE_RATE": "lots"})
+    assert options.sample_rate is None
+    assert sources["sample_rate"] == "default"
+    assert "GLMTRACE_SAMPLE_RATE" in caplog.text
+
+
+def test_init_twice_is_safe(tmp_path: Path) -> None:
+    """A second identical init() is a no-op; a different one restarts and keeps tracing."""
+    try:
+        first = glmtrace.init(service_name="a", store=tmp_path / "a.db")
+        assert glmtrace.init(service_name="a", store=tmp_path / "a.db") == first
+        glmtrace.init(service_name="b", store=tmp_path / "b.db")
+        with glmtrace.span("after re-init") as span:
+            assert span.trace_id is not None
+    finally:
+        glmtrace.shutdown()
