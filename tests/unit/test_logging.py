@@ -1,0 +1,83 @@
+"""Log records carry trace ids inside spans and land in the local store linked to them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import glmtrace
+from glmtrace._internal.store import Store
+
+log = logging.getLogger("test.app")
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def captured() -> Capture:
+    handler = Capture()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    yield handler
+    log.removeHandler(handler)
+
+
+def test_records_inside_a_span_carry_ecs_and_otel_ids(local_store: Path, captured: Capture) -> None:
+    """Inside a span: trace.id/span.id and otelTraceID/otelSpanID; outside: absent."""
+    with glmtrace.span("work") as span:
+        log.info("inside")
+    log.info("outside")
+    inside, outside = captured.records
+    assert inside.__dict__["trace.id"] == inside.otelTraceID == span.trace_id
+    assert inside.__dict__["span.id"] == inside.otelSpanID == span.span_id
+    for name in ("trace.id", "span.id", "otelTraceID", "otelSpanID"):
+        assert name not in outside.__dict__
+
+
+def test_formatter_can_print_trace_id(local_store: Path, captured: Capture) -> None:
+    """A stdlib formatter can reference %(otelTraceID)s."""
+    with glmtrace.span("work") as span:
+        log.info("hello")
+    text = logging.Formatter("%(otelTraceID)s %(message)s").format(captured.records[0])
+    assert text == f"{span.trace_id} hello"
+
+
+def test_logs_land_in_local_store_linked_to_span(local_store: Path) -> None:
+    """Log lines are stored with the trace and span that emitted them, extras as labels."""
+    with glmtrace.span("work") as span:
+        log.warning("disk %s is full", "/data", extra={"device": "sda", "password": "x"})
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            log.exception("failed")
+    log.warning("no trace here")
+    glmtrace.force_flush()
+    assert span.trace_id is not None
+    docs = Store(local_store).logs(span.trace_id)
+    assert [d["message"] for d in docs] == ["disk /data is full", "failed"]
+    first, second = docs
+    assert first["span.id"] == span.span_id
+    assert first["log.level"] == "WARNING"
+    assert first["labels.device"] == "sda"
+    assert first["labels.password"] == "[REDACTED]"
+    assert second["error.type"] == "RuntimeError"
+    assert "boom" in second["error.stack_trace"]
+    orphans = [d for d in Store(local_store).all_logs() if d["message"] == "no trace here"]
+    assert len(orphans) == 1 and "trace.id" not in orphans[0]
+
+
+def test_shutdown_restores_record_factory(tmp_path: Path) -> None:
+    """After shutdown() records no longer get trace ids."""
+    glmtrace.init(store=tmp_path / "s.db")
+    glmtrace.shutdown()
+    record = logging.getLogRecordFactory()("x", logging.INFO, "f", 1, "m", (), None)
+    assert "trace.id" not in record.__dict__
