@@ -1,0 +1,247 @@
+"""An append-only disk spool for log batches that could not be shipped.
+
+Layout: one folder per sink holding segment files of newline-delimited JSON documents::
+
+    <ns>-<pid>.open          the segment this process is appending to
+    <ns>-<pid>.seg           a sealed segment, waiting to be replayed
+    <ns>-<pid>.seg.<pid2>    a sealed segment claimed by process <pid2>'s replayer
+
+Names start with the creation time in nanoseconds, so sorting them replays in order. Several
+processes may share the folder (workers of one job): a segment is claimed with an atomic
+rename, so it is replayed by one process only, and the files of a process that died are
+adopted by the next one that opens the spool. Past ``max_bytes`` the oldest segments are
+deleted and their documents counted as dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+OPEN, SEALED = ".open", ".seg"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _owner(path: Path) -> int | None:
+    """The pid that writes (``.open``) or replays (``.seg.<pid>``) ``path``, else None."""
+    try:
+        if path.name.endswith(OPEN):
+            return int(path.name[: -len(OPEN)].rsplit("-", 1)[1])
+        if SEALED + "." in path.name:
+            return int(path.name.rsplit(".", 1)[1])
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
+class Spool:
+    """Segments of JSON documents on disk, bounded by ``max_bytes`` in total.
+
+    ``on_drop(n)`` is told how many documents were deleted to respect the bound. All
+    methods are thread-safe; none raises for I/O errors the caller could not act on except
+    :meth:`append`, whose caller counts the batch as dropped.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        max_bytes: int,
+        *,
+        segment_bytes: int = 8 * 1024 * 1024,
+        on_drop: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        # A segment never exceeds a quarter of the bound, so dropping whole segments stays
+        # a fine-grained way of respecting it.
+        self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._file: IO[bytes] | None = None
+        self._path: Path | None = None
+        self._size = 0
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:
+            # The parent owns its open segment; the child starts one of its own.
+            self._reset()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, documents: list[dict[str, Any]]) -> int:
+        """Write ``documents`` to the open segment; returns the bytes written."""
+        data = b"".join(
+            json.dumps(d, default=str, separators=(",", ":")).encode() + b"\n" for d in documents
+        )
+        if not data:
+            return 0
+        with self._lock:
+            self._check_fork()
+            self._make_room(len(data))
+            if self._file is None or (self._size and self._size + len(data) > self.segment_bytes):
+                self._seal_locked()
+                self._open_locked()
+            assert self._file is not None
+            self._file.write(data)
+            # Flushed per batch: a crash of the process must not take spooled records with it.
+            self._file.flush()
+            self._size += len(data)
+        return len(data)
+
+    def _open_locked(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._path = self.folder / f"{time.time_ns():020d}-{self._pid}{OPEN}"
+        self._file = open(self._path, "ab")  # noqa: SIM115 - held open across calls
+        self._size = 0
+
+    def _seal_locked(self) -> None:
+        if self._file is None or self._path is None:
+            return
+        self._file.close()
+        if self._size:
+            os.replace(self._path, self._path.with_suffix(SEALED))
+        else:
+            self._path.unlink(missing_ok=True)
+        self._file, self._path, self._size = None, None, 0
+
+    def _make_room(self, incoming: int) -> None:
+        total = self.size_bytes()
+        for path in self._segments():
+            if total + incoming <= self.max_bytes:
+                return
+            # Only unclaimed sealed segments and our own open one: another process may be
+            # appending to its open segment or replaying a claimed one right now.
+            if path != self._path and not path.name.endswith(SEALED):
+                continue
+            if path == self._path:  # the open segment is the oldest left: start afresh
+                self._seal_locked()
+                path = path.with_suffix(SEALED)
+            size, count = _size_and_lines(path)
+            try:
+                path.unlink()
+            except FileNotFoundError:  # another process replayed or dropped it meanwhile
+                continue
+            total -= size
+            self._on_drop(count)
+
+    # ------------------------------------------------------------------ replaying
+
+    def claim_oldest(self) -> Path | None:
+        """Take the oldest segment for replay (sealing ours if it is the only one left)."""
+        with self._lock:
+            self._check_fork()
+            self._adopt_orphans()
+            for _ in range(2):
+                for path in self._segments():
+                    if path.name.endswith(SEALED):
+                        claimed = path.with_name(f"{path.name}.{self._pid}")
+                        try:
+                            os.replace(path, claimed)
+                        except FileNotFoundError:  # claimed by another process first
+                            continue
+                        return claimed
+                    if path.name.endswith(f"{SEALED}.{self._pid}"):
+                        return path  # claimed earlier by us, not finished
+                if self._path is None or not self._size:
+                    return None
+                self._seal_locked()
+            return None
+
+    def _adopt_orphans(self) -> None:
+        for path in self._segments():
+            if not _orphan(path):
+                continue
+            target = path.with_name(path.name.split(".", 1)[0] + SEALED)
+            with contextlib.suppress(FileNotFoundError):  # adopted by another process
+                os.replace(path, target)
+
+    @staticmethod
+    def read(segment: Path) -> list[dict[str, Any]]:
+        """The documents of a claimed segment; a torn last line (crash mid-write) is skipped."""
+        documents = []
+        with open(segment, "rb") as f:
+            for line in f:
+                try:
+                    documents.append(json.loads(line))
+                except ValueError:
+                    continue
+        return documents
+
+    @staticmethod
+    def done(segment: Path) -> None:
+        """Forget a segment whose documents are all shipped."""
+        segment.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ state
+
+    def _segments(self) -> list[Path]:
+        try:
+            names = sorted(os.listdir(self.folder))
+        except FileNotFoundError:
+            return []
+        return [self.folder / n for n in names if OPEN in n or SEALED in n]
+
+    def size_bytes(self) -> int:
+        """Bytes held on disk by every segment in the folder."""
+        total = 0
+        for path in self._segments():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return total
+
+    def is_empty(self) -> bool:
+        """True when nothing is waiting that this process would replay.
+
+        Another live process's open or claimed segments do not count: it replays them.
+        """
+        with self._lock:
+            self._check_fork()
+            if self._size:
+                return False
+            mine = f"{SEALED}.{self._pid}"
+            return not any(
+                p.name.endswith((SEALED, mine)) or (p != self._path and _orphan(p))
+                for p in self._segments()
+            )
+
+    def close(self) -> None:
+        """Seal the open segment so that a later process replays it."""
+        with self._lock:
+            self._check_fork()
+            self._seal_locked()
+
+
+def _orphan(path: Path) -> bool:
+    owner = _owner(path)
+    return owner is not None and not _pid_alive(owner)
+
+
+def _size_and_lines(path: Path) -> tuple[int, int]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0, 0
+    return len(data), data.count(b"\n")

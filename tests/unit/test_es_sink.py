@@ -1,0 +1,300 @@
+"""The Elasticsearch sink's own logic: bulk bodies, retries, spooling, replay, counters.
+
+Elasticsearch itself is never imitated here beyond a scripted ``bulk()`` answer; what the
+real server does with these requests is checked in tests/integration/test_logs_elasticsearch.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elastic_transport import ConnectionError as TransportConnectionError
+
+from glmtrace._internal import es_bulk
+from glmtrace._internal.config import ElasticsearchOptions, Options
+from glmtrace._internal.errors import MissingDependencyError
+from glmtrace._internal.es_sink import SINK, ElasticsearchSink, create
+from glmtrace._internal.log_sinks import create_log_sink
+from glmtrace._internal.stats import STATS
+
+
+def doc(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "@timestamp": "2026-01-01T00:00:00.000001+00:00",
+        "timestamp_ns": 1_767_225_600_000_001_000 + i,
+        "log.id": f"run-{i}",
+        "message": f"line {i}",
+        "log.level": "INFO",
+        **extra,
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_stats() -> Iterator[None]:
+    STATS.reset()
+    yield
+    STATS.reset()
+
+
+def counts() -> dict[str, int]:
+    return STATS.snapshot().get(SINK, {})
+
+
+class ScriptedClient:
+    """Answers ``bulk()`` from a script: an exception to raise, or a status per document."""
+
+    def __init__(self, script: list[Any] | None = None) -> None:
+        self.script = list(script or [])
+        self.stored: dict[str, dict[str, Any]] = {}
+        self.requests = 0
+        self.templates: list[str] = []
+        self.indices = self
+
+    def put_index_template(self, *, name: str, body: dict[str, Any]) -> None:
+        self.templates.append(name)
+
+    def bulk(self, *, operations: bytes, filter_path: str) -> dict[str, Any]:
+        self.requests += 1
+        step = self.script.pop(0) if self.script else None
+        if isinstance(step, Exception):
+            raise step
+        lines = operations.decode().splitlines()
+        items = []
+        for action, body in zip(lines[::2], lines[1::2], strict=True):
+            _id = json.loads(action)["create"]["_id"]
+            status = step(_id) if callable(step) else 409 if _id in self.stored else 201
+            if status == 201:
+                self.stored[_id] = json.loads(body)
+            items.append({"create": {"status": status, "error": {"type": "t", "reason": "r"}}})
+        return {"errors": any(i["create"]["status"] >= 300 for i in items), "items": items}
+
+    def close(self) -> None:
+        pass
+
+
+def sink_with(client: ScriptedClient, tmp_path: Path, **kwargs: Any) -> ElasticsearchSink:
+    sink = ElasticsearchSink(
+        ElasticsearchOptions(url="http://127.0.0.1:9"), tmp_path / "spool", 10**8, **kwargs
+    )
+    sink._client = client  # type: ignore[assignment]
+    return sink
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_missing_client_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without the elasticsearch package, init() gets MissingDependencyError with the fix."""
+    monkeypatch.setitem(sys.modules, "elasticsearch", None)
+    options = Options(
+        elasticsearch=ElasticsearchOptions(url="http://127.0.0.1:9"), store=tmp_path / "s.db"
+    )
+    with pytest.raises(MissingDependencyError, match=r"glmtrace\[elasticsearch\]"):
+        create_log_sink("elasticsearch", options)
+
+
+def test_bulk_bodies_are_creates_keyed_by_log_id() -> None:
+    """Each document is a create with _id = log.id; internal keys stay out of the body."""
+    ((part, body),) = list(es_bulk.chunks("logs-glmtrace-default", [doc(1), doc(2)]))
+    lines = body.decode().splitlines()
+    assert json.loads(lines[0]) == {"create": {"_index": "logs-glmtrace-default", "_id": "run-1"}}
+    assert json.loads(lines[1]) == {
+        "@timestamp": "2026-01-01T00:00:00.000001+00:00",
+        "message": "line 1",
+        "log.level": "INFO",
+    }
+    assert len(part) == 2 and body.endswith(b"\n")
+
+
+def test_bulk_bodies_are_split_by_bytes_and_count() -> None:
+    """No body exceeds MAX_BULK_BYTES or MAX_BULK_DOCS; nothing is lost in the split."""
+    big = [doc(i, **{"labels.blob": "x" * 100_000}) for i in range(120)]
+    parts = list(es_bulk.chunks("ds", big))
+    assert len(parts) > 1
+    assert all(len(body) <= es_bulk.MAX_BULK_BYTES for _, body in parts)
+    small = list(es_bulk.chunks("ds", [doc(i) for i in range(es_bulk.MAX_BULK_DOCS + 5)]))
+    assert [len(p) for p, _ in small] == [es_bulk.MAX_BULK_DOCS, 5]
+    assert sum(len(p) for p, _ in parts) == 120
+
+
+def test_template_comes_from_package_data() -> None:
+    """The index template ships with the package and targets the logs-glmtrace-* streams."""
+    template = es_bulk.load_template()
+    assert "logs-glmtrace-*" in template["index_patterns"]
+    assert "data_stream" in template
+
+
+def test_ships_directly_and_puts_template_once(tmp_path: Path) -> None:
+    """With the backend answering, batches are exported directly; the template is put once."""
+    client = ScriptedClient()
+    sink = sink_with(client, tmp_path)
+    sink([doc(1), doc(2)])
+    sink([doc(3)])
+    assert client.templates == ["glmtrace-logs"]
+    assert list(client.stored) == ["run-1", "run-2", "run-3"]
+    assert counts() == {"exported": 3}
+    assert sink.spool.is_empty()
+
+
+def test_conflict_counts_as_already_delivered(tmp_path: Path) -> None:
+    """A 409 on create means the _id is stored already: delivered, not retried, not dropped."""
+    client = ScriptedClient()
+    sink = sink_with(client, tmp_path)
+    sink([doc(1)])
+    sink([doc(1)])
+    assert client.requests == 2 and len(client.stored) == 1
+    assert counts() == {"exported": 2}
+
+
+def test_item_level_429_is_retried(tmp_path: Path) -> None:
+    """Documents answered 429 are resent after a backoff; the rest are not resent."""
+    answers = iter([429, 201, 201])
+    client = ScriptedClient([lambda _id: next(answers)])
+    sink = sink_with(client, tmp_path)
+    sink([doc(1), doc(2)])
+    assert client.requests == 2
+    assert sorted(client.stored) == ["run-1", "run-2"]
+    assert counts() == {"exported": 2}
+
+
+def test_rejected_document_is_resent_with_core_fields(tmp_path: Path) -> None:
+    """A mapping rejection (400) keeps the log line: resent without its extra fields."""
+    client = ScriptedClient([lambda _id: 400])
+    sink = sink_with(client, tmp_path)
+    sink([doc(1, **{"labels.odd": {"a": 1}})])
+    stored = client.stored["run-1"]
+    assert stored["message"] == "line 1" and "labels.odd" not in stored
+    assert counts() == {"exported": 1}
+
+
+def test_outage_spools_then_replays_in_order_exactly_once(tmp_path: Path) -> None:
+    """Backend down: batches spool (fast); back: replayed in order, each id stored once."""
+    down = TransportConnectionError("refused")
+    client = ScriptedClient([down] * 6)  # fails the direct try, its retries and a probe or two
+    sink = sink_with(client, tmp_path, retry_seconds=0.2, max_backoff=0.2)
+    sink([doc(i) for i in range(0, 10)])
+    start = time.monotonic()
+    for b in range(1, 5):
+        sink([doc(i) for i in range(b * 10, b * 10 + 10)])
+    assert time.monotonic() - start < 0.5, "while down, batches must go to the spool at once"
+    wait_for(lambda: counts().get("replayed", 0) == 50)
+    assert list(client.stored) == [f"run-{i}" for i in range(50)]
+    assert counts()["spooled"] == 50 and "dropped" not in counts()
+    wait_for(sink.spool.is_empty)
+    sink([doc(50)])  # back on the direct path
+    assert counts()["exported"] == 1
+    sink.close()
+
+
+def test_spool_left_by_an_earlier_run_is_replayed_first(tmp_path: Path) -> None:
+    """A new sink replays what an earlier process spooled before shipping new batches."""
+    first = sink_with(ScriptedClient([TransportConnectionError("down")] * 100), tmp_path)
+    first.retry_seconds = 0.0
+    first([doc(1), doc(2)])
+    first.close()
+    client = ScriptedClient()
+    second = sink_with(client, tmp_path)
+    second([doc(3)])
+    wait_for(lambda: len(client.stored) == 3)
+    assert list(client.stored) == ["run-1", "run-2", "run-3"]
+    second.close()
+
+
+def test_unreachable_port_costs_one_bounded_try(tmp_path: Path) -> None:
+    """Against a closed port the first batch spools within the retry budget, the next at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: connection refused
+    sink = ElasticsearchSink(
+        ElasticsearchOptions(url=f"http://127.0.0.1:{port}"),
+        tmp_path / "spool",
+        10**8,
+        retry_seconds=0.5,
+    )
+    start = time.monotonic()
+    sink([doc(1)])
+    assert time.monotonic() - start < 0.5 + 1.0
+    start = time.monotonic()
+    sink([doc(2)])
+    assert time.monotonic() - start < 0.2
+    assert counts()["spooled"] == 2
+    sink.close(timeout=0.5)
+
+
+def test_black_holed_endpoint_is_bounded_by_request_timeout(tmp_path: Path) -> None:
+    """A peer that accepts and never answers holds the shipper thread one request timeout."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    try:
+        sink = ElasticsearchSink(
+            ElasticsearchOptions(url=f"http://127.0.0.1:{server.getsockname()[1]}"),
+            tmp_path / "spool",
+            10**8,
+            request_timeout=0.5,
+            retry_seconds=5.0,
+        )
+        start = time.monotonic()
+        sink([doc(1)])
+        assert time.monotonic() - start < 0.5 + 1.0
+        assert counts()["spooled"] == 1
+        sink.close(timeout=0.5)
+    finally:
+        server.close()
+
+
+def test_spool_bound_counts_drops(tmp_path: Path) -> None:
+    """A long outage past spool_max_bytes drops the oldest records, and counts them."""
+    sink = ElasticsearchSink(
+        ElasticsearchOptions(url="http://127.0.0.1:9"), tmp_path / "spool", 40_000
+    )
+    sink._client = ScriptedClient([TransportConnectionError("down")] * 10_000)  # type: ignore[assignment]
+    sink._down_until = time.monotonic() + 60  # known down: everything goes to the spool
+    for b in range(50):
+        sink([doc(i, **{"labels.pad": "x" * 200}) for i in range(b * 10, b * 10 + 10)])
+    c = counts()
+    assert c["spooled"] == 500 and c["dropped"] > 0
+    assert sink.spool.size_bytes() <= 40_000
+    sink.close(timeout=0.5)
+
+
+def test_closed_sink_ignores_batches(tmp_path: Path) -> None:
+    """After close() a late batch is neither sent nor raises."""
+    client = ScriptedClient()
+    sink = sink_with(client, tmp_path)
+    sink.close()
+    sink([doc(1)])
+    assert client.requests == 0
+
+
+def test_sink_threads_are_named_glmtrace(tmp_path: Path) -> None:
+    """The replayer is a glmtrace-* daemon thread, so its own logging is never shipped."""
+    sink = sink_with(ScriptedClient([TransportConnectionError("down")] * 100), tmp_path)
+    sink.retry_seconds = 0.0
+    sink([doc(1)])
+    names = [t.name for t in threading.enumerate() if t.name.startswith("glmtrace-es")]
+    assert names == ["glmtrace-es-replay"]
+    sink.close(timeout=0.5)
+
+
+def test_create_uses_the_store_folder_for_the_spool(tmp_path: Path) -> None:
+    """The spool lives under the store's folder: <store dir>/spool/elasticsearch."""
+    options = Options(
+        elasticsearch=ElasticsearchOptions(url="http://127.0.0.1:9"),
+        store=tmp_path / "x" / "glmtrace.db",
+    )
+    sink = create(options)
+    assert sink.spool.folder == tmp_path / "x" / "spool" / "elasticsearch"
+    sink.close(timeout=0.1)

@@ -1,0 +1,200 @@
+"""The Fluent sink's own logic: Forward-mode packing, EventTime, a bounded buffer, counted drops.
+
+The peer here is a local socket that decodes msgpack; that the real Collector accepts these
+messages is checked in tests/integration/test_logs_fluent.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+
+from glmtrace._internal.config import FluentOptions, Options
+from glmtrace._internal.errors import MissingDependencyError
+from glmtrace._internal.fluent_sink import SINK, FluentSink, _messages
+from glmtrace._internal.log_sinks import create_log_sink
+from glmtrace._internal.stats import STATS
+
+
+def doc(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "timestamp_ns": 1_767_225_600_123_456_789 + i,
+        "log.id": f"id-{i}",
+        "message": f"line {i}",
+        "trace.id": "ab" * 16,
+        "log.level": "INFO",
+        **extra,
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_stats() -> Iterator[None]:
+    STATS.reset()
+    yield
+    STATS.reset()
+
+
+def counts() -> dict[str, int]:
+    return STATS.snapshot().get(SINK, {})
+
+
+class Receiver:
+    """A local forward-protocol reader: collects (tag, seconds, nanos, record) tuples."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        self.events: list[tuple[str, int, int, dict[str, Any]]] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        unpacker = msgpack.Unpacker(raw=False)
+        with conn:
+            while data := conn.recv(65536):
+                unpacker.feed(data)
+                for tag, entries in unpacker:
+                    for when, record in entries:
+                        seconds, nanos = struct.unpack(">II", when.data)
+                        self.events.append((tag, seconds, nanos, record))
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without fluent-logger, init() gets MissingDependencyError naming glmtrace[fluent]."""
+    monkeypatch.setitem(sys.modules, "fluent", None)
+    monkeypatch.setitem(sys.modules, "fluent.sender", None)
+    with pytest.raises(MissingDependencyError, match=r"glmtrace\[fluent\]"):
+        create_log_sink("fluent", Options(fluent=FluentOptions()))
+
+
+def test_batch_is_one_forward_message_with_event_time(receiver: Receiver) -> None:
+    """Records arrive tagged, with nanosecond EventTime and the ECS keys as sent."""
+    sink = FluentSink(FluentOptions(port=receiver.port, tag="glmtrace"))
+    sink([doc(0), doc(1)])
+    wait_for(lambda: len(receiver.events) == 2)
+    tag, seconds, nanos, record = receiver.events[1]
+    assert tag == "glmtrace"
+    assert seconds * 10**9 + nanos == 1_767_225_600_123_456_790
+    assert record == {
+        "log.id": "id-1",
+        "message": "line 1",
+        "trace.id": "ab" * 16,
+        "log.level": "INFO",
+    }
+    assert counts() == {"exported": 2}
+    sink.close()
+
+
+def test_large_batches_split_into_bounded_messages() -> None:
+    """No Forward message exceeds the size bound unless it holds a single record."""
+    batch = [doc(i, **{"labels.pad": "x" * 50_000}) for i in range(60)]
+    messages = _messages("t", batch)
+    assert len(messages) > 1
+    assert sum(n for n, _ in messages) == 60
+    assert all(len(m) <= 1024 * 1024 + 60_000 for _, m in messages)
+
+
+def test_peer_down_buffers_then_delivers_when_back() -> None:
+    """A refused connection keeps the batch buffered; it goes out first when the peer returns."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = FluentSink(FluentOptions(port=port), timeout=0.5)
+    sink([doc(0), doc(1)])
+    assert sink.buffered == 2 and counts() == {}
+    receiver = Receiver.__new__(Receiver)
+    receiver.server = socket.socket()
+    receiver.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    receiver.server.bind(("127.0.0.1", port))
+    receiver.server.listen(8)
+    receiver.port, receiver.events = port, []
+    receiver.thread = threading.Thread(target=receiver._serve, daemon=True)
+    receiver.thread.start()
+    try:
+        sink([doc(2)])
+        wait_for(lambda: len(receiver.events) == 3)
+        assert [r["log.id"] for *_, r in receiver.events] == ["id-0", "id-1", "id-2"]
+        assert counts() == {"exported": 3} and sink.buffered == 0
+    finally:
+        sink.close()
+        receiver.close()
+
+
+def test_buffer_is_bounded_and_overflow_is_counted() -> None:
+    """With the peer down the buffer never passes bufmax (plus one message); drops counted."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = FluentSink(FluentOptions(port=port), timeout=0.2, bufmax=20_000)
+    for b in range(40):
+        sink([doc(i, **{"labels.pad": "x" * 100}) for i in range(b * 10, b * 10 + 10)])
+        assert len(sink._sender.pendings or b"") <= 20_000 + 3_000
+    c = counts()
+    assert c["dropped"] > 0
+    assert c["dropped"] + sink.buffered == 400
+    sink.close()
+    assert counts()["dropped"] == 400  # close() could not deliver the rest either
+
+
+def test_black_holed_peer_costs_one_timeout_per_batch() -> None:
+    """A peer that accepts and never reads: each batch costs at most the socket timeout."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        sink = FluentSink(FluentOptions(port=server.getsockname()[1]), timeout=0.3)
+        big = [doc(i, **{"labels.pad": "x" * 50_000}) for i in range(200)]  # ~10 MB
+        start = time.monotonic()
+        sink(big)
+        elapsed = time.monotonic() - start
+        # Up to ~10 messages, each may wait one timeout before the send fails.
+        assert elapsed < 0.3 * 12 + 1.0
+        c = counts()
+        assert c.get("exported", 0) + c.get("dropped", 0) + sink.buffered == 200
+        sink.close()
+    finally:
+        server.close()
+
+
+def test_closed_sink_counts_late_batches_as_dropped() -> None:
+    """A batch after close() is dropped and counted, never raised."""
+    sink = FluentSink(FluentOptions(port=9))
+    sink.close()
+    sink([doc(0)])
+    assert counts() == {"dropped": 1}
