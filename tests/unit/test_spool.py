@@ -1,4 +1,4 @@
-"""The disk spool: ordered replay, a size bound with counted drops, crash and multi-process safety."""
+"""The disk spool: ordered replay, a bounded size with counted drops, crash and fork safety."""
 
 from __future__ import annotations
 
