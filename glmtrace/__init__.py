@@ -83,7 +83,9 @@ def init(
 @overload
 def stage(name: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
-def stage(name: str | None = None, /, **attributes: Any) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def stage(
+    name: str | None = None, /, **attributes: Any
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def stage(name: Any = None, /, **attributes: Any) -> Any:
     """Trace every call of a function, coroutine, (async) generator or class ``invoke()``.
 

@@ -32,7 +32,9 @@ class Traced:
 
     def one(self, name: str) -> dict[str, Any]:
         matches = [s for s in self.spans() if s["name"] == name]
-        assert len(matches) == 1, f"expected one span {name!r}, got {[s['name'] for s in self.spans()]}"
+        assert len(matches) == 1, (
+            f"expected one span {name!r}, got {[s['name'] for s in self.spans()]}"
+        )
         return matches[0]
 
 
@@ -41,9 +43,7 @@ def traced(tmp_path: Path) -> Iterator[Traced]:
     """glmtrace initialised with an in-memory exporter (no local store, no log sinks)."""
     exporter = InMemorySpanExporter()
     store = tmp_path / "glmtrace.db"
-    glmtrace.init(
-        service_name="test", traces="none", logs="none", store=store, exporter=exporter
-    )
+    glmtrace.init(service_name="test", traces="none", logs="none", store=store, exporter=exporter)
     yield Traced(exporter, store)
     glmtrace.shutdown()
 

@@ -45,5 +45,10 @@ def invoke(envelope: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     if config.get("remove_html", True):
         text = strip_html(text)
     text = _SPACES.sub(" ", text).strip()
-    log.info("cleaned text: %d -> %d chars (remove_html=%s)", before, len(text), config.get("remove_html"))
+    log.info(
+        "cleaned text: %d -> %d chars (remove_html=%s)",
+        before,
+        len(text),
+        config.get("remove_html"),
+    )
     return {**envelope, "payload": text}

@@ -56,13 +56,15 @@ def _remote_options(fn: F) -> F:
 @click.group()
 @click.version_option(package_name="glmtrace")
 def main() -> None:
-    """glmtrace: traces and logs of ML pipelines, from the embedded store or Jaeger/Elasticsearch."""
+    """glmtrace: traces and logs of ML pipelines, from the local store or Jaeger/ES."""
 
 
 @main.command()
 @click.argument("pipeline_file", type=click.Path(path_type=Path))
 @click.option("--input", "text", help="Input text for the first stage.")
-@click.option("--input-file", type=click.File("r"), help="Read the input from a file ('-' = stdin).")
+@click.option(
+    "--input-file", type=click.File("r"), help="Read the input from a file ('-' = stdin)."
+)
 @click.option("--session", help="Session id carried as baggage on every span.")
 def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | None) -> None:
     """Run PIPELINE_FILE with tracing on; print the trace id and its tree."""
@@ -87,10 +89,14 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
         store = Store(options.store)
         with _clear_errors():
             console.print(
-                render.tree(result.trace_id, store.spans(result.trace_id), store.logs(result.trace_id))
+                render.tree(
+                    result.trace_id, store.spans(result.trace_id), store.logs(result.trace_id)
+                )
             )
     elif result.trace_id:
-        console.print(f"spans sent to {options.endpoint}; view: glmtrace show {result.trace_id} --jaeger URL")
+        console.print(
+            f"spans sent to {options.endpoint}; view: glmtrace show {result.trace_id} --jaeger URL"
+        )
     if result.error is not None:
         raise click.ClickException(f"a stage failed: {type(result.error).__name__}: {result.error}")
 
@@ -100,7 +106,9 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
 @click.option("--service", help="Service name (with --jaeger).")
 @_remote_options
 @_store_option
-def list_traces(limit: int, service: str | None, jaeger: str | None, es: str | None, store: Path | None) -> None:
+def list_traces(
+    limit: int, service: str | None, jaeger: str | None, es: str | None, store: Path | None
+) -> None:
     """List recent traces: id, root span, start, duration, span count, errors."""
     with _clear_errors():
         if jaeger:
@@ -117,7 +125,11 @@ def list_traces(limit: int, service: str | None, jaeger: str | None, es: str | N
     for r in rows:
         start = dt.datetime.fromtimestamp(r.start_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
-            r.trace_id, r.root_name, start, f"{r.duration_ns / 1e6:.1f} ms", str(r.span_count),
+            r.trace_id,
+            r.root_name,
+            start,
+            f"{r.duration_ns / 1e6:.1f} ms",
+            str(r.span_count),
             f"[red]{r.error_count}[/red]" if r.error_count else "0",
         )
     console.print(table)
@@ -143,7 +155,9 @@ def _load_trace(
 @click.option("--json", "as_json", is_flag=True, help="Print spans and logs as JSON.")
 @_remote_options
 @_store_option
-def show(trace_id: str, as_json: bool, jaeger: str | None, es: str | None, store: Path | None) -> None:
+def show(
+    trace_id: str, as_json: bool, jaeger: str | None, es: str | None, store: Path | None
+) -> None:
     """Show TRACE_ID (or a unique 8+ character prefix) as a tree with its log lines."""
     with _clear_errors():
         full_id, spans, logs = _load_trace(trace_id, store, jaeger, es)
@@ -157,18 +171,24 @@ def show(trace_id: str, as_json: bool, jaeger: str | None, es: str | None, store
 
 @main.command()
 @click.argument("trace_id")
-@click.option("--format", "fmt", type=click.Choice(["perfetto"]), default="perfetto", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["perfetto"]), default="perfetto", show_default=True
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @_remote_options
 @_store_option
-def export(trace_id: str, fmt: str, output: Path, jaeger: str | None, es: str | None, store: Path | None) -> None:
+def export(
+    trace_id: str, fmt: str, output: Path, jaeger: str | None, es: str | None, store: Path | None
+) -> None:
     """Write TRACE_ID as a Chrome trace-event file for ui.perfetto.dev or chrome://tracing."""
     with _clear_errors():
-        full_id, spans, logs = _load_trace(trace_id, store, jaeger, es)
+        _full_id, spans, logs = _load_trace(trace_id, store, jaeger, es)
         if not spans:
             raise click.ClickException(f"no trace {trace_id}")
         output.write_text(json.dumps(render.perfetto(spans, logs)), encoding="utf-8")
-    click.echo(f"wrote {output} ({len(spans)} spans, {len(logs)} logs); open it at https://ui.perfetto.dev")
+    click.echo(
+        f"wrote {output} ({len(spans)} spans, {len(logs)} logs); open it at https://ui.perfetto.dev"
+    )
 
 
 @main.command()
@@ -198,7 +218,9 @@ def doctor() -> None:
         options, sources = resolve({})
     table = Table("setting", "value", "source")
     for name, source in sorted(sources.items()):
-        value: Any = "***" if name in SECRET_SETTINGS and source != "default" else _value(options, name)
+        value: Any = (
+            "***" if name in SECRET_SETTINGS and source != "default" else _value(options, name)
+        )
         table.add_row(name, str(value), source)
     console.print(table)
     checks = _endpoint_checks(options)
@@ -207,7 +229,9 @@ def doctor() -> None:
         from . import remote
 
         ok, detail = remote.probe(label, url)
-        health.add_row(label, url, f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}")
+        health.add_row(
+            label, url, f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}"
+        )
     console.print(health)
     from .runtime import DEFAULT
 

@@ -218,7 +218,9 @@ _SETTINGS: dict[str, _Setting] = {
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
         _choice(get_args(OtlpProtocol)),
     ),
-    "headers": _Setting(("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"), _headers),
+    "headers": _Setting(
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"), _headers
+    ),
     "store": _Setting(("GLMTRACE_STORE",), lambda n, v: Path(_str(n, str(v)))),
     "sample_rate": _Setting(("GLMTRACE_SAMPLE_RATE",), _ratio),
     "max_attribute_length": _Setting(("GLMTRACE_MAX_ATTRIBUTE_LENGTH",), _positive(int)),
@@ -283,7 +285,7 @@ def resolve(
 
 def _build(values: dict[str, Any], sources: dict[str, str]) -> Options:
     endpoint = values.get("endpoint")
-    traces = values.get("traces") or ("otlp" if endpoint else "local")
+    traces: TracesSink = values.get("traces") or ("otlp" if endpoint else "local")
     sources["traces"] = sources["traces"] if "traces" in values else "derived"
     if traces == "otlp" and not endpoint:
         endpoint = "http://127.0.0.1:4317"

@@ -115,7 +115,9 @@ def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -
         exc_type, exc, tb = record.exc_info
         doc["error.type"] = exc_type.__name__
         doc["error.message"] = limits_text(str(exc), limits)
-        doc["error.stack_trace"] = limits_text("".join(traceback.format_exception(exc_type, exc, tb)), limits)
+        doc["error.stack_trace"] = limits_text(
+            "".join(traceback.format_exception(exc_type, exc, tb)), limits
+        )
     for key, value in record.__dict__.items():
         if key not in _STANDARD:
             label = key if key.startswith("labels.") else f"labels.{key}"
@@ -162,10 +164,10 @@ class DocumentHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
-        from .guard import report
-
+    def handleError(self, record: logging.LogRecord) -> None:
         import sys
+
+        from .guard import report
 
         exc = sys.exc_info()[1]
         if exc is not None:

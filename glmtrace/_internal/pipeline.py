@@ -34,7 +34,13 @@ from .keys import CONFIG_PREFIX, MODULE, PAYLOAD, STAGE
 from .propagation import attach, inject
 from .runtime import Runtime
 
-_STAGE_KEYS = {"stage": str, "module": str, "config": dict, "model_hint": str, "capture_payload": bool}
+_STAGE_KEYS = {
+    "stage": str,
+    "module": str,
+    "config": dict,
+    "model_hint": str,
+    "capture_payload": bool,
+}
 _TOP_KEYS = {"pipeline", "name"}
 
 
@@ -79,7 +85,9 @@ def load(path: str | Path) -> Pipeline:
         raise ConfigError(f"{where}: expected a mapping with a 'pipeline' list at the top")
     extra = set(document) - _TOP_KEYS
     if extra:
-        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(extra)}; allowed {sorted(_TOP_KEYS)}")
+        raise ConfigError(
+            f"{where}: unknown top-level key(s) {sorted(extra)}; allowed {sorted(_TOP_KEYS)}"
+        )
     stages = document["pipeline"]
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{where}: 'pipeline' must be a non-empty list of stages")
@@ -178,7 +186,9 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
     return RunResult(envelope, trace_id, None)
 
 
-def _dispatch(runtime: Runtime, spec: StageSpec, module: ModuleType, envelope: Envelope) -> Envelope:
+def _dispatch(
+    runtime: Runtime, spec: StageSpec, module: ModuleType, envelope: Envelope
+) -> Envelope:
     attributes: dict[str, Any] = {STAGE: spec.name, MODULE: spec.module}
     attributes.update({f"{CONFIG_PREFIX}{k}": v for k, v in spec.config.items()})
     # The envelope's metadata, not the ambient context, decides the parent: this is what a
@@ -192,7 +202,8 @@ def _dispatch(runtime: Runtime, spec: StageSpec, module: ModuleType, envelope: E
             span.set_attribute(f"{PAYLOAD}.out", _payload_of(result))
     if not isinstance(result, dict) or "payload" not in result:
         raise TypeError(
-            f"stage {spec.name!r} ({spec.module}.invoke) must return the envelope, got {type(result).__name__}"
+            f"stage {spec.name!r} ({spec.module}.invoke) must return the envelope, "
+            f"got {type(result).__name__}"
         )
     result.setdefault("session_id", envelope["session_id"])
     result["metadata"] = metadata_before

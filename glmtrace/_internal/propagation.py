@@ -46,7 +46,7 @@ def _carrier_of(message: Any, create: bool) -> MutableMapping[str, Any] | None:
     if isinstance(message, MutableMapping):
         if create and "metadata" in message and message["metadata"] is None:
             message["metadata"] = {}
-            return message["metadata"]  # type: ignore[no-any-return]
+            return message["metadata"]
         return message
     return None
 

@@ -85,7 +85,9 @@ def log_time_ns(doc: dict[str, Any]) -> int:
     return int(dt.datetime.fromisoformat(stamp).timestamp() * 1e9)
 
 
-def as_json(trace_id: str, spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
+def as_json(
+    trace_id: str, spans: list[dict[str, Any]], logs: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The ``show --json`` document."""
     return {
         "trace_id": trace_id,
@@ -125,8 +127,13 @@ def perfetto(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[st
         if ("p", pid, 0) not in named:
             named.add(("p", pid, 0))
             events.append(
-                {"ph": "M", "name": "process_name", "pid": pid, "tid": 0,
-                 "args": {"name": f"{service} (pid {pid})"}}
+                {
+                    "ph": "M",
+                    "name": "process_name",
+                    "pid": pid,
+                    "tid": 0,
+                    "args": {"name": f"{service} (pid {pid})"},
+                }
             )
         if ("t", pid, tid) not in named:
             named.add(("t", pid, tid))
@@ -137,7 +144,12 @@ def perfetto(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[st
     for s in spans:
         pid = int(s["resource"].get("process.pid", 0))
         tid = int(s["attributes"].get("thread.id", 0))
-        track(pid, tid, str(s.get("service_name") or "service"), str(s["attributes"].get("thread.name", tid)))
+        track(
+            pid,
+            tid,
+            str(s.get("service_name") or "service"),
+            str(s["attributes"].get("thread.name", tid)),
+        )
         events.append(
             {
                 "ph": "X",
@@ -153,7 +165,9 @@ def perfetto(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[st
     for d in logs:
         pid = int(d.get("process.pid", 0))
         tid = int(d.get("process.thread.id", 0))
-        track(pid, tid, str(d.get("service.name", "service")), str(d.get("process.thread.name", tid)))
+        track(
+            pid, tid, str(d.get("service.name", "service")), str(d.get("process.thread.name", tid))
+        )
         events.append(
             {
                 "ph": "i",

@@ -12,10 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import baggage, trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -40,27 +38,12 @@ from .store import Store
 log = logging.getLogger("glmtrace")
 
 
-class _ContextProcessor(SpanProcessor):
-    """Stamps every span with its thread and the session id carried as baggage."""
-
-    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
-        thread = threading.current_thread()
-        span.set_attribute("thread.id", thread.ident or 0)
-        span.set_attribute("thread.name", thread.name)
-        session = baggage.get_baggage(BAGGAGE_SESSION_ID, parent_context)
-        if session is not None:
-            span.set_attribute(SESSION_ID, str(session))
-
-    def on_end(self, span: ReadableSpan) -> None:
-        pass
-
-
 def _root_sampled_out(sampler: Sampler | None) -> bool:
     """True when no root span can ever be sampled, so stages may skip the SDK entirely."""
     if isinstance(sampler, ParentBased):
-        sampler = sampler._root  # noqa: SLF001 - no public accessor
+        sampler = sampler._root
     if isinstance(sampler, StaticSampler):
-        return sampler is ALWAYS_OFF or sampler._decision.name == "DROP"  # noqa: SLF001
+        return sampler is ALWAYS_OFF or sampler._decision.name == "DROP"
     return isinstance(sampler, TraceIdRatioBased) and sampler.rate == 0.0
 
 
@@ -108,7 +91,6 @@ class Runtime:
             sampler = ParentBased(TraceIdRatioBased(options.sample_rate))
         resource = Resource.create({"service.name": options.service_name})
         provider = TracerProvider(resource=resource, sampler=sampler)
-        provider.add_span_processor(_ContextProcessor())
         store = Store(options.store)
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
@@ -143,10 +125,7 @@ class Runtime:
             if sink == "none":
                 continue
             send: Callable[[list[dict[str, Any]]], None] | None = None
-            if sink == "local":
-                send = store.write_logs
-            else:
-                send = self._remote_log_sink(sink, options)
+            send = store.write_logs if sink == "local" else self._remote_log_sink(sink, options)
             if send is None:
                 continue
             counted = _counting(sink, send)
@@ -156,8 +135,8 @@ class Runtime:
             self._shippers.append(shipper)
             self._handlers.append(handler)
         root = logging.getLogger()
-        for handler in self._handlers:
-            root.addHandler(handler)
+        for added in self._handlers:
+            root.addHandler(added)
         if self._handlers and root.level > level:
             root.setLevel(level)
 
@@ -209,7 +188,9 @@ class Runtime:
 
             done = _bounded(stop, budget)
             if not done:
-                log.warning("glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget)
+                log.warning(
+                    "glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget
+                )
             if self._threading_instrumented:
                 from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
@@ -238,7 +219,16 @@ class Runtime:
                 return None
         elif self._root_off:
             return None
-        return tracer.start_span(name, attributes=attributes)
+        # Thread and session are passed at creation rather than set by a SpanProcessor:
+        # one attribute dict costs far less than three locked set_attribute calls.
+        thread = threading.current_thread()
+        stamped: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+        stamped["thread.id"] = thread.ident or 0
+        stamped["thread.name"] = thread.name
+        session = baggage.get_baggage(BAGGAGE_SESSION_ID)
+        if session is not None:
+            stamped[SESSION_ID] = str(session)
+        return tracer.start_span(name, attributes=stamped)
 
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> SpanScope:
         """See :func:`glmtrace.span`."""

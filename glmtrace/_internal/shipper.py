@@ -82,7 +82,9 @@ class BackgroundShipper(Generic[T]):
                     self._cond.wait(self._interval)
                 if self._closed and not self._queue:
                     return
-                batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+                batch = [
+                    self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))
+                ]
                 self._in_flight = len(batch)
             if batch:
                 self._ship(batch)

@@ -100,7 +100,8 @@ class SpanHandle:
         try:
             if self._span.is_recording():
                 self._span.add_event(
-                    str(coerce(name, self._limits)), coerce_attributes(attributes or {}, self._limits)
+                    str(coerce(name, self._limits)),
+                    coerce_attributes(attributes or {}, self._limits),
                 )
         except Exception as exc:
             report("SpanHandle.add_event", exc)
@@ -131,7 +132,9 @@ class SpanScope:
         if rt.tracer is None:
             return NOOP_HANDLE
         try:
-            attributes = coerce_attributes(self._attributes, rt.limits) if self._attributes else None
+            attributes = (
+                coerce_attributes(self._attributes, rt.limits) if self._attributes else None
+            )
             span = rt.start_span(self._name, attributes)
             if span is None:
                 return NOOP_HANDLE

@@ -79,7 +79,9 @@ def _stage_class(runtime: Runtime, cls: C, name: str | None, attributes: Mapping
     if invoke is None:
         raise TypeError(f"@glmtrace.stage on class {cls.__name__} needs an invoke() method")
     if isinstance(invoke, staticmethod | classmethod):
-        wrapped = type(invoke)(make_stage(runtime, invoke.__func__, name or cls.__name__, attributes))
+        wrapped = type(invoke)(
+            make_stage(runtime, invoke.__func__, name or cls.__name__, attributes)
+        )
     else:
         wrapped = make_stage(runtime, invoke, name or cls.__name__, attributes)
     cls.invoke = wrapped  # type: ignore[attr-defined]
@@ -228,9 +230,13 @@ def _wrap_async_generator(
 
 
 @overload
-def stage(runtime: Runtime, target: Callable[P, R], name: None, attributes: Mapping[str, Any]) -> Callable[P, R]: ...
+def stage(
+    runtime: Runtime, target: Callable[P, R], name: None, attributes: Mapping[str, Any]
+) -> Callable[P, R]: ...
 @overload
-def stage(runtime: Runtime, target: None, name: str | None, attributes: Mapping[str, Any]) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def stage(
+    runtime: Runtime, target: None, name: str | None, attributes: Mapping[str, Any]
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def stage(runtime: Runtime, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
     """Decorator factory behind :func:`glmtrace.stage` (bare or called form)."""
     if target is not None:

@@ -27,7 +27,9 @@ def test_torch_tensor_becomes_summary() -> None:
     """A torch tensor becomes {shape, dtype, device}."""
     torch = pytest.importorskip("torch")
     value = coerce({"x": torch.ones(4, 5, dtype=torch.float16)}, Limits())
-    assert json.loads(str(value)) == {"x": {"shape": [4, 5], "dtype": "torch.float16", "device": "cpu"}}
+    assert json.loads(str(value)) == {
+        "x": {"shape": [4, 5], "dtype": "torch.float16", "device": "cpu"}
+    }
 
 
 def test_containers_become_bounded_json() -> None:
@@ -61,15 +63,28 @@ def test_cycles_and_unserialisable_objects() -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["password", "db_password", "apiKey", "API_KEY", "Authorization", "session_cookie",
-            "client_secret", "access_token", "passwd", "x-api-key"]
+    "key",
+    [
+        "password",
+        "db_password",
+        "apiKey",
+        "API_KEY",
+        "Authorization",
+        "session_cookie",
+        "client_secret",
+        "access_token",
+        "passwd",
+        "x-api-key",
+    ],
 )
 def test_secret_keys_are_redacted(key: str) -> None:
     """Keys that look secret have their values replaced."""
     assert coerce_attributes({key: "hunter2"}, Limits()) == {key: "[REDACTED]"}
 
 
-@pytest.mark.parametrize("key", ["gen_ai.usage.input_tokens", "tokenizer", "max_tokens", "keyboard"])
+@pytest.mark.parametrize(
+    "key", ["gen_ai.usage.input_tokens", "tokenizer", "max_tokens", "keyboard"]
+)
 def test_ordinary_keys_are_kept(key: str) -> None:
     """Token counts and tokenizers are not secrets."""
     assert coerce_attributes({key: 7}, Limits()) == {key: 7}

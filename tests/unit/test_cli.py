@@ -18,7 +18,11 @@ EXAMPLE = ROOT / "examples" / "autoglm" / "pipeline.yaml"
 def glmtrace_cli(*args: str, store: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GLMTRACE_STORE": str(store), "COLUMNS": "200"}
     result = subprocess.run(
-        [sys.executable, "-m", "glmtrace", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "glmtrace", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -28,7 +32,9 @@ def glmtrace_cli(*args: str, store: Path, check: bool = True) -> subprocess.Comp
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     store = tmp_path_factory.mktemp("cli") / "glmtrace.db"
-    out = glmtrace_cli("run", str(EXAMPLE), "--input", "<p>Hello <b>GLM</b></p>", "--session", "s-1", store=store)
+    out = glmtrace_cli(
+        "run", str(EXAMPLE), "--input", "<p>Hello <b>GLM</b></p>", "--session", "s-1", store=store
+    )
     match = re.search(r"trace_id: ([0-9a-f]{32})", out.stdout)
     assert match, out.stdout
     return store, match.group(1)
@@ -38,7 +44,13 @@ def test_run_prints_trace_id_and_tree(example_run: tuple[Path, str]) -> None:
     """`glmtrace run` prints the trace id and a tree with both stages and their logs."""
     store, trace_id = example_run
     out = glmtrace_cli("show", trace_id, store=store).stdout
-    for text in ("pipeline autoglm", "stage preprocess", "stage infer", "cleaned text", "routing request"):
+    for text in (
+        "pipeline autoglm",
+        "stage preprocess",
+        "stage infer",
+        "cleaned text",
+        "routing request",
+    ):
         assert text in out
 
 
@@ -58,8 +70,14 @@ def test_show_json_has_stages_under_root_with_logs(example_run: tuple[Path, str]
         assert logged and all(entry["trace.id"] == trace_id for entry in logged)
     assert spans["stage infer"]["attributes"]["glmtrace.config.model_hint"] == "chatglm3"
     assert set(doc["spans"][0]) == {
-        "trace_id", "span_id", "parent_span_id", "name", "start_time_unix_nano",
-        "end_time_unix_nano", "status", "attributes",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "name",
+        "start_time_unix_nano",
+        "end_time_unix_nano",
+        "status",
+        "attributes",
     }
     assert set(doc["logs"][0]) == {"timestamp", "level", "message", "trace.id", "span.id", "logger"}
 
@@ -85,7 +103,12 @@ def test_export_perfetto(example_run: tuple[Path, str], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("show", "ffffffffffffffff"), ("show", "xyz"), ("ls",), ("export", "abcdef12", "-o", "x.json")],
+    [
+        ("show", "ffffffffffffffff"),
+        ("show", "xyz"),
+        ("ls",),
+        ("export", "abcdef12", "-o", "x.json"),
+    ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path: Path, args: tuple[str, ...]) -> None:
     """A missing store or unknown id exits non-zero with one clear line, no traceback."""
@@ -113,11 +136,21 @@ def test_bad_pipeline_names_file_index_and_key(tmp_path: Path) -> None:
 
 def test_doctor_shows_sources_and_hides_secrets(tmp_path: Path) -> None:
     """doctor prints each setting's source and never a credential."""
-    env = {**os.environ, "GLMTRACE_STORE": str(tmp_path / "d.db"), "COLUMNS": "200",
-           "OTEL_SERVICE_NAME": "svc", "GLMTRACE_ES_URL": "http://127.0.0.1:1",
-           "GLMTRACE_ES_PASSWORD": "hunter2-secret"}
-    out = subprocess.run([sys.executable, "-m", "glmtrace", "doctor"], capture_output=True,
-                         text=True, env=env, timeout=60)
+    env = {
+        **os.environ,
+        "GLMTRACE_STORE": str(tmp_path / "d.db"),
+        "COLUMNS": "200",
+        "OTEL_SERVICE_NAME": "svc",
+        "GLMTRACE_ES_URL": "http://127.0.0.1:1",
+        "GLMTRACE_ES_PASSWORD": "hunter2-secret",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "glmtrace", "doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "OTEL_SERVICE_NAME" in out.stdout and "svc" in out.stdout
     assert "hunter2-secret" not in out.stdout + out.stderr

@@ -17,7 +17,10 @@ def test_argument_beats_glmtrace_env_beats_otel_env() -> None:
     options, sources = resolve({"service_name": "from-arg"}, env)
     assert (options.service_name, sources["service_name"]) == ("from-arg", "argument")
     options, sources = resolve({}, env)
-    assert (options.service_name, sources["service_name"]) == ("from-glmtrace", "GLMTRACE_SERVICE_NAME")
+    assert (options.service_name, sources["service_name"]) == (
+        "from-glmtrace",
+        "GLMTRACE_SERVICE_NAME",
+    )
     options, sources = resolve({}, {"OTEL_SERVICE_NAME": "from-otel"})
     assert (options.service_name, sources["service_name"]) == ("from-otel", "OTEL_SERVICE_NAME")
     options, sources = resolve({}, {})
@@ -60,7 +63,9 @@ def test_store_from_env() -> None:
         ("logs", "elasticsearch", "no es_url"),
     ],
 )
-def test_bad_argument_raises_config_error_naming_it(argument: str, value: object, fragment: str) -> None:
+def test_bad_argument_raises_config_error_naming_it(
+    argument: str, value: object, fragment: str
+) -> None:
     """A bad argument raises ConfigError naming the argument and the problem."""
     with pytest.raises(glmtrace.ConfigError) as info:
         glmtrace.init(**{argument: value})  # type: ignore[arg-type]

@@ -26,7 +26,10 @@ def write(tmp_path: Path, text: str) -> Path:
         ("pipeline:\n  - module: m", "pipeline[0]: missing required key 'stage'"),
         ("pipeline:\n  - stage: a", "pipeline[0]: missing required key 'module'"),
         ("pipeline:\n  - {stage: a, module: m, config: 3}", "pipeline[0].config: expected dict"),
-        ("pipeline:\n  - {stage: a, module: m}\n  - {stage: 5, module: m}", "pipeline[1].stage: expected str"),
+        (
+            "pipeline:\n  - {stage: a, module: m}\n  - {stage: 5, module: m}",
+            "pipeline[1].stage: expected str",
+        ),
         ("pipeline: [", "not valid YAML"),
         ("pipeline:\n  - {stage: a, module: m}\nextra: 1", "unknown top-level key"),
     ],
@@ -73,5 +76,7 @@ def test_failing_stage_is_recorded_and_returned(tmp_path: Path, traced: Traced) 
 def test_missing_module_is_a_config_error(tmp_path: Path, traced: Traced) -> None:
     """An unimportable module names the stage index and the module."""
     path = write(tmp_path, "pipeline:\n  - {stage: a, module: no_such_module_xyz}\n")
-    with pytest.raises(glmtrace.ConfigError, match=r"pipeline\[0\]\.module: cannot import 'no_such_module_xyz'"):
+    with pytest.raises(
+        glmtrace.ConfigError, match=r"pipeline\[0\]\.module: cannot import 'no_such_module_xyz'"
+    ):
         pipeline.run(DEFAULT, pipeline.load(path), pipeline.new_envelope("x"))

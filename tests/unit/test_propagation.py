@@ -30,9 +30,8 @@ def test_envelope_carries_traceparent_and_session(traced: Traced) -> None:
         glmtrace.inject(envelope)
     assert "traceparent" in envelope["metadata"]
     assert "session.id=sess-42" in envelope["metadata"]["baggage"]
-    with glmtrace.attach(envelope), glmtrace.span("stage b"):
-        with glmtrace.span("stage b inner"):
-            pass
+    with glmtrace.attach(envelope), glmtrace.span("stage b"), glmtrace.span("stage b inner"):
+        pass
     b, inner = traced.one("stage b"), traced.one("stage b inner")
     assert b["parent_span_id"] == a.span_id
     assert b["attributes"]["session.id"] == "sess-42"
@@ -55,10 +54,9 @@ def test_envelope_carries_traceparent_and_session(traced: Traced) -> None:
 )
 def test_malformed_carrier_starts_a_new_trace(traced: Traced, carrier: Any) -> None:
     """Malformed carriers never raise and the next span is a new root."""
-    with glmtrace.span("outer") as outer:
-        with glmtrace.attach(carrier), glmtrace.span("after") as after:
-            assert after.trace_id is not None
-            assert after.trace_id != outer.trace_id
+    with glmtrace.span("outer") as outer, glmtrace.attach(carrier), glmtrace.span("after") as after:
+        assert after.trace_id is not None
+        assert after.trace_id != outer.trace_id
     assert traced.one("after")["parent_span_id"] is None
 
 

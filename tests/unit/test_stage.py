@@ -97,7 +97,9 @@ def test_generator_span_covers_iteration_and_early_break(
     assert "Failed to detach context" not in caplog.text
 
 
-def test_generator_closed_from_another_context(traced: Traced, caplog: pytest.LogCaptureFixture) -> None:
+def test_generator_closed_from_another_context(
+    traced: Traced, caplog: pytest.LogCaptureFixture
+) -> None:
     """Closing a half-consumed generator outside its span raises no context error."""
 
     @glmtrace.stage
@@ -113,7 +115,9 @@ def test_generator_closed_from_another_context(traced: Traced, caplog: pytest.Lo
     assert "Failed to detach context" not in caplog.text
 
 
-async def test_async_generator_break_and_cancel(traced: Traced, caplog: pytest.LogCaptureFixture) -> None:
+async def test_async_generator_break_and_cancel(
+    traced: Traced, caplog: pytest.LogCaptureFixture
+) -> None:
     """Async generators: early break and task cancellation both end the span cleanly."""
 
     @glmtrace.stage

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates (once) and updates the Python environment glmtrace runs and is tested in.
+# The venv lives outside the repository so later runs and CI on this machine reuse it;
+# torch alone is several GB, installed once from PyPI and served from the cache after.
+# Usage: source scripts/setup.sh   (sets VENV and puts it first on PATH)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${GLMTRACE_CACHE:-$HOME/.cache/glmtrace}"
+PYTHON="${PYTHON:-python3}"
+VENV="$CACHE/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV" >&2
+  mkdir -p "$CACHE"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+start=$SECONDS
+"$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+echo "setup: python environment ready in $((SECONDS - start))s ($VENV)" >&2
+export VENV
+export PATH="$VENV/bin:$PATH"
