@@ -26,9 +26,13 @@ from ._internal import propagation as _propagation
 from ._internal import stage as _stage
 from ._internal.config import ElasticsearchOptions, FluentOptions, LogsSink, Options, TracesSink
 from ._internal.errors import ConfigError, GlmtraceError, MissingDependencyError
+from ._internal.inference import batch, inference
 from ._internal.processes import propagate
 from ._internal.runtime import DEFAULT as _DEFAULT
 from ._internal.spans import SpanHandle, SpanScope
+from ._internal.torch.cuda import cuda_span
+from ._internal.torch.modules import instrument_torch, uninstrument_torch
+from ._internal.torch.profiler import profile
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -151,15 +155,21 @@ __all__ = [
     "Options",
     "SpanHandle",
     "attach",
+    "batch",
+    "cuda_span",
     "current_span_id",
     "current_trace_id",
     "extract",
     "force_flush",
+    "inference",
     "init",
     "inject",
+    "instrument_torch",
+    "profile",
     "propagate",
     "shutdown",
     "span",
     "stage",
     "stats",
+    "uninstrument_torch",
 ]

@@ -1,0 +1,294 @@
+"""``inference()`` spans with the OpenTelemetry GenAI conventions, and dynamic-batching links.
+
+A batch that serves several requests is one span linked to each request's span; each request
+span that is still open gets a link back to the batch and the batch's ids as attributes, so
+Jaeger can follow either side. Requests from other processes (a carrier or an envelope)
+can only be linked from the batch. Nothing here needs torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanContext
+
+from .attributes import coerce_attributes
+from .guard import report
+from .propagation import extract
+from .runtime import DEFAULT, Runtime
+from .spans import SpanHandle, record_error
+
+# OpenTelemetry GenAI semantic conventions.
+GEN_AI_OPERATION = "gen_ai.operation.name"
+GEN_AI_PROVIDER = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+# glmtrace additions.
+TIME_TO_FIRST_TOKEN_MS = "glmtrace.gen_ai.time_to_first_token_ms"
+FIRST_TOKEN_EVENT = "gen_ai.first_token"
+BATCH_SIZE = "glmtrace.batch.size"
+BATCH_NAME = "glmtrace.batch.name"
+BATCH_TRACE_ID = "glmtrace.batch.trace_id"
+BATCH_SPAN_ID = "glmtrace.batch.span_id"
+LINK_ROLE = "glmtrace.link.role"  # on a link: what the linked span is ("request" | "batch")
+EXTRA_PREFIX = "glmtrace.inference."
+
+# Short keyword names accepted by inference(), and the convention key each one sets.
+_ALIASES = {
+    "provider": GEN_AI_PROVIDER,
+    "system": GEN_AI_PROVIDER,
+    "max_tokens": "gen_ai.request.max_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "seed": "gen_ai.request.seed",
+    "stop_sequences": "gen_ai.request.stop_sequences",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "conversation_id": "gen_ai.conversation.id",
+    "input_tokens": GEN_AI_INPUT_TOKENS,
+    "output_tokens": GEN_AI_OUTPUT_TOKENS,
+    "response_model": GEN_AI_RESPONSE_MODEL,
+    "response_id": GEN_AI_RESPONSE_ID,
+    "finish_reasons": GEN_AI_FINISH_REASONS,
+    "batch_size": BATCH_SIZE,
+}
+
+
+def _key(name: str) -> str:
+    if name in _ALIASES:
+        return _ALIASES[name]
+    return name if "." in name else EXTRA_PREFIX + name
+
+
+class InferenceCall(SpanHandle):
+    """What ``with glmtrace.inference(...) as call`` yields: usage, first token, response."""
+
+    __slots__ = ("_first", "_start")
+
+    def __init__(self, span: Span, runtime: Runtime) -> None:
+        super().__init__(span, runtime.limits)
+        self._start = time.perf_counter()
+        self._first: float | None = None
+
+    @property
+    def span_context(self) -> SpanContext:
+        """The span's context, for links."""
+        return self._span.get_span_context()
+
+    def first_token(self) -> float | None:
+        """Mark the first streamed token: sets time to first token (ms) once; returns it."""
+        if self._first is None:
+            self._first = (time.perf_counter() - self._start) * 1000.0
+            self.set_attribute(TIME_TO_FIRST_TOKEN_MS, self._first)
+            self.add_event(FIRST_TOKEN_EVENT)
+        return self._first
+
+    def usage(self, input_tokens: int | None = None, output_tokens: int | None = None) -> None:
+        """Token counts (``gen_ai.usage.*``)."""
+        self.set_attributes(
+            {GEN_AI_INPUT_TOKENS: input_tokens, GEN_AI_OUTPUT_TOKENS: output_tokens}
+        )
+
+    def response(
+        self,
+        model: str | None = None,
+        id: str | None = None,
+        finish_reasons: Iterable[str] | None = None,
+    ) -> None:
+        """What the model answered with (``gen_ai.response.*``)."""
+        reasons = tuple(finish_reasons) if finish_reasons is not None else None
+        self.set_attributes(
+            {GEN_AI_RESPONSE_MODEL: model, GEN_AI_RESPONSE_ID: id, GEN_AI_FINISH_REASONS: reasons}
+        )
+
+
+class _Scope:
+    """A span made current for a ``with`` block; shared by inference() and batch()."""
+
+    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any]) -> None:
+        self._runtime = runtime
+        self._name = name
+        self._attributes = attributes
+        self._span: Span | None = None
+        self._token: object | None = None
+
+    def _open(self) -> Span | None:
+        rt = self._runtime
+        if rt.tracer is None:
+            return None
+        try:
+            span = rt.start_span(self._name, coerce_attributes(self._attributes, rt.limits))
+            if span is not None:
+                self._span = span
+                self._token = otel_context.attach(trace.set_span_in_context(span))
+            return span
+        except Exception as exc:
+            report(self._name.split(" ")[0], exc)
+            return None
+
+    def _before_end(self, span: Span) -> None:
+        """Hook for subclasses: last attributes before the span ends."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        try:
+            self._before_end(span)
+            if exc is not None and isinstance(exc, Exception):
+                record_error(span, exc, self._runtime.limits)
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+        except Exception as internal:
+            report("inference exit", internal)
+        finally:
+            span.end()
+
+
+class InferenceScope(_Scope):
+    """``glmtrace.inference(...)``: a context manager yielding an :class:`InferenceCall`."""
+
+    def __enter__(self) -> InferenceCall:
+        span = self._open()
+        return InferenceCall(span if span is not None else trace.INVALID_SPAN, self._runtime)
+
+    async def __aenter__(self) -> InferenceCall:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def inference(model: str, operation: str = "chat", **attrs: Any) -> InferenceScope:
+    """A span for one model call, named ``<operation> <model>`` (GenAI conventions).
+
+    Short keywords map to the conventions: ``input_tokens``/``output_tokens`` to
+    ``gen_ai.usage.*``, ``max_tokens``, ``temperature``, ``top_p``... to ``gen_ai.request.*``,
+    ``provider`` to ``gen_ai.provider.name``, ``batch_size`` to ``glmtrace.batch.size``;
+    dotted keys are kept as given, anything else lands under ``glmtrace.inference.``.
+    The yielded :class:`InferenceCall` marks the first streamed token and sets usage.
+
+    Example::
+
+        with glmtrace.inference("chatglm3", batch_size=8, max_tokens=256) as call:
+            for i, token in enumerate(generate(prompt)):
+                if i == 0:
+                    call.first_token()
+            call.usage(input_tokens=12, output_tokens=i + 1)
+    """
+    attributes: dict[str, Any] = {GEN_AI_OPERATION: operation, GEN_AI_REQUEST_MODEL: model}
+    for name, value in attrs.items():
+        attributes[_key(name)] = value
+    return InferenceScope(DEFAULT, f"{operation} {model}", attributes)
+
+
+def _request_context(request: Any) -> tuple[SpanContext | None, Span | None]:
+    """The span context a request stands for, and its live span when this process has it."""
+    if isinstance(request, SpanHandle):
+        span = request._span
+        return span.get_span_context(), span
+    if isinstance(request, SpanContext):
+        return request, None
+    if isinstance(request, Span):
+        return request.get_span_context(), request
+    # A carrier or an envelope from another process.
+    ctx = trace.get_current_span(extract(request)).get_span_context()
+    return ctx, None
+
+
+class BatchHandle(SpanHandle):
+    """What ``with glmtrace.batch(...) as b`` yields; :meth:`add` links one more request."""
+
+    __slots__ = ("_count",)
+
+    def __init__(self, span: Span, runtime: Runtime) -> None:
+        super().__init__(span, runtime.limits)
+        self._count = 0
+
+    @property
+    def size(self) -> int:
+        """How many requests were linked."""
+        return self._count
+
+    def add(self, request: Any) -> None:
+        """Link a request (an :class:`InferenceCall`, a span handle, span context or carrier)."""
+        try:
+            ctx, live = _request_context(request)
+            if ctx is None or not ctx.is_valid:
+                return
+            self._count += 1
+            if not self._span.is_recording():
+                return
+            self._span.add_link(ctx, {LINK_ROLE: "request"})
+            mine = self._span.get_span_context()
+            if live is not None and live.is_recording():
+                live.add_link(mine, {LINK_ROLE: "batch"})
+                live.set_attributes(
+                    {
+                        BATCH_TRACE_ID: format(mine.trace_id, "032x"),
+                        BATCH_SPAN_ID: format(mine.span_id, "016x"),
+                    }
+                )
+        except Exception as exc:
+            report("batch.add", exc)
+
+
+class BatchScope(_Scope):
+    """``glmtrace.batch(...)``: a context manager yielding a :class:`BatchHandle`."""
+
+    def __init__(
+        self, runtime: Runtime, name: str, attributes: Mapping[str, Any], requests: Iterable[Any]
+    ) -> None:
+        super().__init__(runtime, f"batch {name}", attributes)
+        self._requests = list(requests)
+        self._handle: BatchHandle | None = None
+
+    def __enter__(self) -> BatchHandle:
+        span = self._open()
+        handle = BatchHandle(span if span is not None else trace.INVALID_SPAN, self._runtime)
+        self._handle = handle
+        for request in self._requests:
+            handle.add(request)
+        return handle
+
+    def _before_end(self, span: Span) -> None:
+        if self._handle is not None:
+            span.set_attribute(BATCH_SIZE, self._handle.size)
+
+
+def batch(requests: Iterable[Any] = (), name: str = "inference", **attrs: Any) -> BatchScope:
+    """A span for one dynamic batch, linked both ways with the requests it serves.
+
+    ``requests`` are :class:`InferenceCall` handles, span handles, span contexts, or carriers
+    and envelopes from other processes; more can be added with ``.add()``. The batch span
+    links to each request span; each request span still open in this process links back
+    and records ``glmtrace.batch.trace_id``/``glmtrace.batch.span_id``.
+
+    Example::
+
+        with glmtrace.batch([call_a, call_b], priority=1, gpu_budget_mb=4096) as b:
+            outputs = model(collate(inputs))
+    """
+    attributes: dict[str, Any] = {BATCH_NAME: name}
+    for key, value in attrs.items():
+        attributes[key if "." in key else f"glmtrace.batch.{key}"] = value
+    return BatchScope(DEFAULT, name, attributes, requests)

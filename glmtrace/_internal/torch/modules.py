@@ -1,0 +1,241 @@
+"""``instrument_torch(model)``: forward (and backward) of submodules as child spans.
+
+Each selected module gets a forward pre-hook that starts a fast-path span (see
+:mod:`.fastspans`) and makes it current, and an ``always_call`` forward hook that ends it, so
+a module that raises still closes its span (with ERROR status). Hooks keep their per-thread
+stack of open spans, so re-entrant modules and several threads (DataParallel) nest correctly.
+Every hook body runs under the guard: an internal error is reported and the forward goes on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..attributes import AttributeValue
+from ..guard import report
+from ..runtime import DEFAULT
+from . import keys, require_torch
+from .fastspans import LiteSpan, current_exception, start, summary_json
+
+M = TypeVar("M")
+Selector = str | type
+
+
+@dataclass(frozen=True)
+class _Settings:
+    depth: int
+    include: tuple[Selector, ...] | None
+    exclude: tuple[Selector, ...]
+    backward: bool
+
+
+class _ModuleHooks:
+    """The hooks of one module: span name, static attributes, open spans per thread."""
+
+    __slots__ = ("attributes", "local", "name")
+
+    def __init__(self, path: str, module: Any, phase: str) -> None:
+        label = path or type(module).__name__
+        self.name = f"torch.module {label}" if phase == "forward" else f"torch.backward {label}"
+        self.attributes: dict[str, AttributeValue] = {
+            keys.MODULE_PATH: path,
+            keys.MODULE_TYPE: type(module).__name__,
+            keys.MODULE_PHASE: phase,
+        }
+        self.local = threading.local()
+
+    def _stack(self) -> list[LiteSpan | None]:
+        try:
+            stack: list[LiteSpan | None] = self.local.stack
+        except AttributeError:
+            stack = self.local.stack = []
+        return stack
+
+    def pre(self, module: Any, args: Any, kwargs: Any = None) -> None:
+        stack = self._stack()
+        if DEFAULT.tracer is None:
+            stack.append(None)
+            return
+        try:
+            span = start(self.name, self.attributes)
+            if span is not None:
+                inputs = summary_json(args)
+                if inputs is not None:
+                    span.attributes[keys.INPUTS] = inputs
+                span.activate()
+            stack.append(span)
+        except Exception as exc:
+            stack.append(None)
+            report("torch module hook", exc)
+
+    def post(self, module: Any, args: Any, *rest: Any) -> None:
+        stack = self._stack()
+        if not stack:
+            return
+        span = stack.pop()
+        if span is None:
+            return
+        try:
+            output = rest[-1] if rest else None
+            outputs = summary_json(output)
+            if outputs is not None:
+                span.attributes[keys.OUTPUTS] = outputs
+            span.end(error=current_exception() if output is None else None)
+        except Exception as exc:
+            report("torch module hook", exc)
+
+    def backward_pre(self, module: Any, grad_output: Any) -> None:
+        # Backward hooks do not make their span current: autograd may run them on its own
+        # threads, where attaching a context could never be detached in order.
+        stack = self._stack()
+        if DEFAULT.tracer is None:
+            stack.append(None)
+            return
+        try:
+            stack.append(start(self.name, self.attributes))
+        except Exception as exc:
+            stack.append(None)
+            report("torch backward hook", exc)
+
+    def backward_post(self, module: Any, grad_input: Any, grad_output: Any) -> None:
+        stack = self._stack()
+        span = stack.pop() if stack else None
+        if span is None:
+            return
+        try:
+            span.end()
+        except Exception as exc:
+            report("torch backward hook", exc)
+
+
+@dataclass
+class _Instrumentation:
+    settings: _Settings
+    handles: list[Any] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+
+_INSTRUMENTED: weakref.WeakKeyDictionary[Any, _Instrumentation] = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _matches(path: str, module: Any, selectors: Iterable[Selector]) -> bool:
+    for selector in selectors:
+        if isinstance(selector, str):
+            if fnmatch.fnmatchcase(path, selector):
+                return True
+        elif isinstance(module, selector):
+            return True
+    return False
+
+
+def select_modules(model: Any, settings: _Settings) -> list[tuple[str, Any]]:
+    """The (path, module) pairs to hook, in ``named_modules()`` order."""
+    chosen = []
+    for path, module in model.named_modules():
+        level = path.count(".") + 1 if path else 0
+        if settings.include is not None:
+            if not _matches(path, module, settings.include):
+                continue
+        elif level > settings.depth:
+            continue
+        if settings.exclude and _matches(path, module, settings.exclude):
+            continue
+        chosen.append((path, module))
+    return chosen
+
+
+def instrument_torch(
+    model: M,
+    depth: int = 1,
+    include: Iterable[Selector] | None = None,
+    exclude: Iterable[Selector] | None = None,
+    backward: bool = False,
+) -> M:
+    """Trace the forward (and, with ``backward=True``, backward) of a model's submodules.
+
+    Each selected module's forward becomes a child span of the current span named
+    ``torch.module <path>`` (the model itself: its class name), with summaries
+    (``{shape, dtype, device}``) of its input and output tensors. ``depth`` selects the model
+    (0) and its submodules down to that many levels; ``include`` (glob patterns over module
+    paths, or module classes) selects modules at any depth instead; ``exclude`` removes some.
+    Calling it again with the same settings does nothing; with other settings it re-hooks.
+    Backward spans (``torch.backward <path>``) use full backward hooks, which reject
+    in-place operations on a hooked module's output (such as ``ReLU(inplace=True)``).
+
+    Raises :class:`~glmtrace.MissingDependencyError` when torch is not installed.
+
+    Example::
+
+        model = glmtrace.instrument_torch(model, depth=2, exclude=["*.dropout"])
+        with glmtrace.span("step"):
+            loss = model(batch).sum()
+    """
+    torch = require_torch()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"instrument_torch() needs a torch.nn.Module, got {type(model).__name__}")
+    settings = _Settings(
+        depth=max(0, int(depth)),
+        include=tuple(include) if include is not None else None,
+        exclude=tuple(exclude or ()),
+        backward=bool(backward),
+    )
+    with _LOCK:
+        current = _INSTRUMENTED.get(model)
+        if current is not None:
+            if current.settings == settings:
+                return model
+            _remove(model)
+        state = _Instrumentation(settings)
+        try:
+            for path, module in select_modules(model, settings):
+                hooks = _ModuleHooks(path, module, "forward")
+                state.handles.append(
+                    module.register_forward_pre_hook(hooks.pre, with_kwargs=True, prepend=True)
+                )
+                state.handles.append(
+                    module.register_forward_hook(hooks.post, with_kwargs=True, always_call=True)
+                )
+                if settings.backward:
+                    back = _ModuleHooks(path, module, "backward")
+                    state.handles.append(module.register_full_backward_pre_hook(back.backward_pre))
+                    state.handles.append(module.register_full_backward_hook(back.backward_post))
+                state.paths.append(path)
+        except Exception:
+            for handle in state.handles:
+                handle.remove()
+            raise
+        _INSTRUMENTED[model] = state
+    return model
+
+
+def _remove(model: Any) -> bool:
+    state = _INSTRUMENTED.pop(model, None)
+    if state is None:
+        return False
+    for handle in state.handles:
+        handle.remove()
+    return True
+
+
+def uninstrument_torch(model: M) -> M:
+    """Remove every hook :func:`instrument_torch` added to ``model``; a no-op otherwise.
+
+    Example::
+
+        glmtrace.uninstrument_torch(model)
+    """
+    with _LOCK:
+        _remove(model)
+    return model
+
+
+def instrumented_paths(model: Any) -> list[str]:
+    """The module paths currently hooked on ``model`` (empty when not instrumented)."""
+    state = _INSTRUMENTED.get(model)
+    return list(state.paths) if state is not None else []
