@@ -33,7 +33,8 @@ GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
 GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 # glmtrace additions.
-TIME_TO_FIRST_TOKEN_MS = "glmtrace.gen_ai.time_to_first_token_ms"
+# Not "time_to_first_token": the word "token" is redacted as a secret by default.
+TIME_TO_FIRST_TOKEN_MS = "glmtrace.gen_ai.ttft_ms"
 FIRST_TOKEN_EVENT = "gen_ai.first_token"
 BATCH_SIZE = "glmtrace.batch.size"
 BATCH_NAME = "glmtrace.batch.name"
@@ -226,17 +227,15 @@ class BatchHandle(SpanHandle):
 
     @property
     def size(self) -> int:
-        """How many requests were linked."""
+        """How many requests the batch serves."""
         return self._count
 
     def add(self, request: Any) -> None:
         """Link a request (an :class:`InferenceCall`, a span handle, span context or carrier)."""
+        self._count += 1
         try:
             ctx, live = _request_context(request)
-            if ctx is None or not ctx.is_valid:
-                return
-            self._count += 1
-            if not self._span.is_recording():
+            if ctx is None or not ctx.is_valid or not self._span.is_recording():
                 return
             self._span.add_link(ctx, {LINK_ROLE: "request"})
             mine = self._span.get_span_context()
