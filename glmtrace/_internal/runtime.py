@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import signal
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -105,6 +106,7 @@ class Runtime:
             trace.set_tracer_provider(provider)
         self.tracer = provider.get_tracer("glmtrace")
         self._instrument_threading()
+        _sigterm_handler(install=True)
         install_record_factory()
         if options.capture_logs:
             self._start_log_sinks(options, store)
@@ -197,6 +199,7 @@ class Runtime:
                 ThreadingInstrumentor().uninstrument()
                 self._threading_instrumented = False
             uninstall_record_factory()
+            _sigterm_handler(install=False)
             return done
 
     def _budget(self, timeout: float | None) -> float:
@@ -250,6 +253,27 @@ class Runtime:
     def stats() -> dict[str, dict[str, int]]:
         """See :func:`glmtrace.stats`."""
         return STATS.snapshot()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+    raise SystemExit(128 + signum)
+
+
+def _sigterm_handler(install: bool) -> None:
+    """Turn SIGTERM into ``SystemExit(143)`` so open spans end and ``atexit`` flushes.
+
+    By default SIGTERM kills the interpreter without running ``finally`` blocks or ``atexit``
+    hooks, losing the spans still open and everything queued. Installed only while the
+    program leaves SIGTERM at its default (a handler the user set wins); removed at shutdown.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if install and current is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    elif not install and current is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _counting(
