@@ -111,9 +111,14 @@ CONVERTER = _Converter()
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence torch's notice that each cycle clears the last one's events: we want that."""
+    """Silence torch's notices about what profile() asks for on purpose.
+
+    Each cycle clearing the last one's events is what we want; no warm-up is what
+    ``every == active`` means.
+    """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*won't be using warmup", category=UserWarning)
         yield
 
 

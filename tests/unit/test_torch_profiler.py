@@ -1,0 +1,150 @@
+"""profile(): profiler events as spans under the right parents, bounded per window."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import glmtrace
+
+torch = pytest.importorskip("torch")
+
+
+def _run(steps: int, **options: Any) -> Any:
+    x = torch.randn(64, 64)
+    with glmtrace.profile(**options) as prof:
+        for i in range(steps):
+            with glmtrace.span("step", {"i": i}):
+                with glmtrace.span("forward"):
+                    y = x @ x
+                with glmtrace.span("loss"):
+                    (y + 1).sum()
+            prof.step()
+    return prof
+
+
+def test_cpu_ops_under_the_active_span(traced: Any) -> None:
+    """aten::mm is a child (via aten::matmul) of 'forward', aten::sum of 'loss'."""
+    prof = _run(2, every=2, active=1)
+    spans = traced.spans()
+    by_id = {s["span_id"]: s for s in spans}
+
+    def glmtrace_parent(span: dict[str, Any]) -> dict[str, Any]:
+        while span["name"].startswith("aten::"):
+            span = by_id[span["parent_span_id"]]
+        return span
+
+    mms = [s for s in spans if s["name"] == "aten::mm"]
+    sums = [s for s in spans if s["name"] == "aten::sum"]
+    assert len(mms) == 1  # one active step out of two
+    assert prof.windows == 1
+    assert glmtrace_parent(mms[0])["name"] == "forward"
+    assert by_id[mms[0]["parent_span_id"]]["name"] == "aten::matmul"
+    assert {glmtrace_parent(s)["name"] for s in sums} == {"loss"}
+    assert mms[0]["attributes"]["glmtrace.torch.event.kind"] == "cpu_op"
+
+
+def test_timestamps_fall_inside_the_parent(traced: Any) -> None:
+    """Converted events sit on the epoch clock, inside their parent's time range."""
+    _run(1, every=1, active=1)
+    spans = traced.spans()
+    by_id = {s["span_id"]: s for s in spans}
+    ops = [s for s in spans if s["name"].startswith("aten::")]
+    assert ops
+    slack = 200_000  # 0.2 ms: the clock calibration is exact to a few microseconds
+    for op in ops:
+        parent = by_id[op["parent_span_id"]]
+        assert parent["start_ns"] - slack <= op["start_ns"] <= op["end_ns"]
+        assert op["end_ns"] <= parent["end_ns"] + slack
+
+
+def test_schedule_profiles_active_out_of_every(traced: Any) -> None:
+    """every=3, active=1 over 6 steps gives two windows, each with a summary span."""
+    prof = _run(6, every=3, active=1)
+    assert prof.windows == 2
+    summaries = [s for s in traced.spans() if s["name"] == "torch.profile"]
+    assert sorted(s["attributes"]["glmtrace.torch.profile.window"] for s in summaries) == [0, 1]
+
+
+def test_bounded_with_summary(traced: Any) -> None:
+    """Beyond max_spans the rest is only counted; the summary lists top events."""
+    prof = _run(1, every=1, active=1, max_spans=3)
+    spans = traced.spans()
+    summary = next(
+        s
+        for s in spans
+        if s["name"] == "torch.profile" and s["attributes"]["glmtrace.torch.profile.window"] == 0
+    )
+    attrs = summary["attributes"]
+    assert attrs["glmtrace.torch.profile.spans"] == 3
+    assert attrs["glmtrace.torch.profile.aggregated"] == attrs["glmtrace.torch.profile.events"] - 3
+    top = json.loads(attrs["glmtrace.torch.profile.top"])
+    assert top and {"name", "count", "total_ms", "kind"} <= set(top[0])
+    converted = [s for s in spans if s["attributes"].get("glmtrace.torch.event.kind")]
+    assert all(r["spans"] <= 3 for r in prof.results)  # the last window closes at exit
+    assert len(converted) == sum(r["spans"] for r in prof.results)
+    assert prof.results[0]["aggregated"] > 0
+
+
+def test_bad_schedule_is_a_config_error() -> None:
+    """active > every is refused at the call, naming the fix."""
+    with pytest.raises(glmtrace.ConfigError, match="active <= every"):
+        glmtrace.profile(every=1, active=2)
+
+
+def test_no_op_before_init() -> None:
+    """Before init() profile() runs nothing and step() is free."""
+    with glmtrace.profile(every=1, active=1) as prof:
+        prof.step()
+    assert prof.windows == 0
+
+
+def test_cuda_span_falls_back_to_cpu(traced: Any) -> None:
+    """Without CUDA, cuda_span is a CPU span that says so; children nest under it."""
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA: scripts/gpu_check.py covers the GPU path")
+    with (
+        glmtrace.span("step"),
+        glmtrace.cuda_span("forward", {"layer": 1}),
+        glmtrace.span("inner"),
+    ):
+        torch.ones(2) * 2
+    spans = {s["name"]: s for s in traced.spans()}
+    forward = spans["forward"]
+    assert forward["attributes"]["glmtrace.clock"] == "cpu"
+    assert "glmtrace.gpu.duration_ms" not in forward["attributes"]
+    assert forward["attributes"]["glmtrace.cpu.duration_ms"] >= 0
+    assert forward["attributes"]["layer"] == 1
+    assert forward["parent_span_id"] == spans["step"]["span_id"]
+    assert spans["inner"]["parent_span_id"] == forward["span_id"]
+
+
+def test_cuda_resolver_resolves_later(traced: Any) -> None:
+    """The resolver ends a span once its end event completes, with the GPU duration."""
+    from glmtrace._internal.torch import cuda, fastspans
+
+    class FakeEvent:
+        def __init__(self) -> None:
+            self.done = False
+
+        def query(self) -> bool:
+            return self.done
+
+        def elapsed_time(self, other: Any) -> float:
+            return 5.0
+
+    with glmtrace.span("step"):
+        span = fastspans.start("gpu work")
+    assert span is not None
+    begin, end = FakeEvent(), FakeEvent()
+    cpu_end = span.start_ns + 1_000
+    cuda.RESOLVER.submit(cuda._Pending(span, begin, end, cpu_end, None))
+    assert [s["name"] for s in traced.spans()] == ["step"]  # not complete yet: not exported
+    end.done = True
+    assert cuda.resolve_pending(timeout=5)
+    gpu = traced.one("gpu work")
+    assert gpu["attributes"]["glmtrace.clock"] == "gpu"
+    assert gpu["attributes"]["glmtrace.gpu.duration_ms"] == 5.0
+    assert gpu["end_ns"] - gpu["start_ns"] == 5_000_000  # max(CPU, GPU time)
