@@ -31,7 +31,12 @@ from .guard import report
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
 from .shipper import BackgroundShipper
-from .span_export import CountingExporter, StoreSpanExporter, otlp_exporter
+from .span_export import (
+    CountingExporter,
+    SizeBoundedExporter,
+    StoreSpanExporter,
+    otlp_exporter,
+)
 from .spans import SpanScope
 from .stats import STATS
 from .store import Store
@@ -96,7 +101,9 @@ class Runtime:
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
         elif options.traces == "otlp":
-            self._add_exporter(provider, "otlp", otlp_exporter(options))
+            self._add_exporter(
+                provider, "otlp", SizeBoundedExporter("otlp", otlp_exporter(options))
+            )
         if exporter is not None:
             self._add_exporter(provider, "custom", exporter)
         self._root_off = _root_sampled_out(provider.sampler)

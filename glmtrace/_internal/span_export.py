@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
@@ -112,3 +112,90 @@ def otlp_exporter(options: Options) -> SpanExporter:
 
     url = endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
     return HTTPSpanExporter(endpoint=url, headers=headers or None, timeout=timeout)
+
+
+# gRPC's default receive limit is 4 MiB per message; keep headroom for the envelope.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 256 * 1024
+_TRUNCATED_VALUE = 1024
+_MAX_EVENTS = 32
+
+
+def estimated_size(span: ReadableSpan) -> int:
+    """A cheap upper estimate of a span's OTLP protobuf size in bytes."""
+
+    def attrs(values: Any) -> int:
+        return sum(len(k) + len(str(v)) + 8 for k, v in (values or {}).items())
+
+    size = 96 + len(span.name) + attrs(span.attributes)
+    for event in span.events:
+        size += 24 + len(event.name) + attrs(event.attributes)
+    for link in span.links:
+        size += 48 + attrs(link.attributes)
+    return size
+
+
+def _shrink(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` with long values cut and surplus events dropped, marked truncated."""
+
+    def cut(values: Any) -> dict[str, Any]:
+        return {
+            k: v[:_TRUNCATED_VALUE] if isinstance(v, str) else v for k, v in (values or {}).items()
+        }
+
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={**cut(span.attributes), "glmtrace.truncated": True},
+        events=[Event(e.name, cut(e.attributes), e.timestamp) for e in span.events[:_MAX_EVENTS]],
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class SizeBoundedExporter(SpanExporter):
+    """Splits batches so no export request exceeds ``max_bytes``; shrinks oversized spans.
+
+    One span bigger than the limit would make the receiver reject its whole batch; it is
+    truncated (and counted) instead of silently lost with its neighbours.
+    """
+
+    def __init__(self, sink: str, inner: SpanExporter, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.sink = sink
+        self._inner = inner
+        self._max_bytes = max_bytes
+
+    def chunks(self, spans: Sequence[ReadableSpan]) -> list[list[ReadableSpan]]:
+        out: list[list[ReadableSpan]] = []
+        chunk: list[ReadableSpan] = []
+        size = 0
+        for span in spans:
+            n = estimated_size(span)
+            if n > self._max_bytes:
+                span = _shrink(span)
+                n = estimated_size(span)
+                STATS.add(self.sink, "truncated")
+            if chunk and size + n > self._max_bytes:
+                out.append(chunk)
+                chunk, size = [], 0
+            chunk.append(span)
+            size += n
+        if chunk:
+            out.append(chunk)
+        return out
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        results = [self._inner.export(chunk) for chunk in self.chunks(spans)]
+        ok = all(r is SpanExportResult.SUCCESS for r in results)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
