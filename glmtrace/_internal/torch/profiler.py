@@ -161,9 +161,10 @@ class Profile:
             if torch.cuda.is_available():
                 activities.append(prof.ProfilerActivity.CUDA)
             warmup = 1 if self.every - self.active >= 1 else 0
-            schedule = prof.schedule(
-                wait=self.every - self.active - warmup, warmup=warmup, active=self.active
-            )
+            with _quiet():
+                schedule = prof.schedule(
+                    wait=self.every - self.active - warmup, warmup=warmup, active=self.active
+                )
             self._prof = prof.profile(
                 activities=activities,
                 schedule=schedule,
