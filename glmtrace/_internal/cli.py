@@ -223,12 +223,11 @@ def doctor() -> None:
         )
         table.add_row(name, str(value), source)
     console.print(table)
-    checks = _endpoint_checks(options)
-    health = Table("endpoint", "url", "status")
-    for label, url in checks:
-        from . import remote
+    from . import remote
 
-        ok, detail = remote.probe(label, url)
+    health = Table("endpoint", "url", "status")
+    for label, url in _endpoint_checks(options):
+        ok, detail = remote.probe(label, url, options.elasticsearch, protocol=options.protocol)
         health.add_row(
             label, url, f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}"
         )
