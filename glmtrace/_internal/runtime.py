@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry import baggage, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -44,6 +44,36 @@ from .store import Store
 log = logging.getLogger("glmtrace")
 
 
+class _BoundedBatchProcessor(BatchSpanProcessor):
+    """OpenTelemetry's batch processor, counting the spans it cannot queue.
+
+    When its queue is full the SDK silently evicts the oldest span with a warning per span;
+    here the new span is dropped instead, counted in ``stats()``, warned about once.
+    """
+
+    def __init__(self, sink: str, exporter: SpanExporter) -> None:
+        super().__init__(
+            exporter,
+            max_queue_size=_MAX_QUEUE,
+            max_export_batch_size=512,
+            schedule_delay_millis=500,
+        )
+        self.sink = sink
+
+    def pending(self) -> int:
+        queue = getattr(self._batch_processor, "_queue", ())  # no public accessor
+        return len(queue)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.pending() >= _MAX_QUEUE:
+            STATS.add(self.sink, "dropped")
+            return
+        super().on_end(span)
+
+
+_MAX_QUEUE = 20_000
+
+
 def _root_sampled_out(sampler: Sampler | None) -> bool:
     """True when no root span can ever be sampled, so stages may skip the SDK entirely."""
     if isinstance(sampler, ParentBased):
@@ -65,6 +95,7 @@ class Runtime:
         self._root_off = False
         self._handlers: list[logging.Handler] = []
         self._shippers: list[BackgroundShipper[Any]] = []
+        self._span_processors: list[_BoundedBatchProcessor] = []
         self._lock = threading.RLock()
         self._atexit = False
         self._threading_instrumented = False
@@ -119,14 +150,9 @@ class Runtime:
             self._start_log_sinks(options, store)
 
     def _add_exporter(self, provider: TracerProvider, sink: str, exporter: SpanExporter) -> None:
-        provider.add_span_processor(
-            BatchSpanProcessor(
-                CountingExporter(sink, exporter),
-                max_queue_size=20_000,
-                max_export_batch_size=512,
-                schedule_delay_millis=500,
-            )
-        )
+        processor = _BoundedBatchProcessor(sink, CountingExporter(sink, exporter))
+        self._span_processors.append(processor)
+        provider.add_span_processor(processor)
 
     def _start_log_sinks(self, options: Options, store: Store) -> None:
         level = logging.getLevelName(options.log_level)
@@ -184,7 +210,9 @@ class Runtime:
                 return True
             budget = self._budget(timeout)
             provider, shippers, handlers = self._provider, self._shippers, self._handlers
+            processors = self._span_processors
             self.tracer, self._provider, self._shippers, self._handlers = None, None, [], []
+            self._span_processors = []
             root = logging.getLogger()
             for handler in handlers:
                 root.removeHandler(handler)
@@ -196,6 +224,8 @@ class Runtime:
                 return ok
 
             done = _bounded(stop, budget)
+            for processor in processors:  # what the deadline left behind is lost: say so
+                STATS.add(processor.sink, "dropped", processor.pending())
             if not done:
                 log.warning(
                     "glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget
