@@ -1,0 +1,1 @@
+"""Integration tests against the real backends (see backends.py and scripts/provision.sh)."""
