@@ -1,0 +1,207 @@
+"""Traces exported over OTLP gRPC and OTLP HTTP to the real Jaeger, read back through its API."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glmtrace._internal import remote
+
+from .backends import Jaeger
+
+pytestmark = pytest.mark.integration
+
+# A multi-thread, multi-process job. Its in-memory exporter sees the spans of this process
+# exactly as the SDK made them; the worker processes report their span ids.
+JOB = """
+    import json, logging, sys
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import glmtrace
+    from glmtrace._internal.span_export import span_to_row
+
+    memory = InMemorySpanExporter()
+
+    @glmtrace.stage("thread work")
+    def thread_work(i):
+        return glmtrace.current_span_id()
+
+    @glmtrace.stage("process work")
+    def process_work(i):
+        with glmtrace.span("inner", attributes={{"i": i}}):
+            pass
+        return [glmtrace.current_trace_id(), glmtrace.current_span_id()]
+
+    @glmtrace.stage("flaky", retries=3)
+    def flaky():
+        raise ValueError("bad batch 7")
+
+    if __name__ == "__main__":
+        glmtrace.init(service_name={service!r}, endpoint={endpoint!r}, protocol={protocol!r},
+                      logs="none", exporter=memory, store="store/glmtrace.db")
+        with glmtrace.span("pipeline", attributes={{"run": {run!r}, "batch_size": 8, "ratio": 0.5,
+                                                    "tags": ["a", "b"]}}) as root:
+            with glmtrace.span("tensors", attributes={{"embeddings": np.zeros((4, 16), np.float32),
+                                                       "logits": torch.ones(2, 3)}}):
+                pass
+            try:
+                flaky()
+            except ValueError:
+                pass
+            with glmtrace.span("threads") as threads:
+                with ThreadPoolExecutor(4) as pool:
+                    thread_spans = list(pool.map(thread_work, range(4)))
+            with glmtrace.span("processes") as fanout:
+                with ProcessPoolExecutor(2) as pool:
+                    workers = list(pool.map(glmtrace.propagate(process_work), range(4)))
+        ok = glmtrace.shutdown(20)
+        rows = [span_to_row(s) for s in memory.get_finished_spans()]
+        print(json.dumps({{"trace_id": root.trace_id, "rows": rows, "flushed": ok,
+                          "threads_span": threads.span_id, "thread_spans": thread_spans,
+                          "fanout": fanout.span_id, "workers": workers,
+                          "stats": glmtrace.stats()}}))
+"""
+
+COMPARED = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status",
+    "status_message",
+    "service_name",
+    "attributes",
+    "events",
+)
+
+
+def run_job(tmp_path: Path, **values: Any) -> dict[str, Any]:
+    """Run JOB in a fresh interpreter; returns the JSON it prints last."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(JOB.format(**values)), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={**os.environ, "GLMTRACE_STRICT": "1"},
+        check=False,
+    )
+    assert done.returncode == 0, f"job failed:\n{done.stdout}\n{done.stderr}"
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.fixture(scope="module", params=["grpc", "http/protobuf"])
+def traced_job(
+    request: pytest.FixtureRequest, jaeger: Jaeger, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The job's output after running it once against Jaeger over one OTLP protocol."""
+    protocol = request.param
+    tmp_path = tmp_path_factory.mktemp("jaeger-job")
+    endpoint = f"http://{jaeger.otlp_grpc}" if protocol == "grpc" else jaeger.otlp_http
+    service = f"jaeger-it-{protocol.split('/')[0]}"
+    out = run_job(
+        tmp_path, service=service, endpoint=endpoint, protocol=protocol, run=uuid.uuid4().hex
+    )
+    assert out["flushed"], out["stats"]
+    assert out["stats"]["otlp"].get("dropped", 0) == 0
+    out["service"] = service
+    return out
+
+
+def spans_in_jaeger(jaeger: Jaeger, out: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    # this process's spans + per worker call: its stage span and an inner span
+    expected = len(out["rows"]) + 2 * len(out["workers"])
+    jaeger.trace(out["trace_id"], min_spans=expected)  # waits until all are stored
+    rows = remote.jaeger_trace(jaeger.query_url, out["trace_id"])
+    assert len(rows) == expected
+    return {r["span_id"]: r for r in rows}
+
+
+def test_every_span_arrives_as_the_sdk_made_it(jaeger: Jaeger, traced_job: dict[str, Any]) -> None:
+    """Ids, parents, names, times, status, service, attributes and events all round-trip."""
+    by_id = spans_in_jaeger(jaeger, traced_job)
+    for row in traced_job["rows"]:
+        got = by_id[row["span_id"]]
+        assert {k: got[k] for k in COMPARED} == {k: row[k] for k in COMPARED}, row["name"]
+        assert got["resource"]["service.name"] == traced_job["service"]
+
+
+def test_error_status_and_exception_event(jaeger: Jaeger, traced_job: dict[str, Any]) -> None:
+    """The failing stage is ERROR with an exception event naming the type and message."""
+    by_id = spans_in_jaeger(jaeger, traced_job)
+    (flaky,) = [s for s in by_id.values() if s["name"] == "stage flaky"]
+    assert flaky["status"] == "ERROR" and "bad batch 7" in flaky["status_message"]
+    (event,) = [e for e in flaky["events"] if e["name"] == "exception"]
+    assert event["attributes"]["exception.type"] == "ValueError"
+    assert "bad batch 7" in event["attributes"]["exception.message"]
+    assert "Traceback" in event["attributes"]["exception.stacktrace"]
+    assert flaky["attributes"]["retries"] == 3
+
+
+def test_tensor_summaries_and_typed_attributes(jaeger: Jaeger, traced_job: dict[str, Any]) -> None:
+    """numpy/torch values arrive as shape/dtype/device summaries; ints, floats, lists typed."""
+    by_id = spans_in_jaeger(jaeger, traced_job)
+    (root,) = [s for s in by_id.values() if s["name"] == "pipeline"]
+    assert root["parent_span_id"] is None
+    assert root["attributes"]["batch_size"] == 8 and root["attributes"]["ratio"] == 0.5
+    assert root["attributes"]["tags"] == ["a", "b"]
+    (tensors,) = [s for s in by_id.values() if s["name"] == "tensors"]
+    text = json.dumps(tensors["attributes"])
+    for fragment in ("[4, 16]", "float32", "[2, 3]", "torch.float32", "cpu"):
+        assert fragment in text, (fragment, tensors["attributes"])
+
+
+def test_threads_and_processes_keep_exact_parents(
+    jaeger: Jaeger, traced_job: dict[str, Any]
+) -> None:
+    """Thread-pool spans are children of 'threads'; process spans of 'processes', one trace."""
+    by_id = spans_in_jaeger(jaeger, traced_job)
+    for span_id in traced_job["thread_spans"]:
+        assert by_id[span_id]["parent_span_id"] == traced_job["threads_span"]
+        assert by_id[span_id]["name"] == "stage thread work"
+    for trace_id, span_id in traced_job["workers"]:
+        assert trace_id == traced_job["trace_id"]
+        worker = by_id[span_id]
+        assert worker["name"] == "stage process work"
+        assert worker["parent_span_id"] == traced_job["fanout"]
+        assert worker["service_name"] == traced_job["service"]
+        (inner,) = [s for s in by_id.values() if s["parent_span_id"] == span_id]
+        assert inner["name"] == "inner"
+    assert len({s["trace_id"] for s in by_id.values()}) == 1
+
+
+def test_recent_traces_of_a_service(jaeger: Jaeger, traced_job: dict[str, Any]) -> None:
+    """remote.jaeger_recent lists the trace with its root, span count and error count."""
+    spans_in_jaeger(jaeger, traced_job)
+    summaries = remote.jaeger_recent(jaeger.query_url, traced_job["service"], limit=5)
+    (mine,) = [s for s in summaries if s.trace_id == traced_job["trace_id"]]
+    assert mine.root_name == "pipeline"
+    assert mine.span_count == len(traced_job["rows"]) + 2 * len(traced_job["workers"])
+    assert mine.error_count == 1
+
+
+def test_probe_reports_jaeger_and_otlp(jaeger: Jaeger) -> None:
+    """doctor's probe: Jaeger's query API and both OTLP receivers answer; a closed port not."""
+    assert remote.probe("jaeger", jaeger.query_url)[0]
+    assert remote.probe("otlp", f"http://{jaeger.otlp_grpc}", protocol="grpc")[0]
+    assert remote.probe("otlp", jaeger.otlp_http, protocol="http/protobuf")[0]
+    ok, detail = remote.probe("jaeger", "http://127.0.0.1:9")
+    assert not ok and detail
