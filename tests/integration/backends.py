@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -39,11 +39,18 @@ ES_USER = "glmtrace-es"
 PROVISION = "bash scripts/provision.sh"
 STARTUP_TIMEOUT = float(os.environ.get("GLMTRACE_BACKEND_STARTUP_TIMEOUT", "180"))
 
-_SPAN_KINDS = {0: "UNSPECIFIED", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_SPAN_KINDS = {
+    0: "UNSPECIFIED",
+    1: "INTERNAL",
+    2: "SERVER",
+    3: "CLIENT",
+    4: "PRODUCER",
+    5: "CONSUMER",
+}
 _STATUS_CODES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
 
-# --- where things are ------------------------------------------------------------------------------
+# --- where things are ----------------------------------------------------------------------------
 
 
 def versions() -> dict[str, str]:
@@ -80,7 +87,9 @@ def elasticsearch_home() -> Path:
 
 
 def composego_binary() -> Path:
-    return backends_dir() / f"compose-go-{versions()['COMPOSE_GO_VERSION']}" / "bin" / "compose-spec"
+    return (
+        backends_dir() / f"compose-go-{versions()['COMPOSE_GO_VERSION']}" / "bin" / "compose-spec"
+    )
 
 
 def require(path: Path, what: str) -> Path:
@@ -109,10 +118,12 @@ def es_java_home() -> str:
                 major = line.split("=", 1)[1].strip('"').split(".")[0]
                 if major.isdigit() and int(major) >= want:
                     return str(home)
-    pytest.fail(f"no JDK >= {want} under /usr/lib/jvm for Elasticsearch; set ES_JAVA_HOME", pytrace=False)
+    pytest.fail(
+        f"no JDK >= {want} under /usr/lib/jvm for Elasticsearch; set ES_JAVA_HOME", pytrace=False
+    )
 
 
-# --- processes -------------------------------------------------------------------------------------
+# --- processes -----------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -149,10 +160,8 @@ class Process:
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # the group may outlive its leader (Elasticsearch's CLI launches the server JVM)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
@@ -185,7 +194,9 @@ def spawn(
     return Process(name, popen, log)
 
 
-def wait_until(proc: Process, what: str, ready: Callable[[], bool], timeout: float = STARTUP_TIMEOUT) -> None:
+def wait_until(
+    proc: Process, what: str, ready: Callable[[], bool], timeout: float = STARTUP_TIMEOUT
+) -> None:
     """Poll ``ready`` until true; fail with the log tail if the process dies or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -200,7 +211,10 @@ def wait_until(proc: Process, what: str, ready: Callable[[], bool], timeout: flo
                 return
         time.sleep(0.25)
     proc.stop()
-    pytest.fail(f"{proc.name}: no {what} within {timeout:.0f}s; log {proc.log}:\n{proc.tail()}", pytrace=False)
+    pytest.fail(
+        f"{proc.name}: no {what} within {timeout:.0f}s; log {proc.log}:\n{proc.tail()}",
+        pytrace=False,
+    )
 
 
 def port_open(hostport: str) -> bool:
@@ -209,7 +223,7 @@ def port_open(hostport: str) -> bool:
         return True
 
 
-# --- HTTP ------------------------------------------------------------------------------------------
+# --- HTTP ----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -221,7 +235,13 @@ class Response:
         return json.loads(self.body) if self.body else None
 
 
-def http(method: str, url: str, body: Any = None, content_type: str = "application/json", timeout: float = 10) -> Response:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    timeout: float = 10,
+) -> Response:
     """One HTTP request; any status comes back as a Response (no exception for 4xx/5xx)."""
     data: bytes | None
     if body is None or isinstance(body, bytes):
@@ -241,12 +261,12 @@ def http(method: str, url: str, body: Any = None, content_type: str = "applicati
             return Response(err.code, err.read())
 
 
-# --- Jaeger ----------------------------------------------------------------------------------------
+# --- Jaeger --------------------------------------------------------------------------------------
 
 
 @dataclass
 class Jaeger:
-    """A running Jaeger v2 (memory storage). Addresses as OTLP exporters and HTTP clients want them."""
+    """A running Jaeger v2 (memory storage); addresses as OTLP exporters and clients want them."""
 
     otlp_grpc: str  # "127.0.0.1:PORT"
     otlp_http: str  # "http://127.0.0.1:PORT"
@@ -254,8 +274,10 @@ class Jaeger:
     health_url: str
     process: Process = field(repr=False)
 
-    def trace(self, trace_id: str | int, min_spans: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
-        """The spans of ``trace_id`` as Jaeger returns them, once at least ``min_spans`` are there."""
+    def trace(
+        self, trace_id: str | int, min_spans: int = 1, timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """The spans of ``trace_id`` as Jaeger returns them, once ``min_spans`` are there."""
         tid = trace_id if isinstance(trace_id, str) else f"{trace_id:032x}"
         deadline = time.monotonic() + timeout
         spans: list[dict[str, Any]] = []
@@ -269,7 +291,8 @@ class Jaeger:
             last = f"HTTP {reply.status}: {reply.body[:300]!r}"
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    f"Jaeger has {len(spans)} span(s) of trace {tid} after {timeout}s, wanted {min_spans}; "
+                    f"Jaeger has {len(spans)} span(s) of trace {tid} after {timeout}s, "
+                    f"wanted {min_spans}; "
                     f"last reply {last}"
                 )
             time.sleep(0.3)
@@ -291,7 +314,7 @@ def any_value(value: dict[str, Any]) -> Any:
     """Decode an OTLP JSON AnyValue into a plain Python value."""
     if not value:
         return None
-    (kind, inner), = value.items()
+    ((kind, inner),) = value.items()
     if kind == "intValue":
         return int(inner)
     if kind == "doubleValue":
@@ -326,7 +349,9 @@ def otlp_json_spans(payload: dict[str, Any]) -> list[dict[str, Any]]:
                         "name": span.get("name"),
                         "service_name": resource.get("service.name"),
                         "attributes": attributes(span.get("attributes")),
-                        "status_code": _STATUS_CODES.get(int(status.get("code", 0)), str(status.get("code"))),
+                        "status_code": _STATUS_CODES.get(
+                            int(status.get("code", 0)), str(status.get("code"))
+                        ),
                         "status_message": status.get("message"),
                         "events": [
                             {"name": e.get("name"), "attributes": attributes(e.get("attributes"))}
@@ -376,17 +401,19 @@ def start_jaeger(workdir: Path) -> Iterator[Jaeger]:
         wait_until(
             proc,
             "healthy query API and OTLP ports",
-            lambda: http("GET", handle.health_url).status == 200
-            and http("GET", f"{handle.query_url}/api/services").status == 200
-            and port_open(handle.otlp_grpc)
-            and port_open(handle.otlp_http.removeprefix("http://")),
+            lambda: (
+                http("GET", handle.health_url).status == 200
+                and http("GET", f"{handle.query_url}/api/services").status == 200
+                and port_open(handle.otlp_grpc)
+                and port_open(handle.otlp_http.removeprefix("http://"))
+            ),
         )
         yield handle
     finally:
         proc.stop()
 
 
-# --- Elasticsearch ---------------------------------------------------------------------------------
+# --- Elasticsearch -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -398,13 +425,19 @@ class Elasticsearch:
     modules: list[str]
     process: Process = field(repr=False)
 
-    def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Response:
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Response:
         return http(method, f"{self.url}/{path.lstrip('/')}", body, content_type)
 
-    def ok(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+    def ok(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> Any:
         """The JSON reply of a request that must succeed."""
         reply = self.request(method, path, body, content_type)
-        assert 200 <= reply.status < 300, f"{method} {path} -> {reply.status}: {reply.body[:1000]!r}"
+        assert 200 <= reply.status < 300, (
+            f"{method} {path} -> {reply.status}: {reply.body[:1000]!r}"
+        )
         return reply.json()
 
     def put_index_template(self) -> None:
@@ -416,22 +449,35 @@ class Elasticsearch:
         lines = []
         for doc in docs:
             lines += [json.dumps({"create": {}}), json.dumps(doc)]
-        reply = self.ok("POST", f"{index}/_bulk?refresh=true", "\n".join(lines) + "\n", "application/x-ndjson")
+        reply = self.ok(
+            "POST", f"{index}/_bulk?refresh=true", "\n".join(lines) + "\n", "application/x-ndjson"
+        )
         assert not reply["errors"], reply
-        return reply
+        return cast(dict[str, Any], reply)
 
     def search(
-        self, index_pattern: str, query: dict[str, Any], min_hits: int = 1, timeout: float = 60, size: int = 100
+        self,
+        index_pattern: str,
+        query: dict[str, Any],
+        min_hits: int = 1,
+        timeout: float = 60,
+        size: int = 100,
     ) -> list[dict[str, Any]]:
-        """The ``_source`` of matching documents, polling (refresh, then search) until ``min_hits``."""
+        """The ``_source`` of matching documents, polling (refresh, search) until ``min_hits``."""
         deadline = time.monotonic() + timeout
         hits: list[dict[str, Any]] = []
         while True:
-            self.request("POST", f"{index_pattern}/_refresh?ignore_unavailable=true&allow_no_indices=true")
+            self.request(
+                "POST", f"{index_pattern}/_refresh?ignore_unavailable=true&allow_no_indices=true"
+            )
             reply = self.request(
                 "POST",
                 f"{index_pattern}/_search?ignore_unavailable=true&allow_no_indices=true",
-                {"query": query, "size": size, "sort": [{"@timestamp": {"order": "asc", "unmapped_type": "date"}}]},
+                {
+                    "query": query,
+                    "size": size,
+                    "sort": [{"@timestamp": {"order": "asc", "unmapped_type": "date"}}],
+                },
             )
             if reply.status == 200:
                 hits = [hit["_source"] for hit in reply.json()["hits"]["hits"]]
@@ -439,15 +485,20 @@ class Elasticsearch:
                     return hits
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    f"{len(hits)} hit(s) in {index_pattern} for {query} after {timeout}s, wanted {min_hits}; "
+                    f"{len(hits)} hit(s) in {index_pattern} for {query} after {timeout}s, "
+                    f"wanted {min_hits}; "
                     f"last reply HTTP {reply.status}: {reply.body[:500]!r}"
                 )
             time.sleep(0.5)
 
     def count(self, index_pattern: str, query: dict[str, Any] | None = None) -> int:
-        self.request("POST", f"{index_pattern}/_refresh?ignore_unavailable=true&allow_no_indices=true")
+        self.request(
+            "POST", f"{index_pattern}/_refresh?ignore_unavailable=true&allow_no_indices=true"
+        )
         body = {"query": query} if query else None
-        reply = self.request("POST", f"{index_pattern}/_count?ignore_unavailable=true&allow_no_indices=true", body)
+        reply = self.request(
+            "POST", f"{index_pattern}/_count?ignore_unavailable=true&allow_no_indices=true", body
+        )
         return int(reply.json()["count"]) if reply.status == 200 else 0
 
 
@@ -480,7 +531,9 @@ def start_elasticsearch(workdir: Path) -> Iterator[Elasticsearch]:
     shutil.copytree(home / "config", rundir / "config")  # the keystore is written here
     if user:
         for path in [rundir, *rundir.rglob("*")]:
-            os.chown(path, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid, follow_symlinks=False)
+            os.chown(
+                path, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid, follow_symlinks=False
+            )
 
     http_port, transport_port = free_port(), free_port()
     modules = sorted(p.name for p in (home / "modules").iterdir())
@@ -506,13 +559,18 @@ def start_elasticsearch(workdir: Path) -> Iterator[Elasticsearch]:
         ES_JAVA_OPTS="-Xms512m -Xmx512m",
     )
     env.pop("JAVA_HOME", None)  # ES warns about it and ignores it
-    proc = spawn("elasticsearch", argv, workdir.parent / f"{workdir.name}.stdout.log", env, rundir, user)
+    proc = spawn(
+        "elasticsearch", argv, workdir.parent / f"{workdir.name}.stdout.log", env, rundir, user
+    )
     url = f"http://127.0.0.1:{http_port}"
     try:
         wait_until(
             proc,
             "yellow cluster health",
-            lambda: http("GET", f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s").status == 200,
+            lambda: (
+                http("GET", f"{url}/_cluster/health?wait_for_status=yellow&timeout=1s").status
+                == 200
+            ),
         )
         # The integ-test-zip has no `GET /` (405); the node info has the version.
         nodes = http("GET", f"{url}/_nodes/_local?filter_path=nodes.*.version").json()["nodes"]
@@ -524,7 +582,7 @@ def start_elasticsearch(workdir: Path) -> Iterator[Elasticsearch]:
             shutil.rmtree(rundir, ignore_errors=True)
 
 
-# --- Collector -------------------------------------------------------------------------------------
+# --- Collector -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -552,7 +610,9 @@ def validate_collector_config(config: Path = COLLECTOR_CONFIG) -> subprocess.Com
 
 
 @contextlib.contextmanager
-def start_collector(workdir: Path, jaeger: Jaeger, elasticsearch: Elasticsearch) -> Iterator[Collector]:
+def start_collector(
+    workdir: Path, jaeger: Jaeger, elasticsearch: Elasticsearch
+) -> Iterator[Collector]:
     binary = require(collector_binary(), "the OpenTelemetry Collector")
     # Like compose's es-init container: the ECS exporter writes with require_data_stream, so the
     # data stream's template must exist before the first log arrives.
@@ -566,7 +626,13 @@ def start_collector(workdir: Path, jaeger: Jaeger, elasticsearch: Elasticsearch)
         GLMTRACE_COLLECTOR_ES_URL=elasticsearch.url,
     )
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = spawn("collector", [str(binary), f"--config={COLLECTOR_CONFIG}"], workdir / "collector.log", env, workdir)
+    proc = spawn(
+        "collector",
+        [str(binary), f"--config={COLLECTOR_CONFIG}"],
+        workdir / "collector.log",
+        env,
+        workdir,
+    )
     handle = Collector(
         otlp_grpc=f"127.0.0.1:{grpc}",
         otlp_http=f"http://127.0.0.1:{http_port}",
@@ -578,10 +644,12 @@ def start_collector(workdir: Path, jaeger: Jaeger, elasticsearch: Elasticsearch)
         wait_until(
             proc,
             "open OTLP and Fluent forward ports",
-            lambda: port_open(handle.otlp_grpc)
-            and port_open(f"127.0.0.1:{http_port}")
-            and port_open(f"127.0.0.1:{fluent}")
-            and "Everything is ready" in proc.log.read_text(encoding="utf-8", errors="replace"),
+            lambda: (
+                port_open(handle.otlp_grpc)
+                and port_open(f"127.0.0.1:{http_port}")
+                and port_open(f"127.0.0.1:{fluent}")
+                and "Everything is ready" in proc.log.read_text(encoding="utf-8", errors="replace")
+            ),
         )
         yield handle
     finally:

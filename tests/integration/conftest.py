@@ -22,14 +22,14 @@ from .backends import (
 
 @pytest.fixture(scope="session")
 def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
-    """A Jaeger v2 with memory storage: ``.otlp_grpc``, ``.otlp_http``, ``.query_url``, ``.trace()``."""
+    """Jaeger v2, memory storage: ``.otlp_grpc``, ``.otlp_http``, ``.query_url``, ``.trace()``."""
     with start_jaeger(tmp_path_factory.mktemp("jaeger")) as handle:
         yield handle
 
 
 @pytest.fixture(scope="session")
 def elasticsearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elasticsearch]:
-    """A single-node Elasticsearch: ``.url``, ``.version``, ``.search()``, ``.count()``, ``.bulk()``."""
+    """Single-node Elasticsearch: ``.url``, ``.version``, ``.search()``, ``.count()``."""
     with start_elasticsearch(tmp_path_factory.mktemp("es-base") / "elasticsearch") as handle:
         yield handle
 
@@ -38,6 +38,6 @@ def elasticsearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Elastics
 def collector(
     tmp_path_factory: pytest.TempPathFactory, jaeger: Jaeger, elasticsearch: Elasticsearch
 ) -> Iterator[Collector]:
-    """A Collector wired to ``jaeger`` and ``elasticsearch``: ``.otlp_grpc``, ``.otlp_http``, ``.fluent_*``."""
+    """A Collector wired to ``jaeger`` and ``elasticsearch``: ``.otlp_*``, ``.fluent_host/port``."""
     with start_collector(tmp_path_factory.mktemp("collector"), jaeger, elasticsearch) as handle:
         yield handle

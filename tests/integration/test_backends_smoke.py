@@ -18,15 +18,18 @@ def _export_spans(endpoint: str, service: str, protocol: str = "grpc") -> tuple[
     """Send a parent and a child span through the OTel SDK's OTLP exporter; their ids."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
+    exporter: SpanExporter
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HTTPExporter,
+        )
 
         exporter = HTTPExporter(endpoint=f"{endpoint}/v1/traces")
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
@@ -54,15 +57,21 @@ def test_jaeger_returns_the_spans_sent_over_otlp_grpc(jaeger: Jaeger) -> None:
     assert {parent["trace_id"], child["trace_id"]} == {trace_id}
     assert parent["service_name"] == "smoke-jaeger"
     assert parent["kind"] == "SERVER" and child["kind"] == "INTERNAL"
-    assert parent["attributes"] == {"glmtrace.batch_size": 8, "glmtrace.ratio": 0.5, "glmtrace.tags": ["a", "b"]}
+    assert parent["attributes"] == {
+        "glmtrace.batch_size": 8,
+        "glmtrace.ratio": 0.5,
+        "glmtrace.tags": ["a", "b"],
+    }
     assert child["status_code"] == "ERROR"
     assert child["events"] == [{"name": "retry", "attributes": {"attempt": 2}}]
     assert parent["start_ns"] <= child["start_ns"] <= child["end_ns"] <= parent["end_ns"]
     assert "smoke-jaeger" in jaeger.services()
 
 
-def test_elasticsearch_takes_the_index_template_and_bulk_creates(elasticsearch: Elasticsearch) -> None:
-    """The glmtrace template installs, and `_bulk` create into logs-glmtrace-default makes a data stream."""
+def test_elasticsearch_takes_the_index_template_and_bulk_creates(
+    elasticsearch: Elasticsearch,
+) -> None:
+    """The template installs; `_bulk` create into logs-glmtrace-default makes a data stream."""
     assert elasticsearch.version.startswith("9.")
     elasticsearch.put_index_template()
     trace_id = secrets.token_hex(16)
@@ -82,9 +91,13 @@ def test_elasticsearch_takes_the_index_template_and_bulk_creates(elasticsearch: 
     assert reply["items"][0]["create"]["_index"].startswith(f".ds-{LOGS_DATA_STREAM}-")
     (hit,) = elasticsearch.search("logs-glmtrace-*", {"term": {"trace.id": trace_id}})
     assert hit["message"] == "loaded 3 shards"
-    mapping = elasticsearch.ok("GET", f"{LOGS_DATA_STREAM}/_mapping/field/trace.id,labels.session_id,log.level")
+    mapping = elasticsearch.ok(
+        "GET", f"{LOGS_DATA_STREAM}/_mapping/field/trace.id,labels.session_id,log.level"
+    )
     (fields,) = mapping.values()
-    assert {name: next(iter(m["mapping"].values()))["type"] for name, m in fields["mappings"].items()} == {
+    assert {
+        name: next(iter(m["mapping"].values()))["type"] for name, m in fields["mappings"].items()
+    } == {
         "trace.id": "keyword",
         "labels.session_id": "keyword",
         "log.level": "keyword",
@@ -94,11 +107,16 @@ def test_elasticsearch_takes_the_index_template_and_bulk_creates(elasticsearch: 
 def test_collector_puts_a_fluent_record_into_es_with_a_top_level_trace_id(
     collector: Collector, elasticsearch: Elasticsearch
 ) -> None:
-    """A Fluent forward record with ECS keys lands in logs-glmtrace-default with `trace.id` at the top."""
+    """A Fluent forward record with ECS keys lands in ES with `trace.id` at the top level."""
     from fluent.sender import FluentSender
 
     trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
-    sender = FluentSender("glmtrace", host=collector.fluent_host, port=collector.fluent_port, nanosecond_precision=True)
+    sender = FluentSender(
+        "glmtrace",
+        host=collector.fluent_host,
+        port=collector.fluent_port,
+        nanosecond_precision=True,
+    )
     try:
         record = {
             "message": "tokenized 8 prompts",
@@ -120,13 +138,19 @@ def test_collector_puts_a_fluent_record_into_es_with_a_top_level_trace_id(
     assert doc["@timestamp"].startswith(datetime.now(timezone.utc).strftime("%Y-%m-%d"))
 
 
-def test_collector_puts_an_otlp_log_into_es_in_ecs_shape(collector: Collector, elasticsearch: Elasticsearch) -> None:
-    """An OTLP/HTTP log record's trace id, severity and service become ECS fields in Elasticsearch."""
+def test_collector_puts_an_otlp_log_into_es_in_ecs_shape(
+    collector: Collector, elasticsearch: Elasticsearch
+) -> None:
+    """An OTLP/HTTP log record's trace id, severity and service become ECS fields in ES."""
     trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
     payload = {
         "resourceLogs": [
             {
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "smoke-otlp-logs"}}]},
+                "resource": {
+                    "attributes": [
+                        {"key": "service.name", "value": {"stringValue": "smoke-otlp-logs"}}
+                    ]
+                },
                 "scopeLogs": [
                     {
                         "scope": {"name": "autoglm"},
@@ -138,7 +162,9 @@ def test_collector_puts_an_otlp_log_into_es_in_ecs_shape(collector: Collector, e
                                 "body": {"stringValue": "inference failed"},
                                 "traceId": trace_id,
                                 "spanId": span_id,
-                                "attributes": [{"key": "error.type", "value": {"stringValue": "RuntimeError"}}],
+                                "attributes": [
+                                    {"key": "error.type", "value": {"stringValue": "RuntimeError"}}
+                                ],
                             }
                         ],
                     }
@@ -157,7 +183,9 @@ def test_collector_puts_an_otlp_log_into_es_in_ecs_shape(collector: Collector, e
     assert doc["error"]["type"] == "RuntimeError"
 
 
-def test_collector_forwards_otlp_http_traces_to_jaeger(collector: Collector, jaeger: Jaeger) -> None:
+def test_collector_forwards_otlp_http_traces_to_jaeger(
+    collector: Collector, jaeger: Jaeger
+) -> None:
     """Spans sent to the Collector over OTLP/HTTP reach Jaeger with their parent links intact."""
     trace_id, parent_id, _ = _export_spans(collector.otlp_http, "smoke-collector", protocol="http")
     spans = {s["name"]: s for s in jaeger.trace(trace_id, min_spans=2)}
