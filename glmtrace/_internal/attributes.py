@@ -57,6 +57,24 @@ def truncate(text: str, max_length: int) -> str:
     return f"{text[:max_length]}...[truncated {len(text) - max_length} chars]"
 
 
+# Credentials that show up inside exception messages and log lines.
+_CREDENTIALS = re.compile(
+    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"
+    r"|\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
+)
+
+
+def scrub(text: str) -> str:
+    """Replace bearer tokens and ``key=value`` credentials inside free text."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1):
+            return f"{m.group(1)} [REDACTED]"
+        return f"{m.group(2)}{m.group(3)}[REDACTED]"
+
+    return _CREDENTIALS.sub(repl, text)
+
+
 def tensor_summary(value: Any) -> dict[str, Any] | None:
     """``{shape, dtype, device}`` for a torch tensor or numpy array, else None."""
     torch = sys.modules.get("torch")

@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry import baggage, trace
 
-from .attributes import Limits, jsonable
+from .attributes import Limits, jsonable, scrub, truncate
 from .keys import BAGGAGE_SESSION_ID
 
 TRACE_ID = "trace.id"
@@ -126,8 +126,8 @@ def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -
 
 
 def limits_text(text: str, limits: Limits) -> str:
-    value = jsonable(text, limits)
-    return value if isinstance(value, str) else str(value)
+    """``text`` with credentials scrubbed, truncated to the attribute limit."""
+    return truncate(scrub(text), limits.max_length)
 
 
 def _message(record: logging.LogRecord, limits: Limits) -> str:

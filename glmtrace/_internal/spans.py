@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import traceback
 from collections.abc import Mapping
 from types import TracebackType
@@ -12,28 +11,11 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from .attributes import Limits, coerce, coerce_attributes, truncate
+from .attributes import Limits, coerce, coerce_attributes, scrub, truncate
 from .guard import report
 
 if TYPE_CHECKING:
     from .runtime import Runtime
-
-# Credentials that show up inside exception messages and log lines.
-_CREDENTIALS = re.compile(
-    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"
-    r"|\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
-)
-
-
-def scrub(text: str) -> str:
-    """Replace bearer tokens and ``key=value`` credentials inside free text."""
-
-    def repl(m: re.Match[str]) -> str:
-        if m.group(1):
-            return f"{m.group(1)} [REDACTED]"
-        return f"{m.group(2)}{m.group(3)}[REDACTED]"
-
-    return _CREDENTIALS.sub(repl, text)
 
 
 def record_error(span: Span, exc: BaseException, limits: Limits) -> None:

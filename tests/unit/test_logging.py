@@ -81,3 +81,20 @@ def test_shutdown_restores_record_factory(tmp_path: Path) -> None:
     glmtrace.shutdown()
     record = logging.getLogRecordFactory()("x", logging.INFO, "f", 1, "m", (), None)
     assert "trace.id" not in record.__dict__
+
+
+def test_credentials_in_messages_and_exceptions_are_scrubbed(local_store: Path) -> None:
+    """Bearer tokens and key=value credentials never reach the store, in logs or span events."""
+    secret = "eyJhbGciOiJIUzI1NiJ9.payload.sig"
+    try:
+        with glmtrace.span("call"):
+            log.warning("retrying with password=%s", "hunter22")
+            raise PermissionError(f"401 for Authorization: Bearer {secret}")
+    except PermissionError:
+        log.exception("request failed")
+    glmtrace.force_flush()
+    store = Store(local_store)
+    everything = repr(store.all_logs()) + repr(store.all_spans())
+    assert secret not in everything
+    assert "hunter22" not in everything
+    assert "Bearer [REDACTED]" in everything
