@@ -1,0 +1,253 @@
+"""Outages against the real programs: Elasticsearch stopped mid-run, an OTLP endpoint black-holed.
+
+The Elasticsearch test runs its own node (not the session one) because it stops and restarts
+it: same port, same data directory, so the documents indexed before the outage are still
+there when it comes back and exactly-once can be counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .backends import ES_USER, Elasticsearch, Process, http, spawn, start_elasticsearch, wait_until
+
+pytestmark = pytest.mark.integration
+
+PATTERN = "logs-glmtrace-*"
+RECORDS = 100_000
+OUTAGE_S = 30.0
+
+# Logs RECORDS lines at a steady pace (so the outage falls in the middle), then waits until
+# the sink reports every spooled record replayed, and exits.
+ES_JOB = """
+    import json, logging, sys, time
+    import glmtrace
+
+    glmtrace.init(service_name="outage-it", traces="none", logs="elasticsearch",
+                  es_url={url!r}, store="store/glmtrace.db")
+    log = logging.getLogger("outage.it")
+    run, total, per_s = {run!r}, {records}, {per_s}
+    started = time.monotonic()
+    worst = 0.0
+    with glmtrace.span("long job"):
+        for i in range(total):
+            t = time.perf_counter()
+            log.info("record %d", i, extra={{"run": run, "seq": i}})
+            worst = max(worst, time.perf_counter() - t)
+            if i % 500 == 499:  # pace: the user code would be doing real work here
+                time.sleep(max(0.0, started + (i + 1) / per_s - time.monotonic()))
+    logged_s = time.monotonic() - started
+
+    def replayed_all():
+        s = glmtrace.stats().get("logs-elasticsearch", {{}})
+        return s.get("replayed", 0) >= s.get("spooled", 0)
+
+    glmtrace.force_flush(30)  # everything is now either in Elasticsearch or in the spool
+    deadline = time.monotonic() + {drain_s}
+    while not replayed_all() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ok = glmtrace.shutdown(10)
+    print(json.dumps({{"logged_s": logged_s, "worst_call_s": worst, "flushed": ok,
+                      "stats": glmtrace.stats()}}))
+"""
+
+
+def _job(tmp_path: Path, code: str, **values: Any) -> subprocess.Popen[str]:
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(code.format(**values)), encoding="utf-8")
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "GLMTRACE_STRICT": "1"},
+    )
+
+
+def _finish(job: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    out, err = job.communicate(timeout=timeout)
+    assert job.returncode == 0, f"job failed:\n{out}\n{err}"
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+class RestartableNode:
+    """Stops and restarts the node of a started Elasticsearch on its port and data dir."""
+
+    def __init__(self, es: Elasticsearch) -> None:
+        self.es = es
+        proc = es.process
+        self.argv = list(proc.popen.args)  # type: ignore[arg-type]
+        # The environment the fixture built (JDK, config dir): read back from the process.
+        raw = Path(f"/proc/{proc.popen.pid}/environ").read_bytes()
+        self.env = dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+        settings = dict(a[2:].split("=", 1) for a in self.argv if a.startswith("-E"))
+        self.rundir = Path(settings["path.data"]).parent
+        self.user = ES_USER if os.geteuid() == 0 else None
+        self.current: Process = proc
+
+    def stop(self) -> None:
+        self.current.stop()
+
+    def start(self) -> None:
+        log = self.rundir / "logs" / f"restart-{time.time_ns()}.log"
+        self.current = spawn("elasticsearch", self.argv, log, self.env, self.rundir, self.user)
+        wait_until(
+            self.current,
+            "yellow cluster health after restart",
+            lambda: (
+                http(
+                    "GET", f"{self.es.url}/_cluster/health?wait_for_status=yellow&timeout=1s"
+                ).status
+                == 200
+            ),
+        )
+
+
+@pytest.fixture
+def own_elasticsearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableNode]:
+    """A dedicated Elasticsearch node this test may stop and start again."""
+    with start_elasticsearch(tmp_path_factory.mktemp("es-outage") / "elasticsearch") as es:
+        node = RestartableNode(es)
+        try:
+            yield node
+        finally:
+            if node.current is not es.process:
+                node.current.stop()
+
+
+def _distinct_seqs(es: Elasticsearch, run: str) -> set[int]:
+    """Every labels.seq value of the run, exactly (composite aggregation, paged)."""
+    seen: set[int] = set()
+    after: dict[str, Any] | None = None
+    while True:
+        composite: dict[str, Any] = {
+            "size": 10_000,
+            "sources": [{"seq": {"terms": {"field": "labels.seq"}}}],
+        }
+        if after:
+            composite["after"] = after
+        reply = es.ok(
+            "POST",
+            f"{PATTERN}/_search",
+            {
+                "size": 0,
+                "query": {"term": {"labels.run": run}},
+                "aggs": {"seqs": {"composite": composite}},
+            },
+        )
+        agg = reply["aggregations"]["seqs"]
+        seen.update(int(b["key"]["seq"]) for b in agg["buckets"])
+        after = agg.get("after_key")
+        if not agg["buckets"] or after is None:
+            return seen
+
+
+def test_es_stopped_mid_run_every_record_arrives_exactly_once(
+    own_elasticsearch: RestartableNode, tmp_path: Path
+) -> None:
+    """100,000 records, Elasticsearch down >= 30 s in the middle: all arrive, none twice."""
+    es = own_elasticsearch.es
+    run = uuid.uuid4().hex
+    job = _job(tmp_path, ES_JOB, url=es.url, run=run, records=RECORDS, per_s=2_000, drain_s=240)
+    try:
+        # Let the run get going with the backend up, then take it away.
+        deadline = time.monotonic() + 60
+        while es.count(PATTERN, {"term": {"labels.run": run}}) < 5_000:
+            assert job.poll() is None, job.communicate()
+            assert time.monotonic() < deadline, "the run never started shipping"
+            time.sleep(0.5)
+        own_elasticsearch.stop()
+        down_at = time.monotonic()
+        spool = tmp_path / "store" / "spool" / "elasticsearch"
+        time.sleep(OUTAGE_S)
+        assert job.poll() is None, "the run should still be logging during the outage"
+        assert any(spool.iterdir()), "records were not spooled during the outage"
+        own_elasticsearch.start()
+        outage = time.monotonic() - down_at
+        out = _finish(job, timeout=400)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    print(f"outage {outage:.1f}s; job {out}")  # the figures for the closing note (-s / -rP)
+    assert outage >= OUTAGE_S
+    stats = out["stats"]["logs-elasticsearch"]
+    assert stats.get("dropped", 0) == 0, stats
+    assert stats["spooled"] > 0 and stats["replayed"] > 0, stats
+    assert out["flushed"]
+    # The caller never waited on the network: the slowest logger.info stayed far below
+    # anything a blocking retry or timeout would cost.
+    assert out["worst_call_s"] < 0.5, out
+    es.search(PATTERN, {"term": {"labels.run": run}}, min_hits=1)
+    assert es.count(PATTERN, {"term": {"labels.run": run}}) == RECORDS
+    assert _distinct_seqs(es, run) == set(range(RECORDS))
+    assert not [p for p in spool.iterdir() if p.stat().st_size], "spool not drained"
+
+
+BLACKHOLE_JOB = """
+    import json, logging, time
+    import glmtrace
+
+    glmtrace.init(service_name="blackhole-it", endpoint={endpoint!r}, protocol={protocol!r},
+                  logs="none", shutdown_timeout={deadline}, store="store/glmtrace.db")
+    started = time.monotonic()
+    for i in range(5_000):
+        with glmtrace.span("work", attributes={{"i": i}}):
+            pass
+    spans_s = time.monotonic() - started
+    started = time.monotonic()
+    ok = glmtrace.shutdown()
+    shutdown_s = time.monotonic() - started
+    print(json.dumps({{"spans_s": spans_s, "shutdown_s": shutdown_s, "flushed": ok,
+                      "stats": glmtrace.stats()}}))
+"""
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port that accepts TCP connections (kernel backlog) and never reads or answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(128)
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_shutdown_keeps_its_deadline_with_a_black_holed_otlp_endpoint(
+    black_hole: int, protocol: str, tmp_path: Path
+) -> None:
+    """shutdown() returns within its deadline (+ margin) and span creation is never blocked."""
+    deadline = 2.0
+    started = time.monotonic()
+    job = _job(
+        tmp_path,
+        BLACKHOLE_JOB,
+        endpoint=f"http://127.0.0.1:{black_hole}",
+        protocol=protocol,
+        deadline=deadline,
+    )
+    out = _finish(job, timeout=120)
+    whole = time.monotonic() - started
+    print(f"{protocol}: whole process {whole:.2f}s; job {out}")
+    # A correctness bound, not a benchmark: the margin covers thread joins and scheduling.
+    assert out["shutdown_s"] < deadline + 1.0, out
+    assert out["spans_s"] < 10, out  # 5,000 spans; a blocked exporter would stall far longer
+    assert out["stats"].get("otlp", {}).get("exported", 0) == 0
+    # The exit hook must not wait again for the endpoint after shutdown() gave up.
+    assert whole < 60, whole
