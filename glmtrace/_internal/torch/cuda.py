@@ -28,6 +28,7 @@ from ..runtime import DEFAULT
 from ..stats import STATS
 from . import keys, require_torch
 from .fastspans import LiteSpan, start
+from .profiler import TIMELINE
 
 _MAX_PENDING = 10_000
 _POLL_S = 0.001
@@ -211,6 +212,8 @@ class CudaSpan:
                 return
             end = self._torch.cuda.Event(enable_timing=True)
             end.record(self._stream)
+            # Kernels launched inside must find this span before the resolver exports it.
+            TIMELINE.note(span.start_ns, cpu_end, span.context)
             RESOLVER.submit(_Pending(span, self._events, end, cpu_end, exc))
         except Exception as internal:
             report("cuda_span exit", internal)

@@ -52,9 +52,17 @@ class Timeline(SpanProcessor):
         ctx = span.context
         if ctx is None or span.start_time is None or span.end_time is None:
             return
-        ident = (span.attributes or {}).get("thread.id")
+        attributes = span.attributes or {}
+        if keys.GPU_DURATION_MS in attributes:
+            return  # a cuda_span: noted with its CPU interval at exit (see note())
+        ident = attributes.get("thread.id")
         if isinstance(ident, int):
             self.entries.append((ident, span.start_time, span.end_time, ctx))
+
+    def note(self, start_ns: int, end_ns: int, ctx: trace.SpanContext) -> None:
+        """Record a span of the calling thread now, before it is exported (cuda_span)."""
+        if self.sessions:
+            self.entries.append((threading.get_ident(), start_ns, end_ns, ctx))
 
     def snapshot(self, since_ns: int) -> list[TimelineEntry]:
         """Entries that may contain events after ``since_ns``; older ones are forgotten."""
