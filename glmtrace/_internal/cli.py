@@ -80,7 +80,8 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
         spec = pipelines.load(pipeline_file)
         options = glmtrace.init(service_name=os.environ.get("OTEL_SERVICE_NAME", spec.name))
         result = pipelines.run(DEFAULT, spec, pipelines.new_envelope(payload, session))
-        glmtrace.shutdown()
+        # A command line can wait longer than a library at exit for its last batch.
+        glmtrace.shutdown(max(options.shutdown_timeout, 10.0))
     if result.envelope is not None:
         output = json.dumps(result.envelope["payload"], ensure_ascii=False, default=str)
         console.print(f"output: {output[:500]}", markup=False)

@@ -96,6 +96,7 @@ class Runtime:
         self._handlers: list[logging.Handler] = []
         self._shippers: list[BackgroundShipper[Any]] = []
         self._span_processors: list[_BoundedBatchProcessor] = []
+        self._closers: list[Callable[[float], None]] = []
         self._lock = threading.RLock()
         self._atexit = False
         self._threading_instrumented = False
@@ -163,7 +164,11 @@ class Runtime:
             send = store.write_logs if sink == "local" else self._remote_log_sink(sink, options)
             if send is None:
                 continue
-            counted = _counting(sink, send)
+            # A sink that spools tells exported from spooled itself; count the others here.
+            counted = send if getattr(send, "counts_itself", False) else _counting(sink, send)
+            close = getattr(send, "close", None)
+            if close is not None:
+                self._closers.append(close)
             shipper: BackgroundShipper[dict[str, Any]] = BackgroundShipper(f"logs-{sink}", counted)
             handler = DocumentHandler(shipper.submit, options.service_name, self.limits)
             handler.setLevel(level)
@@ -210,15 +215,17 @@ class Runtime:
                 return True
             budget = self._budget(timeout)
             provider, shippers, handlers = self._provider, self._shippers, self._handlers
-            processors = self._span_processors
+            processors, closers = self._span_processors, self._closers
             self.tracer, self._provider, self._shippers, self._handlers = None, None, [], []
-            self._span_processors = []
+            self._span_processors, self._closers = [], []
             root = logging.getLogger()
             for handler in handlers:
                 root.removeHandler(handler)
 
             def stop() -> bool:
-                ok = all(s.shutdown(budget) for s in shippers)
+                ok = all([s.shutdown(budget) for s in shippers])
+                for close in closers:
+                    close(budget)
                 if provider is not None:
                     provider.shutdown()
                 return ok
