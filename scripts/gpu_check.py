@@ -41,6 +41,11 @@ def _counting(counter: Counter[str], name: str, fn: Callable[..., Any]) -> Calla
     return wrapper
 
 
+def _gpu_ms(span: Any) -> float:
+    value = (span.attributes or {}).get("glmtrace.gpu.duration_ms")
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def main() -> int:
     try:
         import torch
@@ -68,7 +73,7 @@ def main() -> int:
     ]
     originals = [(owner, name, getattr(owner, name)) for owner, name in patched]
     for owner, name, fn in originals:
-        setattr(owner, name, _counting(syncs, f"{owner.__name__}.{name}", fn))
+        setattr(owner, name, _counting(syncs, f"{getattr(owner, '__name__', owner)}.{name}", fn))
 
     device = torch.device("cuda")
     a = torch.randn(2048, 2048, device=device)
@@ -128,7 +133,7 @@ def main() -> int:
     for name in ("matmul", "attention"):
         sample = [s for s in cuda_spans if s.name == name]
         if sample:
-            ms = sorted((s.attributes or {}).get("glmtrace.gpu.duration_ms", 0.0) for s in sample)
+            ms = sorted(_gpu_ms(s) for s in sample)
             print(f"  cuda_span {name:9}: gpu ms median {ms[len(ms) // 2]:.3f}")
 
     if not kernels:
