@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -127,7 +128,9 @@ class Runtime:
         sampler: Sampler | None = None
         if options.sample_rate is not None:
             sampler = ParentBased(TraceIdRatioBased(options.sample_rate))
-        resource = Resource.create({"service.name": options.service_name})
+        from .torch.distributed import distributed_resource  # torch-free: reads the env
+
+        resource = Resource.create({"service.name": options.service_name, **distributed_resource()})
         provider = TracerProvider(resource=resource, sampler=sampler)
         store = Store(options.store)
         if options.traces == "local":
@@ -202,6 +205,9 @@ class Runtime:
 
     def _flush(self, budget: float) -> bool:
         ok = True
+        cuda = sys.modules.get("glmtrace._internal.torch.cuda")
+        if cuda is not None:  # CUDA spans still waiting on the GPU are part of "everything"
+            ok = cuda.resolve_pending(budget)
         if self._provider is not None:
             ok = self._provider.force_flush(int(budget * 1000))
         for shipper in self._shippers:

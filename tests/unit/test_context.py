@@ -85,3 +85,27 @@ def test_multiprocessing_process_with_propagate(local_store: Path, method: str) 
     (span,) = _store_children(local_store, root.trace_id, "stage child_work")
     assert span["parent_span_id"] == root.span_id
     assert span["resource"]["process.pid"] == proc.pid
+
+
+def test_rank_and_world_size_on_the_resource(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE) every span's resource names the rank."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    exporter = InMemorySpanExporter()
+    glmtrace.init(traces="none", logs="none", exporter=exporter, store=tmp_path / "s.db")
+    try:
+        with glmtrace.span("step"):
+            pass
+        glmtrace.force_flush()
+        (span,) = exporter.get_finished_spans()
+        resource = dict(span.resource.attributes)
+        assert resource["glmtrace.distributed.rank"] == 3
+        assert resource["glmtrace.distributed.local_rank"] == 1
+        assert resource["glmtrace.distributed.world_size"] == 4
+    finally:
+        glmtrace.shutdown()
