@@ -8,6 +8,12 @@ without waiting on the network, so the in-memory queue keeps draining during an 
 replayer thread probes with exponential backoff, replays the spool oldest first once
 Elasticsearch is back, and then hands shipping back to the direct path.
 
+The same overflow protects against an Elasticsearch that answers, but slower than the program
+logs (a cold node, a busy cluster): when one direct request takes longer than
+``slow_seconds``, the next batches go to the spool for a while and the replayer ships them in
+larger requests, so the bounded in-memory queue never fills and drops; only the disk bound
+(``spool_max_bytes``) can cause drops.
+
 Counters (``glmtrace.stats()["logs-elasticsearch"]``): exported, spooled, replayed, dropped.
 """
 
@@ -50,6 +56,8 @@ class ElasticsearchSink:
         request_timeout: float = 10.0,
         retry_seconds: float = 1.0,
         max_backoff: float = 5.0,
+        slow_seconds: float = 0.5,
+        replay_timeout: float = 30.0,
     ) -> None:
         try:
             import elasticsearch  # noqa: F401 - fail at init(), not in a background thread
@@ -58,6 +66,10 @@ class ElasticsearchSink:
         self.es = es
         self.request_timeout = request_timeout
         self.retry_seconds = retry_seconds
+        self.slow_seconds = slow_seconds
+        # The replayer is on nobody's deadline: a slow cluster gets time to answer, rather than
+        # a timeout and a resend of the same documents.
+        self.replay_timeout = replay_timeout
         self.max_backoff = max_backoff
         self.spool = Spool(spool_folder, spool_max_bytes, on_drop=self._spool_dropped)
         self._reset()
@@ -71,6 +83,7 @@ class ElasticsearchSink:
         self._stop = threading.Event()  # set by close()
         self._closed = False
         self._down_until = 0.0
+        self._slow_until = 0.0
         self._backoff = 0.0
         self._replayer: threading.Thread | None = None
         self._progress: dict[Path, int] = {}
@@ -97,14 +110,18 @@ class ElasticsearchSink:
         self._check_fork()
         if self._closed or not batch:
             return
+        now = time.monotonic()
         with self._lock:
-            if self._backlog or time.monotonic() < self._down_until:
+            if self._backlog or now < self._down_until or now < self._slow_until:
                 self._to_spool(batch)
                 return
-        left = self._deliver(batch, "exported", time.monotonic() + self.retry_seconds)
+        left = self._deliver(batch, "exported", now + self.retry_seconds)
         if left:
             with self._lock:
                 self._to_spool(left)
+        elif time.monotonic() - now > self.slow_seconds:
+            # Slower than the program logs: overflow to disk for a while (see module doc).
+            self._slow_until = time.monotonic() + 10 * self.slow_seconds
 
     def _to_spool(self, docs: list[dict[str, Any]]) -> None:
         """Append to the spool (caller holds ``_lock``) and make sure a replayer runs."""
@@ -170,10 +187,15 @@ class ElasticsearchSink:
         self._backoff = 0.0
         return []
 
+    def _client_for(self, event: str) -> Elasticsearch:
+        if event == "replayed":
+            return self.client.options(request_timeout=self.replay_timeout)
+        return self.client
+
     def _send_chunks(self, docs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
         retry: list[dict[str, Any]] = []
         for part, body in es_bulk.chunks(self.es.data_stream, docs):
-            outcome = es_bulk.send(self.client, part, body)
+            outcome = es_bulk.send(self._client_for(event), part, body)
             STATS.add(SINK, event, len(outcome.delivered))
             retry.extend(outcome.retry)
             if outcome.rejected:
@@ -185,7 +207,7 @@ class ElasticsearchSink:
         warn_once("es:rejected", "Elasticsearch rejected log documents: %s", rejected[0][1])
         lost = 0
         for part, body in es_bulk.chunks(self.es.data_stream, reduced):
-            outcome = es_bulk.send(self.client, part, body)
+            outcome = es_bulk.send(self._client_for(event), part, body)
             STATS.add(SINK, event, len(outcome.delivered))
             lost += len(outcome.retry) + len(outcome.rejected)
         STATS.add(SINK, "dropped", lost)

@@ -40,6 +40,18 @@ ES_JOB = """
     log = logging.getLogger("outage.it")
     run, total, per_s = {run!r}, {records}, {per_s}
     started = time.monotonic()
+    timeline = []  # (seconds, records queued in memory, counters): shown when the test fails
+
+    def sample():
+        from glmtrace._internal.runtime import DEFAULT
+        while True:
+            queued = sum(s.pending for s in DEFAULT._shippers)
+            stats = glmtrace.stats().get("logs-elasticsearch", {{}})
+            timeline.append((round(time.monotonic() - started, 1), queued, stats))
+            time.sleep(1)
+
+    import threading
+    threading.Thread(target=sample, name="glmtrace-test-sampler", daemon=True).start()
     worst = 0.0
     with glmtrace.span("long job"):
         for i in range(total):
@@ -60,7 +72,7 @@ ES_JOB = """
         time.sleep(0.5)
     ok = glmtrace.shutdown(10)
     print(json.dumps({{"logged_s": logged_s, "worst_call_s": worst, "flushed": ok,
-                      "stats": glmtrace.stats()}}))
+                      "stats": glmtrace.stats(), "timeline": timeline}}))
 """
 
 
@@ -80,6 +92,8 @@ def _job(tmp_path: Path, code: str, **values: Any) -> subprocess.Popen[str]:
 def _finish(job: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     out, err = job.communicate(timeout=timeout)
     assert job.returncode == 0, f"job failed:\n{out}\n{err}"
+    if err:
+        print(err[-5000:])
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 

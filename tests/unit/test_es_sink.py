@@ -37,10 +37,15 @@ def doc(i: int, **extra: Any) -> dict[str, Any]:
     }
 
 
+_opened: list[ElasticsearchSink] = []
+
+
 @pytest.fixture(autouse=True)
 def fresh_stats() -> Iterator[None]:
     STATS.reset()
     yield
+    while _opened:
+        _opened.pop().close(timeout=1)
     STATS.reset()
 
 
@@ -76,6 +81,9 @@ class ScriptedClient:
             items.append({"create": {"status": status, "error": {"type": "t", "reason": "r"}}})
         return {"errors": any(i["create"]["status"] >= 300 for i in items), "items": items}
 
+    def options(self, **settings: Any) -> ScriptedClient:
+        return self
+
     def close(self) -> None:
         pass
 
@@ -85,6 +93,7 @@ def sink_with(client: ScriptedClient, tmp_path: Path, **kwargs: Any) -> Elastics
         ElasticsearchOptions(url="http://127.0.0.1:9"), tmp_path / "spool", 10**8, **kwargs
     )
     sink._client = client  # type: ignore[assignment]
+    _opened.append(sink)
     return sink
 
 
@@ -298,3 +307,21 @@ def test_create_uses_the_store_folder_for_the_spool(tmp_path: Path) -> None:
     sink = create(options)
     assert sink.spool.folder == tmp_path / "x" / "spool" / "elasticsearch"
     sink.close(timeout=0.1)
+
+
+def test_slow_backend_overflows_to_the_spool(tmp_path: Path) -> None:
+    """A direct request slower than slow_seconds sends the next batches via the spool."""
+
+    def slow(_id: str) -> int:
+        time.sleep(0.01)
+        return 201
+
+    client = ScriptedClient([slow])  # first request: ~0.1 s for 10 documents
+    sink = sink_with(client, tmp_path, slow_seconds=0.05)
+    sink([doc(i) for i in range(10)])
+    start = time.monotonic()
+    sink([doc(10)])  # not sent on this thread: spooled for the replayer
+    assert time.monotonic() - start < 0.05
+    assert counts()["spooled"] == 1
+    wait_for(lambda: counts().get("replayed") == 1)
+    assert list(client.stored) == [f"run-{i}" for i in range(11)]
