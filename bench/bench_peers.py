@@ -24,12 +24,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import Discard, per_call_ns, raw_decorator  # noqa: E402
+from bench_core import Discard, per_call_ns, raw_decorator
 
-import glmtrace  # noqa: E402
+import glmtrace
 
 
-def nest(decorate: Callable[[Callable[..., Any]], Callable[..., Any]]) -> tuple[Callable[[], Any], Callable[[], Any]]:
+def nest(
+    decorate: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
     def leaf(x: int) -> int:
         return x + 1
 
@@ -53,7 +55,9 @@ def raw_otel(sampled: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]
     return raw_decorator(provider.get_tracer("bench"))
 
 
-def measure(label: str, decorate: Callable[..., Any], calls: int, rows: list[tuple[str, float, float]]) -> None:
+def measure(
+    label: str, decorate: Callable[..., Any], calls: int, rows: list[tuple[str, float, float]]
+) -> None:
     one, three = nest(decorate)
     rows.append((label, per_call_ns(one, calls), per_call_ns(three, calls)))
 
@@ -70,23 +74,31 @@ def main() -> None:
 
     glmtrace.init(traces="none", logs="none", capture_logs=False, exporter=Discard())
     measure("@glmtrace.stage", glmtrace.stage, args.calls, rows)
-    glmtrace.init(traces="none", logs="none", capture_logs=False, exporter=Discard(), sample_rate=0.0)
+    glmtrace.init(
+        traces="none", logs="none", capture_logs=False, exporter=Discard(), sample_rate=0.0
+    )
     measure("@glmtrace.stage, sampled out", glmtrace.stage, args.calls, rows)
     glmtrace.shutdown()
 
     import logfire
 
-    logfire.configure(send_to_logfire=False, console=False, additional_span_processors=[BatchSpanProcessor(Discard())])
+    logfire.configure(
+        send_to_logfire=False,
+        console=False,
+        additional_span_processors=[BatchSpanProcessor(Discard())],
+    )
     measure("logfire @instrument", lambda fn: logfire.instrument(fn.__name__)(fn), args.calls, rows)
 
     from traceloop.sdk import Traceloop
     from traceloop.sdk.decorators import workflow
 
-    Traceloop.init(app_name="bench", exporter=Discard(), telemetry_enabled=False, disable_batch=False)
+    Traceloop.init(
+        app_name="bench", exporter=Discard(), telemetry_enabled=False, disable_batch=False
+    )
     measure("OpenLLMetry @workflow", lambda fn: workflow(name=fn.__name__)(fn), args.calls, rows)
 
     raw = dict((label, (one, three)) for label, one, three in rows)
-    base_one, base_three = raw["raw OpenTelemetry"]
+    base_one, _base_three = raw["raw OpenTelemetry"]
     print(f"{'variant':<34} {'1 level ns':>11} {'3-deep ns':>11} {'vs raw OTel':>12}")
     for label, one, three in rows:
         print(f"{label:<34} {one:>11.0f} {three:>11.0f} {one / base_one:>11.2f}x")
@@ -96,7 +108,9 @@ def main() -> None:
 
 def memory_with_backend_down(spans: int = 100_000) -> None:
     """RSS and Python heap after 100,000 spans aimed at a closed port."""
-    glmtrace.init(endpoint="http://127.0.0.1:9", logs="none", capture_logs=False, shutdown_timeout=1)
+    glmtrace.init(
+        endpoint="http://127.0.0.1:9", logs="none", capture_logs=False, shutdown_timeout=1
+    )
 
     @glmtrace.stage
     def work(i: int) -> int:
@@ -114,9 +128,14 @@ def memory_with_backend_down(spans: int = 100_000) -> None:
     tracemalloc.stop()
     glmtrace.shutdown()
     stats = glmtrace.stats().get("otlp", {})
-    print(f"backend down, {spans} spans: Python heap after each 25k spans (MB): "
-          + ", ".join(f"{c:.1f}" for c in checkpoints))
-    print(f"peak RSS growth {(rss_after - rss_before) / 1024:.1f} MB; counted dropped={stats.get('dropped', 0)}")
+    print(
+        f"backend down, {spans} spans: Python heap after each 25k spans (MB): "
+        + ", ".join(f"{c:.1f}" for c in checkpoints)
+    )
+    print(
+        f"peak RSS growth {(rss_after - rss_before) / 1024:.1f} MB; "
+        f"counted dropped={stats.get('dropped', 0)}"
+    )
 
 
 if __name__ == "__main__":
