@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -66,3 +67,43 @@ def guarded(default: R) -> Callable[[Callable[P, R]], Callable[P, R]]:
         return wrapper
 
     return decorate
+
+
+class RepeatFilter(logging.Filter):
+    """Lets each distinct message through once per ``interval`` seconds.
+
+    OpenTelemetry's exporters log every failed attempt; with a collector down for an hour
+    that would be thousands of identical lines in the user's logs. Drops are counted in
+    ``glmtrace.stats()`` instead.
+    """
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self._interval = interval
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            return False
+        self._last[key] = now
+        return True
+
+
+_REPEAT_FILTER = RepeatFilter()
+NOISY_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.sdk._shared_internal",
+)
+
+
+def quiet_exporter_logs() -> None:
+    """Rate-limit OpenTelemetry's per-attempt export errors (idempotent)."""
+    for name in NOISY_LOGGERS:
+        target = logging.getLogger(name)
+        if _REPEAT_FILTER not in target.filters:
+            target.addFilter(_REPEAT_FILTER)

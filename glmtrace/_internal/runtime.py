@@ -28,7 +28,7 @@ from opentelemetry.trace import Span
 
 from .attributes import AttributeValue, Limits
 from .config import Options, resolve
-from .guard import report
+from .guard import quiet_exporter_logs, report
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
 from .shipper import BackgroundShipper
@@ -148,6 +148,7 @@ class Runtime:
             trace.set_tracer_provider(provider)
         self.tracer = provider.get_tracer("glmtrace")
         self._instrument_threading()
+        quiet_exporter_logs()
         _sigterm_handler(install=True)
         install_record_factory()
         if options.capture_logs:

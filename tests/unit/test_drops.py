@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -23,7 +25,7 @@ class Stuck(SpanExporter):
 
 
 def test_full_queue_drops_are_counted_and_shutdown_gives_up() -> None:
-    """25,000 spans into a stuck exporter: the caller finishes, drops are counted, shutdown returns."""
+    """25,000 spans into a stuck exporter: the caller finishes, drops counted, shutdown returns."""
     stuck = Stuck()
     before = glmtrace.stats().get("custom", {}).get("dropped", 0)
     glmtrace.init(traces="none", logs="none", exporter=stuck)
@@ -40,3 +42,16 @@ def test_full_queue_drops_are_counted_and_shutdown_gives_up() -> None:
         assert 25_000 - 512 <= dropped <= 25_000
     finally:
         stuck.release.set()
+
+
+def test_exporter_errors_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    """A collector that stays down logs its export error once a minute, not once per batch."""
+    glmtrace.init(traces="none", logs="none")
+    try:
+        noisy = logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter")
+        with caplog.at_level(logging.WARNING):
+            for _ in range(50):
+                noisy.error("Failed to export traces to %s", "127.0.0.1:9")
+        assert caplog.text.count("Failed to export traces") == 1
+    finally:
+        glmtrace.shutdown()
