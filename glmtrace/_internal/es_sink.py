@@ -286,14 +286,26 @@ class ElasticsearchSink:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the replayer (what is left stays in the spool for a later run)."""
+        """Let the replayer empty the spool within ``timeout`` if Elasticsearch answers, then
+        stop it; what is left stays in the spool for the next run to replay."""
+        deadline = time.monotonic() + timeout
+        replayer = self._replayer
+        while (
+            self._backlog
+            and replayer is not None
+            and replayer.is_alive()
+            and self._down_until <= time.monotonic() < deadline
+        ):
+            self._wake.set()
+            time.sleep(0.05)
         self._closed = True
         self._stop.set()
         self._wake.set()
-        replayer = self._replayer
         if replayer is not None and replayer is not threading.current_thread():
-            replayer.join(timeout)
+            replayer.join(max(0.0, deadline - time.monotonic()))
         self.spool.close()
+        if replayer is not None and replayer.is_alive():
+            return  # still inside a request: closing its connection pool would break it
         client, self._client = self._client, None
         if client is not None:
             client.close()
