@@ -205,3 +205,66 @@ def test_probe_reports_jaeger_and_otlp(jaeger: Jaeger) -> None:
     assert remote.probe("otlp", jaeger.otlp_http, protocol="http/protobuf")[0]
     ok, detail = remote.probe("jaeger", "http://127.0.0.1:9")
     assert not ok and detail
+
+
+LOCAL_JOB = """
+    import json, logging
+    import glmtrace
+
+    glmtrace.init(service_name="push-it", store="store/glmtrace.db")
+    log = logging.getLogger("push.it")
+    with glmtrace.span("offline run", attributes={"n": 3}) as root:
+        for i in range(3):
+            with glmtrace.span("step"):
+                log.warning("step %d", i)
+    glmtrace.shutdown(10)
+    print(json.dumps({"trace_id": root.trace_id}))
+"""
+
+
+def test_push_uploads_a_local_store_once(
+    jaeger: Jaeger, elasticsearch: Any, tmp_path: Path
+) -> None:
+    """push sends the store's spans to Jaeger and logs to ES; a second push sends nothing."""
+    from glmtrace._internal.store import Store
+
+    script = tmp_path / "local.py"
+    script.write_text(textwrap.dedent(LOCAL_JOB), encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    trace_id = json.loads(done.stdout.strip().splitlines()[-1])["trace_id"]
+    store = Store(tmp_path / "store" / "glmtrace.db")
+    local_spans, local_logs = store.spans(trace_id), store.logs(trace_id)
+    assert len(local_spans) == 4 and len(local_logs) == 3
+
+    seen: list[tuple[int, int]] = []
+    otlp = f"http://{jaeger.otlp_grpc}"
+    first = remote.push(store, otlp, elasticsearch.url, lambda d, t: seen.append((d, t)))
+    assert (first.spans, first.logs) == (4, 3)
+    assert seen[-1] == (7, 7)
+
+    jaeger.trace(trace_id, min_spans=4)
+    got = {r["span_id"]: r for r in remote.jaeger_trace(jaeger.query_url, trace_id)}
+    for row in local_spans:
+        assert {k: got[row["span_id"]][k] for k in COMPARED} == {k: row[k] for k in COMPARED}
+    elasticsearch.search("logs-glmtrace-*", {"term": {"trace.id": trace_id}}, min_hits=3)
+    shipped = remote.es_logs(elasticsearch.url, trace_id)
+    assert [d["log.id"] for d in shipped] == [d["log.id"] for d in local_logs]
+    assert [d["message"] for d in shipped] == ["step 0", "step 1", "step 2"]
+
+    again = remote.push(store, otlp, elasticsearch.url)
+    assert (again.spans, again.logs, again.skipped_spans, again.skipped_logs) == (0, 0, 4, 3)
+    # Even with the pushed table forgotten, Elasticsearch keeps one copy per log.id.
+    fresh = tmp_path / "copy.db"
+    fresh_store = Store(fresh)
+    fresh_store.write_logs(local_logs)
+    assert remote.push(fresh_store, None, elasticsearch.url).logs == 3
+    assert elasticsearch.count("logs-glmtrace-*", {"term": {"trace.id": trace_id}}) == 3
+    assert len(remote.jaeger_trace(jaeger.query_url, trace_id)) == 4
+
+
+def test_probe_reports_elasticsearch_version(elasticsearch: Any) -> None:
+    """doctor's probe names the Elasticsearch version the node reports."""
+    ok, detail = remote.probe("elasticsearch", elasticsearch.url)
+    assert ok and detail == f"Elasticsearch {elasticsearch.version}"
