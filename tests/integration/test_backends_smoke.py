@@ -6,10 +6,11 @@ import json
 import secrets
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
-from .backends import LOGS_DATA_STREAM, Collector, Elasticsearch, Jaeger, http
+from .backends import LOGS_DATA_STREAM, Collector, Elasticsearch, Jaeger, http, start_jaeger
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +67,20 @@ def test_jaeger_returns_the_spans_sent_over_otlp_grpc(jaeger: Jaeger) -> None:
     assert child["events"] == [{"name": "retry", "attributes": {"attempt": 2}}]
     assert parent["start_ns"] <= child["start_ns"] <= child["end_ns"] <= parent["end_ns"]
     assert "smoke-jaeger" in jaeger.services()
+
+
+def test_jaeger_on_compose_es_storage_keeps_traces_across_a_restart(
+    elasticsearch: Elasticsearch, tmp_path: Path
+) -> None:
+    """Jaeger on compose's storage-elasticsearch.yaml writes to ES; a restart still finds it."""
+    with start_jaeger(tmp_path / "first", elasticsearch) as first:
+        trace_id, parent_id, _ = _export_spans(first.otlp_grpc, "smoke-jaeger-es")
+        first.trace(trace_id, min_spans=2)
+    with start_jaeger(tmp_path / "second", elasticsearch) as second:
+        spans = {s["name"]: s for s in second.trace(trace_id, min_spans=2)}
+    assert spans["chat chatglm3"]["parent_span_id"] == parent_id
+    assert spans["stage preprocess"]["service_name"] == "smoke-jaeger-es"
+    assert elasticsearch.count("jaeger-span-*") >= 2
 
 
 def test_elasticsearch_takes_the_index_template_and_bulk_creates(
