@@ -8,7 +8,6 @@ from __future__ import annotations
 import atexit
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -206,9 +205,6 @@ class Runtime:
 
     def _flush(self, budget: float) -> bool:
         ok = True
-        cuda = sys.modules.get("glmtrace._internal.torch.cuda")
-        if cuda is not None:  # CUDA spans still waiting on the GPU are part of "everything"
-            ok = cuda.resolve_pending(budget)
         if self._provider is not None:
             ok = self._provider.force_flush(int(budget * 1000))
         for shipper in self._shippers:
