@@ -13,9 +13,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import glmtrace
 from glmtrace._internal.span_export import span_to_row
 
+# The harness's own settings survive; every SDK setting starts from its default.
+_HARNESS = {"GLMTRACE_STRICT", "GLMTRACE_BACKENDS", "GLMTRACE_BACKEND_STARTUP_TIMEOUT"}
 os.environ["GLMTRACE_STRICT"] = "1"
 for _name in list(os.environ):
-    if (_name.startswith("GLMTRACE_") and _name != "GLMTRACE_STRICT") or _name.startswith("OTEL_"):
+    if (_name.startswith("GLMTRACE_") and _name not in _HARNESS) or _name.startswith("OTEL_"):
         del os.environ[_name]
 
 
