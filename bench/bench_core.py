@@ -91,12 +91,19 @@ def main() -> None:
     rows: list[tuple[str, str, float]] = []
 
     uninit = build(sampled=True)
-    rows.append(("not initialised", "@glmtrace.stage", per_call_ns(uninit["@glmtrace.stage"], args.calls)))
-    rows.append(("not initialised", "bare function", per_call_ns(uninit["bare function"], args.calls)))
+    rows.append(
+        ("not initialised", "@glmtrace.stage", per_call_ns(uninit["@glmtrace.stage"], args.calls))
+    )
+    rows.append(
+        ("not initialised", "bare function", per_call_ns(uninit["bare function"], args.calls))
+    )
 
     for sampled in (True, False):
         glmtrace.init(
-            traces="none", logs="none", capture_logs=False, exporter=Discard(),
+            traces="none",
+            logs="none",
+            capture_logs=False,
+            exporter=Discard(),
             sample_rate=1.0 if sampled else 0.0,
         )
         variants = build(sampled)
@@ -111,7 +118,9 @@ def main() -> None:
         print(f"{mode:<16} {name:<30} {ns:>10.0f}")
     for mode in ("sampled", "sampled out"):
         one = table[(mode, "@glmtrace.stage")] / table[(mode, "raw OpenTelemetry decorator")]
-        three = table[(mode, "@glmtrace.stage, 3-deep")] / table[(mode, "raw OpenTelemetry, 3-deep")]
+        three = (
+            table[(mode, "@glmtrace.stage, 3-deep")] / table[(mode, "raw OpenTelemetry, 3-deep")]
+        )
         print(f"{mode}: stage / raw OTel = {one:.2f}x (1 level), {three:.2f}x (3-deep)")
     for mode in ("not initialised", "sampled out"):
         overhead = table[(mode, "@glmtrace.stage")] - table[("not initialised", "bare function")]
