@@ -1,0 +1,140 @@
+"""Throughput against the real backends, and the caller-side cost of shipping logs.
+
+Starts the real Jaeger and Elasticsearch the test suite uses (``bash scripts/provision.sh``
+first), then measures on this machine:
+
+- spans per second exported to Jaeger over OTLP gRPC, with zero dropped (checked in stats()
+  and by reading traces back from Jaeger);
+- log records per second shipped to Elasticsearch with zero lost (counted in Elasticsearch);
+- ``logger.info`` inside a span with glmtrace's Elasticsearch handler attached, as a ratio
+  to the same call with a stdlib ``NullHandler``, in the same process.
+
+Each throughput run happens in a fresh interpreter so runtimes never share state.
+
+    python bench/bench_backends.py [--spans 100000] [--logs 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.integration.backends import start_elasticsearch, start_jaeger  # noqa: E402
+
+SPANS = """
+import json, sys, time
+import glmtrace
+total, per_trace = int(sys.argv[2]), 200
+glmtrace.init(service_name="bench-spans", endpoint="http://" + sys.argv[1], logs="none")
+trace_ids = []
+start = time.perf_counter()
+for made in range(per_trace, total + 1, per_trace):
+    with glmtrace.span("bench root") as root:
+        for i in range(per_trace - 1):
+            with glmtrace.span("bench child"):
+                pass
+    trace_ids.append(root.trace_id)
+    # Stay under the 20,000-span queue: measure export throughput, not drops.
+    while made - glmtrace.stats().get("otlp", {}).get("exported", 0) > 15_000:
+        time.sleep(0.001)
+ok = glmtrace.force_flush(60)
+elapsed = time.perf_counter() - start
+glmtrace.shutdown()
+print(json.dumps({"elapsed": elapsed, "flushed": ok, "stats": glmtrace.stats(),
+                  "sample": trace_ids[:: max(1, len(trace_ids) // 5)]}))
+"""
+
+LOGS = """
+import json, logging, sys, time
+import glmtrace
+total, run = int(sys.argv[2]), sys.argv[3]
+glmtrace.init(service_name="bench-logs", traces="none", logs="elasticsearch", es_url=sys.argv[1],
+              store=sys.argv[4] + "/glmtrace.db")
+log = logging.getLogger("bench")
+start = time.perf_counter()
+with glmtrace.span("bench"):
+    for i in range(total):
+        log.info("record %d", i, extra={"run": run})
+ok = glmtrace.force_flush(120)
+elapsed = time.perf_counter() - start
+glmtrace.shutdown(30)
+print(json.dumps({"elapsed": elapsed, "flushed": ok, "stats": glmtrace.stats()}))
+"""
+
+CALL_COST = """
+import json, logging, sys, statistics, timeit
+import glmtrace
+glmtrace.init(service_name="bench-call", traces="none", logs="elasticsearch", es_url=sys.argv[1],
+              store=sys.argv[2] + "/glmtrace.db")
+null_logger = logging.getLogger("bench.null")
+null_logger.propagate = False
+null_logger.addHandler(logging.NullHandler())
+shipped = logging.getLogger("bench.shipped")
+def per_call(fn, n=20000):
+    return statistics.median(timeit.repeat(fn, number=n, repeat=5)) / n * 1e9
+with glmtrace.span("bench"):
+    rows = {}
+    for _ in range(2):  # interleave, keep the second pass
+        rows["NullHandler"] = per_call(lambda: null_logger.info("request %d done", 7))
+        rows["glmtrace handler"] = per_call(lambda: shipped.info("request %d done", 7))
+glmtrace.shutdown(30)
+print(json.dumps(rows))
+"""
+
+
+def run(code: str, *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1800,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spans", type=int, default=100_000)
+    parser.add_argument("--logs", type=int, default=100_000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="glmtrace-bench-"))
+
+    with start_jaeger(work / "jaeger") as jaeger:
+        result = run(SPANS, jaeger.otlp_grpc, str(args.spans))
+        stats = result["stats"]["otlp"]  # type: ignore[index]
+        for trace_id in result["sample"]:  # type: ignore[union-attr]
+            jaeger.trace(trace_id, min_spans=200, timeout=60)
+        rate = args.spans / float(result["elapsed"])  # type: ignore[arg-type]
+        print(
+            f"spans -> Jaeger (OTLP gRPC): {rate:,.0f} spans/s; exported={stats.get('exported')} "
+            f"dropped={stats.get('dropped', 0)}; sampled traces complete in Jaeger"
+        )
+
+    with start_elasticsearch(work / "es") as es:
+        label = uuid.uuid4().hex
+        result = run(LOGS, es.url, str(args.logs), label, str(work))
+        stored = es.count("logs-glmtrace-*", {"term": {"labels.run": label}})
+        rate = args.logs / float(result["elapsed"])  # type: ignore[arg-type]
+        print(
+            f"logs -> Elasticsearch (_bulk): {rate:,.0f} records/s; stored={stored}/{args.logs}; "
+            f"stats={result['stats']}"
+        )
+        costs = run(CALL_COST, es.url, str(work))
+        null, shipped = costs["NullHandler"], costs["glmtrace handler"]
+        print(
+            f"logger.info: NullHandler {null:,.0f} ns, with glmtrace ES handler {shipped:,.0f} ns "
+            f"= {float(shipped) / float(null):.2f}x"
+        )  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()
