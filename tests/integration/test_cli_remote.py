@@ -1,0 +1,107 @@
+"""The CLI on the real backends: the example pipeline's trace and logs from Jaeger and ES."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .backends import Elasticsearch, Jaeger
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "autoglm" / "pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def remote_run(
+    tmp_path_factory: pytest.TempPathFactory, jaeger: Jaeger, elasticsearch: Elasticsearch
+) -> tuple[dict[str, str], str]:
+    """The example pipeline run by `glmtrace run` with traces to Jaeger and logs to ES."""
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{jaeger.otlp_grpc}",
+        "GLMTRACE_ES_URL": elasticsearch.url,
+        "GLMTRACE_JAEGER_URL": jaeger.query_url,
+        "GLMTRACE_STORE": str(tmp_path_factory.mktemp("cli-remote") / "unused.db"),
+    }
+    done = cli(env, "run", str(EXAMPLE), "--input", "<p>Route <b>me</b></p>", "--session", "r-1")
+    trace_id = re.search(r"trace_id: ([0-9a-f]{32})", done.stdout)
+    assert trace_id, done.stdout
+    jaeger.trace(trace_id.group(1), min_spans=4)  # pipeline, two stages, the chat span
+    elasticsearch.search("logs-glmtrace-*", {"term": {"trace.id": trace_id.group(1)}}, min_hits=3)
+    return env, trace_id.group(1)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "glmtrace", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_show_from_jaeger_and_es_prints_tree_with_logs(
+    remote_run: tuple[dict[str, str], str],
+) -> None:
+    """show --jaeger --es renders both stages and each stage's log lines."""
+    env, trace_id = remote_run
+    out = cli(env, "show", trace_id).stdout  # URLs from GLMTRACE_JAEGER_URL / GLMTRACE_ES_URL
+    for text in (
+        "pipeline autoglm",
+        "stage preprocess",
+        "stage infer",
+        "chat chatglm3",
+        "cleaned text",
+        "routing request",
+        "generated 8 tokens",
+    ):
+        assert text in out
+
+
+def test_show_json_from_backends_links_logs_to_spans(
+    remote_run: tuple[dict[str, str], str],
+) -> None:
+    """--json from Jaeger+ES has the local store's shape, and each log names its stage span."""
+    env, trace_id = remote_run
+    doc = json.loads(cli(env, "show", trace_id, "--json").stdout)
+    spans = {s["name"]: s for s in doc["spans"]}
+    root = spans["pipeline autoglm"]
+    assert spans["stage preprocess"]["parent_span_id"] == root["span_id"]
+    assert spans["stage infer"]["parent_span_id"] == root["span_id"]
+    assert spans["stage infer"]["attributes"]["session.id"] == "r-1"
+    by_message = {entry["message"].split(":")[0]: entry for entry in doc["logs"]}
+    assert by_message["routing request"]["span.id"] == spans["stage infer"]["span_id"]
+    assert all(entry["trace.id"] == trace_id for entry in doc["logs"])
+
+
+def test_ls_from_jaeger(remote_run: tuple[dict[str, str], str]) -> None:
+    """ls --jaeger --service lists the trace with its root span."""
+    env, trace_id = remote_run
+    out = cli(env, "ls", "--service", "autoglm").stdout
+    assert trace_id in out and "pipeline autoglm" in out
+
+
+def test_doctor_reports_backend_versions(remote_run: tuple[dict[str, str], str]) -> None:
+    """doctor says Jaeger and Elasticsearch answer, with Elasticsearch's version."""
+    env, _ = remote_run
+    out = cli(env, "doctor").stdout
+    health = {
+        line.split("│")[1].strip(): line
+        for line in out.splitlines()
+        if line.count("│") >= 4 and line.split("│")[1].strip() in ("jaeger", "elasticsearch", "otlp")
+    }
+    assert set(health) == {"jaeger", "elasticsearch", "otlp"}
+    assert all(" ok " in line for line in health.values()), health
+    assert re.search(r"9\.\d+\.\d+", health["elasticsearch"])
