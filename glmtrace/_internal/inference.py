@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext
 
-from .attributes import coerce_attributes
 from .guard import report
 from .propagation import extract
 from .runtime import DEFAULT, Runtime
-from .spans import SpanHandle, record_error
+from .spans import Scope, SpanHandle
 
 # OpenTelemetry GenAI semantic conventions.
 GEN_AI_OPERATION = "gen_ai.operation.name"
@@ -113,70 +110,11 @@ class InferenceCall(SpanHandle):
         )
 
 
-class _Scope:
-    """A span made current for a ``with`` block; shared by inference() and batch()."""
-
-    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any]) -> None:
-        self._runtime = runtime
-        self._name = name
-        self._attributes = attributes
-        self._span: Span | None = None
-        self._token: object | None = None
-
-    def _open(self) -> Span | None:
-        rt = self._runtime
-        if rt.tracer is None:
-            return None
-        try:
-            span = rt.start_span(self._name, coerce_attributes(self._attributes, rt.limits))
-            if span is not None:
-                self._span = span
-                self._token = otel_context.attach(trace.set_span_in_context(span))
-            return span
-        except Exception as exc:
-            report(self._name.split(" ")[0], exc)
-            return None
-
-    def _before_end(self, span: Span) -> None:
-        """Hook for subclasses: last attributes before the span ends."""
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        span, self._span = self._span, None
-        if span is None:
-            return
-        try:
-            self._before_end(span)
-            if exc is not None and isinstance(exc, Exception):
-                record_error(span, exc, self._runtime.limits)
-            otel_context.detach(self._token)  # type: ignore[arg-type]
-        except Exception as internal:
-            report("inference exit", internal)
-        finally:
-            span.end()
-
-
-class InferenceScope(_Scope):
+class InferenceScope(Scope[InferenceCall]):
     """``glmtrace.inference(...)``: a context manager yielding an :class:`InferenceCall`."""
 
-    def __enter__(self) -> InferenceCall:
-        span = self._open()
+    def _handle(self, span: Span | None) -> InferenceCall:
         return InferenceCall(span if span is not None else trace.INVALID_SPAN, self._runtime)
-
-    async def __aenter__(self) -> InferenceCall:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
 
 
 def inference(model: str, operation: str = "chat", **attrs: Any) -> InferenceScope:
@@ -251,7 +189,7 @@ class BatchHandle(SpanHandle):
             report("batch.add", exc)
 
 
-class BatchScope(_Scope):
+class BatchScope(Scope[BatchHandle]):
     """``glmtrace.batch(...)``: a context manager yielding a :class:`BatchHandle`."""
 
     def __init__(
@@ -259,19 +197,18 @@ class BatchScope(_Scope):
     ) -> None:
         super().__init__(runtime, f"batch {name}", attributes)
         self._requests = list(requests)
-        self._handle: BatchHandle | None = None
+        self._batch: BatchHandle | None = None
 
-    def __enter__(self) -> BatchHandle:
-        span = self._open()
+    def _handle(self, span: Span | None) -> BatchHandle:
         handle = BatchHandle(span if span is not None else trace.INVALID_SPAN, self._runtime)
-        self._handle = handle
+        self._batch = handle
         for request in self._requests:
             handle.add(request)
         return handle
 
     def _before_end(self, span: Span) -> None:
-        if self._handle is not None:
-            span.set_attribute(BATCH_SIZE, self._handle.size)
+        if self._batch is not None:
+            span.set_attribute(BATCH_SIZE, self._batch.size)
 
 
 def batch(requests: Iterable[Any] = (), name: str = "inference", **attrs: Any) -> BatchScope:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -95,12 +95,15 @@ class SpanHandle:
 
 
 NOOP_HANDLE = SpanHandle(trace.INVALID_SPAN, Limits())
+H = TypeVar("H", bound=SpanHandle)
 
 
-class SpanScope:
-    """``glmtrace.span(name)``: a sync and async context manager yielding a :class:`SpanHandle`."""
+class Scope(Generic[H]):
+    """A span made current for a ``with`` (or ``async with``) block.
 
-    __slots__ = ("_attributes", "_name", "_runtime", "_span", "_token")
+    Subclasses choose the handle the block gets (:meth:`_handle`) and may add last
+    attributes before the span ends (:meth:`_before_end`).
+    """
 
     def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any] | None) -> None:
         self._runtime = runtime
@@ -109,23 +112,31 @@ class SpanScope:
         self._span: Span | None = None
         self._token: object | None = None
 
-    def __enter__(self) -> SpanHandle:
+    def _handle(self, span: Span | None) -> H:
+        raise NotImplementedError
+
+    def _before_end(self, span: Span) -> None:
+        """Hook: last attributes before the span ends."""
+
+    def _open(self) -> Span | None:
         rt = self._runtime
         if rt.tracer is None:
-            return NOOP_HANDLE
+            return None
         try:
             attributes = (
                 coerce_attributes(self._attributes, rt.limits) if self._attributes else None
             )
             span = rt.start_span(self._name, attributes)
-            if span is None:
-                return NOOP_HANDLE
-            self._span = span
-            self._token = otel_context.attach(trace.set_span_in_context(span))
-            return SpanHandle(span, rt.limits)
+            if span is not None:
+                self._span = span
+                self._token = otel_context.attach(trace.set_span_in_context(span))
+            return span
         except Exception as exc:
-            report("span", exc)
-            return NOOP_HANDLE
+            report(f"span {self._name.split(' ')[0]}", exc)
+            return None
+
+    def __enter__(self) -> H:
+        return self._handle(self._open())
 
     def __exit__(
         self,
@@ -137,6 +148,7 @@ class SpanScope:
         if span is None:
             return
         try:
+            self._before_end(span)
             if exc is not None and isinstance(exc, Exception):
                 record_error(span, exc, self._runtime.limits)
             otel_context.detach(self._token)  # type: ignore[arg-type]
@@ -145,7 +157,7 @@ class SpanScope:
         finally:
             span.end()
 
-    async def __aenter__(self) -> SpanHandle:
+    async def __aenter__(self) -> H:
         return self.__enter__()
 
     async def __aexit__(
@@ -155,3 +167,10 @@ class SpanScope:
         tb: TracebackType | None,
     ) -> None:
         self.__exit__(exc_type, exc, tb)
+
+
+class SpanScope(Scope[SpanHandle]):
+    """``glmtrace.span(name)``: a sync and async context manager yielding a :class:`SpanHandle`."""
+
+    def _handle(self, span: Span | None) -> SpanHandle:
+        return NOOP_HANDLE if span is None else SpanHandle(span, self._runtime.limits)
