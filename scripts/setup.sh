@@ -15,7 +15,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 start=$SECONDS
-"$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+"$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[dev]"
 echo "setup: python environment ready in $((SECONDS - start))s ($VENV)" >&2
 export VENV
 export PATH="$VENV/bin:$PATH"
