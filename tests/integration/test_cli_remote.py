@@ -97,11 +97,9 @@ def test_doctor_reports_backend_versions(remote_run: tuple[dict[str, str], str])
     """doctor says Jaeger and Elasticsearch answer, with Elasticsearch's version."""
     env, _ = remote_run
     out = cli(env, "doctor").stdout
-    health = {
-        line.split("│")[1].strip(): line
-        for line in out.splitlines()
-        if line.count("│") >= 4 and line.split("│")[1].strip() in ("jaeger", "elasticsearch", "otlp")
-    }
+    wanted = ("jaeger", "elasticsearch", "otlp")
+    rows = [line.split("│") for line in out.splitlines() if line.count("│") >= 4]
+    health = {cells[1].strip(): "│".join(cells) for cells in rows if cells[1].strip() in wanted}
     assert set(health) == {"jaeger", "elasticsearch", "otlp"}
     assert all(" ok " in line for line in health.values()), health
     assert re.search(r"9\.\d+\.\d+", health["elasticsearch"])
