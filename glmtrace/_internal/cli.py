@@ -233,9 +233,31 @@ def doctor() -> None:
             label, url, f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}"
         )
     console.print(health)
-    from .runtime import DEFAULT
+    _print_recent_runs(options.store)
 
-    console.print({"stats": DEFAULT.stats()})
+
+def _print_recent_runs(path: Path) -> None:
+    """What the last traced processes exported, spooled, replayed and dropped, per sink."""
+    try:
+        runs = Store(path).recent_runs()
+    except StoreError:
+        return
+    if not runs:
+        return
+    table = Table("ended", "pid", "service", "sink", "exported", "spooled", "replayed", "dropped")
+    for ended_ns, pid, service, stats in runs:
+        ended = dt.datetime.fromtimestamp(ended_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+        for sink, counts in sorted(stats.items()):
+            dropped = counts.get("dropped", 0)
+            table.add_row(
+                ended,
+                str(pid),
+                service,
+                sink,
+                *(str(counts.get(k, 0)) for k in ("exported", "spooled", "replayed")),
+                f"[red]{dropped}[/red]" if dropped else "0",
+            )
+    console.print(table)
 
 
 def _value(options: Any, name: str) -> Any:

@@ -240,6 +240,7 @@ class Runtime:
                 log.warning(
                     "glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget
                 )
+            self._record_run()
             if self._threading_instrumented:
                 from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
@@ -248,6 +249,16 @@ class Runtime:
             uninstall_record_factory()
             _sigterm_handler(install=False)
             return done
+
+    def _record_run(self) -> None:
+        """Leave this process's counters in the local store, where ``doctor`` reads them."""
+        options = self.options
+        if options is None or not (options.traces == "local" or "local" in options.logs):
+            return
+        try:
+            Store(options.store).record_run(options.service_name, STATS.snapshot())
+        except Exception as exc:
+            report("record run", exc)
 
     def _budget(self, timeout: float | None) -> float:
         if timeout is not None:

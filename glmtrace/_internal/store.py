@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,12 @@ CREATE TABLE IF NOT EXISTS pushed (
     kind TEXT NOT NULL,
     item_id TEXT NOT NULL,
     PRIMARY KEY (destination, kind, item_id)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    ended_ns INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    service_name TEXT NOT NULL,
+    stats TEXT NOT NULL
 );
 """
 
@@ -162,6 +169,23 @@ class Store:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("INSERT OR IGNORE INTO logs VALUES (?,?,?,?,?,?,?,?)", values)
+
+    def record_run(self, service_name: str, stats: dict[str, dict[str, int]]) -> None:
+        """Keep one process's final counters, so ``glmtrace doctor`` can show them later."""
+        conn = self._connect(create=True)
+        with conn:
+            conn.execute(
+                "INSERT INTO runs VALUES (?,?,?,?)",
+                (time.time_ns(), os.getpid(), service_name, json.dumps(stats)),
+            )
+
+    def recent_runs(self, limit: int = 5) -> list[tuple[int, int, str, dict[str, dict[str, int]]]]:
+        """The last ``limit`` recorded runs: (ended_ns, pid, service, stats), newest first."""
+        cur = self._read().execute(
+            "SELECT ended_ns, pid, service_name, stats FROM runs ORDER BY ended_ns DESC LIMIT ?",
+            (limit,),
+        )
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in cur]
 
     def mark_pushed(self, destination: str, kind: str, ids: Iterable[str]) -> None:
         conn = self._connect(create=True)

@@ -154,3 +154,15 @@ def test_doctor_shows_sources_and_hides_secrets(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "OTEL_SERVICE_NAME" in out.stdout and "svc" in out.stdout
     assert "hunter2-secret" not in out.stdout + out.stderr
+
+
+def test_doctor_shows_what_the_last_run_exported(example_run: tuple[Path, str]) -> None:
+    """doctor lists the example run's counters per sink: spans and logs exported, none dropped."""
+    store, _ = example_run
+    out = glmtrace_cli("doctor", store=store).stdout
+    rows = [line for line in out.splitlines() if "autoglm" in line]
+    sinks = {row.split("│")[4].strip(): row for row in rows}
+    assert {"local", "logs-local"} <= set(sinks)
+    exported = int(sinks["local"].split("│")[5])
+    assert exported >= 4  # pipeline root, two stages, the chat span
+    assert all(row.split("│")[8].strip() == "0" for row in rows)  # nothing dropped
