@@ -118,8 +118,7 @@ class Store:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = 30000")
         if create:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
+            _initialise(conn)
         self._local.conn = conn
         return conn
 
@@ -266,6 +265,29 @@ class Store:
             "SELECT item_id FROM pushed WHERE destination = ? AND kind = ?", (destination, kind)
         )
         return {row[0] for row in cur}
+
+
+_init_lock = threading.Lock()
+
+
+def _initialise(conn: sqlite3.Connection, deadline_s: float = 30.0) -> None:
+    """Switch to WAL and create the tables, waiting out other writers doing the same.
+
+    Changing the journal mode needs the database to itself, and SQLite reports "database is
+    locked" at once instead of calling its busy handler; exporter threads and worker
+    processes all open the store together, so wait and retry.
+    """
+    deadline = time.monotonic() + deadline_s
+    with _init_lock:
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
 
 def _span_row(row: Sequence[Any]) -> dict[str, Any]:
