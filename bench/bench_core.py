@@ -47,6 +47,20 @@ def per_call_ns(fn: Callable[[], Any], calls: int, repeats: int = 7) -> float:
     return statistics.median(times) / calls * 1e9
 
 
+def paired_ns(
+    a: Callable[[], Any], b: Callable[[], Any], calls: int, rounds: int = 9
+) -> tuple[float, float]:
+    """Median per-call cost of ``a`` and ``b``, measured in alternating rounds.
+
+    Alternating keeps drift (the batch thread, the other core's load) out of the ratio.
+    """
+    first, second = [], []
+    for _ in range(rounds):
+        first.append(timeit.timeit(a, number=calls) / calls * 1e9)
+        second.append(timeit.timeit(b, number=calls) / calls * 1e9)
+    return statistics.median(first), statistics.median(second)
+
+
 def build(sampled: bool) -> dict[str, Callable[[], Any]]:
     sampler = None if sampled else ParentBased(ALWAYS_OFF)
     provider = TracerProvider(sampler=sampler)
@@ -108,8 +122,13 @@ def main() -> None:
         )
         variants = build(sampled)
         label = "sampled" if sampled else "sampled out"
-        for name, fn in variants.items():
-            rows.append((label, name, per_call_ns(fn, args.calls)))
+        rows.append((label, "bare function", per_call_ns(variants["bare function"], args.calls)))
+        for raw, ours in (
+            ("raw OpenTelemetry decorator", "@glmtrace.stage"),
+            ("raw OpenTelemetry, 3-deep", "@glmtrace.stage, 3-deep"),
+        ):
+            raw_ns, ours_ns = paired_ns(variants[raw], variants[ours], args.calls)
+            rows += [(label, raw, raw_ns), (label, ours, ours_ns)]
         glmtrace.shutdown()
 
     table = {(mode, name): ns for mode, name, ns in rows}
