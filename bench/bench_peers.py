@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_core import Discard, per_call_ns, raw_decorator
+from bench_core import Discard, paired_ns, raw_decorator
 
 import glmtrace
 
@@ -56,28 +56,36 @@ def raw_otel(sampled: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]
 
 
 def measure(
-    label: str, decorate: Callable[..., Any], calls: int, rows: list[tuple[str, float, float]]
+    label: str,
+    decorate: Callable[..., Any],
+    baseline: tuple[Callable[[], Any], Callable[[], Any]],
+    calls: int,
+    rows: list[tuple[str, float, float, float, float]],
 ) -> None:
+    """Per-call cost of one and three nested decorated calls, each alternated with raw OTel."""
     one, three = nest(decorate)
-    rows.append((label, per_call_ns(one, calls), per_call_ns(three, calls)))
+    raw_one, one_ns = paired_ns(baseline[0], one, calls)
+    raw_three, three_ns = paired_ns(baseline[1], three, calls)
+    rows.append((label, one_ns, three_ns, one_ns / raw_one, three_ns / raw_three))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=10_000)
     args = parser.parse_args()
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, float, float]] = []
+    baseline = nest(raw_otel(True))
 
-    measure("bare call", lambda fn: fn, args.calls, rows)
-    measure("raw OpenTelemetry", raw_otel(True), args.calls, rows)
-    measure("raw OpenTelemetry, sampled out", raw_otel(False), args.calls, rows)
+    measure("bare call", lambda fn: fn, baseline, args.calls, rows)
+    measure("raw OpenTelemetry", raw_otel(True), baseline, args.calls, rows)
+    measure("raw OpenTelemetry, sampled out", raw_otel(False), baseline, args.calls, rows)
 
     glmtrace.init(traces="none", logs="none", capture_logs=False, exporter=Discard())
-    measure("@glmtrace.stage", glmtrace.stage, args.calls, rows)
+    measure("@glmtrace.stage", glmtrace.stage, baseline, args.calls, rows)
     glmtrace.init(
         traces="none", logs="none", capture_logs=False, exporter=Discard(), sample_rate=0.0
     )
-    measure("@glmtrace.stage, sampled out", glmtrace.stage, args.calls, rows)
+    measure("@glmtrace.stage, sampled out", glmtrace.stage, baseline, args.calls, rows)
     glmtrace.shutdown()
 
     import logfire
@@ -87,7 +95,13 @@ def main() -> None:
         console=False,
         additional_span_processors=[BatchSpanProcessor(Discard())],
     )
-    measure("logfire @instrument", lambda fn: logfire.instrument(fn.__name__)(fn), args.calls, rows)
+    measure(
+        "logfire @instrument",
+        lambda fn: logfire.instrument(fn.__name__)(fn),
+        baseline,
+        args.calls,
+        rows,
+    )
 
     from traceloop.sdk import Traceloop
     from traceloop.sdk.decorators import workflow
@@ -95,13 +109,18 @@ def main() -> None:
     Traceloop.init(
         app_name="bench", exporter=Discard(), telemetry_enabled=False, disable_batch=False
     )
-    measure("OpenLLMetry @workflow", lambda fn: workflow(name=fn.__name__)(fn), args.calls, rows)
+    measure(
+        "OpenLLMetry @workflow",
+        lambda fn: workflow(name=fn.__name__)(fn),
+        baseline,
+        args.calls,
+        rows,
+    )
 
-    raw = dict((label, (one, three)) for label, one, three in rows)
-    base_one, _base_three = raw["raw OpenTelemetry"]
-    print(f"{'variant':<34} {'1 level ns':>11} {'3-deep ns':>11} {'vs raw OTel':>12}")
-    for label, one, three in rows:
-        print(f"{label:<34} {one:>11.0f} {three:>11.0f} {one / base_one:>11.2f}x")
+    header = ("variant", "1 level ns", "3-deep ns", "vs raw (1)", "vs raw (3)")
+    print(f"{header[0]:<32} " + " ".join(f"{h:>10}" for h in header[1:]))
+    for label, one, three, ratio_one, ratio_three in rows:
+        print(f"{label:<32} {one:>10.0f} {three:>10.0f} {ratio_one:>9.2f}x {ratio_three:>9.2f}x")
     print()
     memory_with_backend_down()
 
