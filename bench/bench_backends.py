@@ -55,7 +55,7 @@ print(json.dumps({"elapsed": elapsed, "flushed": ok, "stats": glmtrace.stats(),
 LOGS = """
 import json, logging, sys, time
 import glmtrace
-total, run = int(sys.argv[2]), sys.argv[3]
+total, run, rate = int(sys.argv[2]), sys.argv[3], float(sys.argv[5])
 glmtrace.init(service_name="bench-logs", traces="none", logs="elasticsearch", es_url=sys.argv[1],
               store=sys.argv[4] + "/glmtrace.db")
 log = logging.getLogger("bench")
@@ -63,10 +63,16 @@ start = time.perf_counter()
 with glmtrace.span("bench"):
     for i in range(total):
         log.info("record %d", i, extra={"run": run})
+        if i % 1000 == 999:  # hold the offered rate: a sustained load, not a burst
+            ahead = (i + 1) / rate - (time.perf_counter() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+logged = time.perf_counter() - start
 ok = glmtrace.force_flush(120)
 elapsed = time.perf_counter() - start
 glmtrace.shutdown(30)
-print(json.dumps({"elapsed": elapsed, "flushed": ok, "stats": glmtrace.stats()}))
+print(json.dumps({"elapsed": elapsed, "logged": logged, "flushed": ok,
+                  "stats": glmtrace.stats()}))
 """
 
 CALL_COST = """
@@ -105,6 +111,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--logs", type=int, default=100_000)
+    parser.add_argument(
+        "--log-rates",
+        type=int,
+        nargs="+",
+        default=[20_000, 1_000_000],
+        help="offered log rates (records/s); the largest is an unpaced burst",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="glmtrace-bench-"))
 
@@ -120,14 +133,20 @@ def main() -> None:
         )
 
     with start_elasticsearch(work / "es") as es:
-        label = uuid.uuid4().hex
-        result = run(LOGS, es.url, str(args.logs), label, str(work))
-        stored = es.count("logs-glmtrace-*", {"term": {"labels.run": label}})
-        rate = args.logs / float(result["elapsed"])  # type: ignore[arg-type]
-        print(
-            f"logs -> Elasticsearch (_bulk): {rate:,.0f} records/s; stored={stored}/{args.logs}; "
-            f"stats={result['stats']}"
-        )
+        # A node that has just started compiles its bulk path on the first requests; warm it
+        # up so the figures describe a running cluster, as in production.
+        run(LOGS, es.url, "20000", "warm-up", str(work), "20000")
+        for offered in args.log_rates:
+            label = uuid.uuid4().hex
+            result = run(LOGS, es.url, str(args.logs), label, str(work), str(offered))
+            stored = es.count("logs-glmtrace-*", {"term": {"labels.run": label}})
+            logged = args.logs / float(result["logged"])  # type: ignore[arg-type]
+            shipped = args.logs / float(result["elapsed"])  # type: ignore[arg-type]
+            print(
+                f"logs -> Elasticsearch, offered {offered:,}/s: logged at {logged:,.0f}/s, "
+                f"flushed after {float(result['elapsed']):.1f}s ({shipped:,.0f}/s); "  # type: ignore[arg-type]
+                f"stored={stored}/{args.logs}; stats={result['stats']}"
+            )
         costs = run(CALL_COST, es.url, str(work))
         null, shipped = costs["NullHandler"], costs["glmtrace handler"]
         print(

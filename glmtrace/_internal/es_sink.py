@@ -9,10 +9,10 @@ replayer thread probes with exponential backoff, replays the spool oldest first 
 Elasticsearch is back, and then hands shipping back to the direct path.
 
 The same overflow protects against an Elasticsearch that answers, but slower than the program
-logs (a cold node, a busy cluster): when one direct request takes longer than
-``slow_seconds``, the next batches go to the spool for a while and the replayer ships them in
-larger requests, so the bounded in-memory queue never fills and drops; only the disk bound
-(``spool_max_bytes``) can cause drops.
+logs (a cold node, a busy cluster, a burst): when one direct request takes longer than
+``slow_seconds``, or the shipper's in-memory queue is half full, batches go to the spool
+(a fraction of a bulk request's cost) and the replayer ships them, so the bounded queue drains
+instead of dropping; only the disk bound (``spool_max_bytes``) can cause drops.
 
 Counters (``glmtrace.stats()["logs-elasticsearch"]``): exported, spooled, replayed, dropped.
 """
@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("glmtrace")
 
 SINK = "logs-elasticsearch"
+# Past this fill of the in-memory queue the program logs faster than Elasticsearch takes in;
+# appending to the spool costs a fraction of a bulk request, so the queue drains instead of
+# overflowing, and the replayer catches up after the burst.
+SPILL_AT = 0.5
 
 
 class ElasticsearchSink:
@@ -72,6 +77,7 @@ class ElasticsearchSink:
         self.replay_timeout = replay_timeout
         self.max_backoff = max_backoff
         self.spool = Spool(spool_folder, spool_max_bytes, on_drop=self._spool_dropped)
+        self._queue_fill: Callable[[], float] = lambda: 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -112,7 +118,8 @@ class ElasticsearchSink:
             return
         now = time.monotonic()
         with self._lock:
-            if self._backlog or now < self._down_until or now < self._slow_until:
+            behind = self._queue_fill() > SPILL_AT
+            if self._backlog or behind or now < self._down_until or now < self._slow_until:
                 self._to_spool(batch)
                 return
         left = self._deliver(batch, "exported", now + self.retry_seconds)
@@ -122,6 +129,10 @@ class ElasticsearchSink:
         elif time.monotonic() - now > self.slow_seconds:
             # Slower than the program logs: overflow to disk for a while (see module doc).
             self._slow_until = time.monotonic() + 10 * self.slow_seconds
+
+    def watch_queue(self, fill: Callable[[], float]) -> None:
+        """Give the sink its shipper's queue fill (0..1), to spill to disk before it overflows."""
+        self._queue_fill = fill
 
     def _to_spool(self, docs: list[dict[str, Any]]) -> None:
         """Append to the spool (caller holds ``_lock``) and make sure a replayer runs."""

@@ -173,6 +173,9 @@ class Runtime:
             if close is not None:
                 self._closers.append(close)
             shipper: BackgroundShipper[dict[str, Any]] = BackgroundShipper(f"logs-{sink}", counted)
+            watch = getattr(send, "watch_queue", None)
+            if watch is not None:
+                watch(shipper.fill)
             handler = DocumentHandler(shipper.submit, options.service_name, self.limits)
             handler.setLevel(level)
             self._shippers.append(shipper)

@@ -129,6 +129,10 @@ class BackgroundShipper(Generic[T]):
     def pending(self) -> int:
         return len(self._queue) + self._in_flight
 
+    def fill(self) -> float:
+        """How full the queue is, 0.0 to 1.0: a sink with a spool spills early when high."""
+        return len(self._queue) / self._max_queue
+
 
 def _after_fork_in_child() -> None:
     for shipper in list(_live):

@@ -325,3 +325,18 @@ def test_slow_backend_overflows_to_the_spool(tmp_path: Path) -> None:
     assert counts()["spooled"] == 1
     wait_for(lambda: counts().get("replayed") == 1)
     assert list(client.stored) == [f"run-{i}" for i in range(11)]
+
+
+def test_filling_queue_spills_to_the_spool(tmp_path: Path) -> None:
+    """When the shipper's queue is over half full, batches spill to disk and still arrive once."""
+    client = ScriptedClient()
+    sink = sink_with(client, tmp_path)
+    fill = [0.9]
+    sink.watch_queue(lambda: fill[0])
+    sink([doc(0), doc(1)])
+    assert counts()["spooled"] == 2
+    fill[0] = 0.1
+    wait_for(lambda: counts().get("replayed") == 2)
+    sink([doc(2)])
+    assert counts()["exported"] == 1
+    assert list(client.stored) == ["run-0", "run-1", "run-2"]
