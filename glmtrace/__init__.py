@@ -26,7 +26,7 @@ from ._internal import propagation as _propagation
 from ._internal import stage as _stage
 from ._internal.config import ElasticsearchOptions, FluentOptions, LogsSink, Options, TracesSink
 from ._internal.errors import ConfigError, GlmtraceError, MissingDependencyError
-from ._internal.inference import batch, inference
+from ._internal.inference import InferenceCall, batch, inference
 from ._internal.processes import propagate
 from ._internal.runtime import DEFAULT as _DEFAULT
 from ._internal.spans import SpanHandle, SpanScope
@@ -151,6 +151,7 @@ __all__ = [
     "ElasticsearchOptions",
     "FluentOptions",
     "GlmtraceError",
+    "InferenceCall",
     "MissingDependencyError",
     "Options",
     "SpanHandle",

@@ -44,17 +44,23 @@ def route(model_hint: str | None) -> str:
 def _model(name: str) -> TinyGLM:
     if name not in _loaded:
         dim, layers = MODELS[name]
-        _loaded[name] = TinyGLM(dim, layers, seed=len(name)).eval()
+        model = TinyGLM(dim, layers, seed=len(name)).eval()
+        glmtrace.instrument_torch(model, depth=1)  # embed / encoder / head as child spans
+        _loaded[name] = model
     return _loaded[name]
 
 
 @torch.no_grad()
-def generate(model: TinyGLM, text: str, max_new_tokens: int) -> list[int]:
+def generate(
+    model: TinyGLM, text: str, max_new_tokens: int, call: glmtrace.InferenceCall
+) -> list[int]:
     tokens = torch.tensor([list(text.encode("utf-8"))[-128:] or [32]])
     out: list[int] = []
     for _ in range(max_new_tokens):
         logits = model(tokens)[:, -1, :]
         nxt = int(logits.argmax(-1))
+        if not out:
+            call.first_token()
         out.append(nxt)
         tokens = torch.cat([tokens, torch.tensor([[nxt]])], dim=1)
     return out
@@ -66,13 +72,9 @@ def invoke(envelope: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     log.info("routing request: model_hint=%s -> %s", hint, name)
     model = _model(name)
     text = str(envelope["payload"])
-    with glmtrace.span(f"chat {name}", {"gen_ai.request.model": name}) as span:
-        new_tokens = generate(model, text, max_new_tokens=int(config.get("max_new_tokens", 8)))
-        span.set_attributes(
-            {
-                "gen_ai.usage.input_tokens": len(text.encode("utf-8")),
-                "gen_ai.usage.output_tokens": len(new_tokens),
-            }
-        )
+    max_new_tokens = int(config.get("max_new_tokens", 4))
+    with glmtrace.inference(name, max_tokens=max_new_tokens, batch_size=1) as call:
+        new_tokens = generate(model, text, max_new_tokens, call)
+        call.usage(input_tokens=len(text.encode("utf-8")), output_tokens=len(new_tokens))
     log.info("generated %d tokens with %s", len(new_tokens), name)
     return {**envelope, "payload": {"text": text, "model": name, "tokens": new_tokens}}

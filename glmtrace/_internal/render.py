@@ -8,7 +8,15 @@ from typing import Any
 from rich.text import Text
 from rich.tree import Tree
 
-_HIDDEN = ("thread.", "code.", "glmtrace.pipeline.file")
+# Shown elsewhere (the span name, the root) or only useful in a trace viewer.
+_HIDDEN = (
+    "thread.",
+    "code.",
+    "glmtrace.pipeline.file",
+    "glmtrace.stage",
+    "glmtrace.torch.module.path",
+    "glmtrace.torch.module.phase",
+)
 _MAX_SHOWN = 4
 
 
@@ -17,23 +25,24 @@ def _ms(ns: int) -> str:
     return f"{ms:.1f} ms" if ms < 10_000 else f"{ms / 1000:.2f} s"
 
 
-def _key_attributes(span: dict[str, Any]) -> str:
+def _key_attributes(span: dict[str, Any], parent: dict[str, Any] | None) -> str:
+    inherited = parent["attributes"] if parent else {}
     shown = [
         f"{k}={v}"
         for k, v in span["attributes"].items()
-        if not k.startswith(_HIDDEN) and k not in ("glmtrace.stage",)
+        if not k.startswith(_HIDDEN) and not (k == "session.id" and inherited.get(k) == v)
     ]
     text = "  ".join(str(s)[:60] for s in shown[:_MAX_SHOWN])
     return text + ("  …" if len(shown) > _MAX_SHOWN else "")
 
 
-def _span_label(span: dict[str, Any]) -> Text:
+def _span_label(span: dict[str, Any], parent: dict[str, Any] | None) -> Text:
     label = Text()
     label.append(span["name"], style="bold")
     label.append(f"  {_ms(span['end_ns'] - span['start_ns'])}", style="cyan")
     if span["status"] == "ERROR":
         label.append(f"  ERROR {span.get('status_message') or ''}".rstrip(), style="bold red")
-    attrs = _key_attributes(span)
+    attrs = _key_attributes(span, parent)
     if attrs:
         label.append(f"  {attrs}", style="dim")
     label.append(f"  [{span['span_id']}]", style="dim")
@@ -65,10 +74,13 @@ def tree(trace_id: str, spans: list[dict[str, Any]], logs: list[dict[str, Any]])
 
     root = Tree(Text(f"trace {trace_id}", style="bold magenta"))
 
+    by_id = {s["span_id"]: s for s in spans}
+
     def add(node: Tree, parent: str | None) -> None:
         for _, kind, item in sorted(children[parent], key=lambda c: (c[0], c[1])):
             if kind == "span":
-                add(node.add(_span_label(item)), item["span_id"])
+                label = _span_label(item, by_id.get(parent) if parent else None)
+                add(node.add(label), item["span_id"])
             else:
                 node.add(_log_label(item))
 

@@ -65,7 +65,7 @@ def test_show_from_jaeger_and_es_prints_tree_with_logs(
         "chat chatglm3",
         "cleaned text",
         "routing request",
-        "generated 8 tokens",
+        "generated 4 tokens",
     ):
         assert text in out
 
