@@ -336,7 +336,7 @@ def test_filling_queue_spills_to_the_spool(tmp_path: Path) -> None:
     sink([doc(0), doc(1)])
     assert counts()["spooled"] == 2
     fill[0] = 0.1
-    wait_for(lambda: counts().get("replayed") == 2)
-    sink([doc(2)])
+    wait_for(lambda: counts().get("replayed") == 2 and not sink._backlog)
+    sink([doc(2)])  # the queue is drained and the spool replayed: direct again
     assert counts()["exported"] == 1
     assert list(client.stored) == ["run-0", "run-1", "run-2"]
