@@ -37,33 +37,42 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
 }
 
 _previous_factory: Callable[..., logging.LogRecord] | None = None
+_active = False
 
 
 def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     assert _previous_factory is not None
     record = _previous_factory(*args, **kwargs)
-    ctx = trace.get_current_span().get_span_context()
-    if ctx.is_valid:
-        trace_id = format(ctx.trace_id, "032x")
-        span_id = format(ctx.span_id, "016x")
-        record.__dict__[TRACE_ID] = record.otelTraceID = trace_id
-        record.__dict__[SPAN_ID] = record.otelSpanID = span_id
+    if _active:
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            trace_id = format(ctx.trace_id, "032x")
+            span_id = format(ctx.span_id, "016x")
+            record.__dict__[TRACE_ID] = record.otelTraceID = trace_id
+            record.__dict__[SPAN_ID] = record.otelSpanID = span_id
     return record
 
 
 def install_record_factory() -> None:
-    """Wrap the current log record factory once (idempotent)."""
-    global _previous_factory
+    """Put trace ids on every new record (idempotent)."""
+    global _previous_factory, _active
     if _previous_factory is None:
         _previous_factory = logging.getLogRecordFactory()
         logging.setLogRecordFactory(_factory)
+    _active = True
 
 
 def uninstall_record_factory() -> None:
-    global _previous_factory
+    """Stop adding trace ids; restore the previous factory when nobody wrapped ours since.
+
+    When another library wrapped the factory after glmtrace, ours stays in its chain as a
+    pass-through: unwinding it would break that library's wrapper.
+    """
+    global _previous_factory, _active
+    _active = False
     if _previous_factory is not None and logging.getLogRecordFactory() is _factory:
         logging.setLogRecordFactory(_previous_factory)
-    _previous_factory = None
+        _previous_factory = None
 
 
 class _Ids:

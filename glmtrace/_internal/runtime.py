@@ -27,6 +27,7 @@ from opentelemetry.trace import Span
 
 from .attributes import AttributeValue, Limits
 from .config import Options, resolve
+from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
@@ -98,6 +99,9 @@ class Runtime:
         self._span_processors: list[_BoundedBatchProcessor] = []
         self._closers: list[Callable[[float], None]] = []
         self._lock = threading.RLock()
+        self._started = False
+        self._root_level: int | None = None  # the root logger's level before init lowered it
+        self._quieted: list[tuple[logging.Handler, int]] = []
         self._atexit = False
         self._threading_instrumented = False
 
@@ -107,17 +111,21 @@ class Runtime:
         """See :func:`glmtrace.init`."""
         options, sources = resolve(arguments)  # raises ConfigError before touching anything
         with self._lock:
-            if self.tracer is not None:
+            if self._started:
                 if options == self.options and exporter is None:
                     return options
                 self.shutdown()
             self.options, self.sources = options, sources
             self.limits = Limits(options.max_attribute_length, options.redact_keys)
+            self._started = True
             try:
                 self._start(options, exporter)
+            except GlmtraceError:  # a missing extra: say so, and leave nothing half-running
+                self.shutdown(timeout=0.5)
+                raise
             except Exception as exc:
                 report("init", exc)
-                self.tracer = None
+                self.shutdown(timeout=0.5)
             if not self._atexit:
                 atexit.register(self.shutdown)
                 self._atexit = True
@@ -131,6 +139,7 @@ class Runtime:
 
         resource = Resource.create({"service.name": options.service_name, **distributed_resource()})
         provider = TracerProvider(resource=resource, sampler=sampler)
+        self._provider = provider
         store = Store(options.store)
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
@@ -141,7 +150,6 @@ class Runtime:
         if exporter is not None:
             self._add_exporter(provider, "custom", exporter)
         self._root_off = _root_sampled_out(provider.sampler)
-        self._provider = provider
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             # Raw OpenTelemetry code in the same program joins glmtrace's traces.
             trace.set_tracer_provider(provider)
@@ -184,6 +192,13 @@ class Runtime:
         for added in self._handlers:
             root.addHandler(added)
         if self._handlers and root.level > level:
+            # Lower the root level so INFO records exist for glmtrace's handlers, but raise the
+            # user's own root handlers to the old level: what they print does not change.
+            self._root_level = root.level
+            for existing in root.handlers:
+                if existing not in self._handlers and existing.level < root.level:
+                    self._quieted.append((existing, existing.level))
+                    existing.setLevel(root.level)
             root.setLevel(level)
 
     def _remote_log_sink(
@@ -217,16 +232,16 @@ class Runtime:
     def shutdown(self, timeout: float | None = None) -> bool:
         """See :func:`glmtrace.shutdown`."""
         with self._lock:
-            if self.tracer is None:
+            if not self._started:
                 return True
+            self._started = False
             budget = self._budget(timeout)
             provider, shippers, handlers = self._provider, self._shippers, self._handlers
             processors, closers = self._span_processors, self._closers
             self.tracer, self._provider, self._shippers, self._handlers = None, None, [], []
             self._span_processors, self._closers = [], []
-            root = logging.getLogger()
-            for handler in handlers:
-                root.removeHandler(handler)
+            self._restore_root_logger(handlers)
+            options = self.options
 
             def stop() -> bool:
                 ok = all([s.shutdown(budget) for s in shippers])
@@ -234,6 +249,7 @@ class Runtime:
                     close(budget)
                 if provider is not None:
                     provider.shutdown()
+                _record_run(options)
                 return ok
 
             done = _bounded(stop, budget)
@@ -243,7 +259,6 @@ class Runtime:
                 log.warning(
                     "glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget
                 )
-            self._record_run()
             if self._threading_instrumented:
                 from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
@@ -253,15 +268,15 @@ class Runtime:
             _sigterm_handler(install=False)
             return done
 
-    def _record_run(self) -> None:
-        """Leave this process's counters in the local store, where ``doctor`` reads them."""
-        options = self.options
-        if options is None or not (options.traces == "local" or "local" in options.logs):
-            return
-        try:
-            Store(options.store).record_run(options.service_name, STATS.snapshot())
-        except Exception as exc:
-            report("record run", exc)
+    def _restore_root_logger(self, handlers: list[logging.Handler]) -> None:
+        root = logging.getLogger()
+        for handler in handlers:
+            root.removeHandler(handler)
+        if self._root_level is not None:
+            root.setLevel(self._root_level)
+            for handler, level in self._quieted:
+                handler.setLevel(level)
+        self._root_level, self._quieted = None, []
 
     def _budget(self, timeout: float | None) -> float:
         if timeout is not None:
@@ -335,6 +350,16 @@ def _sigterm_handler(install: bool) -> None:
         signal.signal(signal.SIGTERM, _on_sigterm)
     elif not install and current is _on_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _record_run(options: Options | None) -> None:
+    """Leave this process's counters in the local store, where ``doctor`` reads them."""
+    if options is None or not (options.traces == "local" or "local" in options.logs):
+        return
+    try:
+        Store(options.store).record_run(options.service_name, STATS.snapshot())
+    except Exception as exc:
+        report("record run", exc)
 
 
 def _counting(

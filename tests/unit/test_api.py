@@ -40,3 +40,21 @@ def test_api_before_init_is_a_noop() -> None:
         assert double(4) == 8
     assert glmtrace.current_span_id() is None
     assert glmtrace.inject({}) == {}
+
+
+def test_missing_extra_raises_and_leaves_nothing_running(tmp_path: object) -> None:
+    """logs='fluent' without fluent-logger raises MissingDependencyError; no thread stays."""
+    code = (
+        "import sys, threading; sys.modules['fluent'] = None\n"
+        "import glmtrace\n"
+        "try:\n"
+        "    glmtrace.init(logs='fluent', traces='none')\n"
+        "except glmtrace.MissingDependencyError as exc:\n"
+        "    print('raised:', exc)\n"
+        "others = [t.name for t in threading.enumerate() if t is not threading.main_thread()]\n"
+        "print('threads:', others)\n"
+        "import logging; logging.getLogger('x').warning('still logs')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pip install 'glmtrace[fluent]'" in out.stdout
+    assert "threads: []" in out.stdout

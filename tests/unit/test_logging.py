@@ -98,3 +98,51 @@ def test_credentials_in_messages_and_exceptions_are_scrubbed(local_store: Path) 
     assert secret not in everything
     assert "hunter22" not in everything
     assert "Bearer [REDACTED]" in everything
+
+
+def test_factory_wrapped_by_another_library_keeps_working(tmp_path: Path) -> None:
+    """A library that wraps the record factory after init() survives shutdown and re-init."""
+    glmtrace.init(store=tmp_path / "a.db")
+    inner = logging.getLogRecordFactory()
+
+    def other_library(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = inner(*args, **kwargs)
+        record.other = True
+        return record
+
+    logging.setLogRecordFactory(other_library)
+    try:
+        glmtrace.shutdown()
+        log.warning("after shutdown")  # must not raise
+        glmtrace.init(store=tmp_path / "b.db", service_name="again")
+        with glmtrace.span("s") as span:
+            record = logging.getLogRecordFactory()("x", logging.INFO, "f", 1, "m", (), None)
+        assert record.__dict__["trace.id"] == span.trace_id
+        assert record.other is True
+    finally:
+        glmtrace.shutdown()
+        logging.setLogRecordFactory(inner)
+
+
+def test_user_console_output_is_unchanged(tmp_path: Path) -> None:
+    """init() captures INFO, yet the user's root handler prints exactly what it did before."""
+    root = logging.getLogger()
+    console = Capture()
+    root.addHandler(console)
+    old_level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        glmtrace.init(store=tmp_path / "c.db")
+        logging.getLogger("lib").info("chatty library detail")
+        logging.getLogger("lib").warning("real problem")
+        glmtrace.force_flush()
+        assert [r.getMessage() for r in console.records] == ["real problem"]
+        messages = [d["message"] for d in Store(tmp_path / "c.db").all_logs()]
+        assert "chatty library detail" in messages  # captured all the same
+        glmtrace.shutdown()
+        assert root.level == logging.WARNING
+        assert console.level == logging.NOTSET
+    finally:
+        glmtrace.shutdown()
+        root.removeHandler(console)
+        root.setLevel(old_level)
