@@ -59,7 +59,7 @@ def truncate(text: str, max_length: int) -> str:
 
 # Credentials that show up inside exception messages and log lines.
 _CREDENTIALS = re.compile(
-    r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}"
+    r"(?i)\b(bearer|basic|apikey)\s+[A-Za-z0-9._~+/=-]{6,}"
     r"|\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
 )
 
@@ -141,17 +141,25 @@ def _homogeneous(items: list[Any]) -> bool:
     return len(kinds) == 1 and kinds <= {str, int, float, bool}
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def coerce(value: Any, limits: Limits) -> AttributeValue:
     """Convert any value into something OpenTelemetry accepts, within ``limits``."""
-    if isinstance(value, bool | int):
+    if isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        # OTLP carries 64-bit integers; a bigger one would be dropped with a traceback.
+        return value if _INT64[0] <= value <= _INT64[1] else str(value)
     if isinstance(value, float):
         return value
     if isinstance(value, str):
         return truncate(value, limits.max_length)
     if isinstance(value, list | tuple) and value and len(value) <= _MAX_ITEMS:
         items = list(value)
-        if _homogeneous(items):
+        if _homogeneous(items) and not (
+            isinstance(items[0], int) and not all(_INT64[0] <= v <= _INT64[1] for v in items)
+        ):
             if isinstance(items[0], str):
                 return tuple(truncate(v, limits.max_length) for v in items)
             return tuple(items)

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry import baggage, trace
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -29,7 +29,6 @@ from .attributes import AttributeValue, Limits
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
-from .keys import BAGGAGE_SESSION_ID, SESSION_ID
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
 from .shipper import BackgroundShipper
 from .span_export import (
@@ -38,7 +37,7 @@ from .span_export import (
     StoreSpanExporter,
     otlp_exporter,
 )
-from .spans import SpanScope
+from .spans import SpanScope, stamp_context
 from .stats import STATS
 from .store import Store
 
@@ -298,15 +297,7 @@ class Runtime:
                 return None
         elif self._root_off:
             return None
-        # Thread and session are passed at creation rather than set by a SpanProcessor:
-        # one attribute dict costs far less than three locked set_attribute calls.
-        thread = threading.current_thread()
-        stamped: dict[str, AttributeValue] = dict(attributes) if attributes else {}
-        stamped["thread.id"] = thread.ident or 0
-        stamped["thread.name"] = thread.name
-        session = baggage.get_baggage(BAGGAGE_SESSION_ID)
-        if session is not None:
-            stamped[SESSION_ID] = str(session)
+        stamped = stamp_context(dict(attributes) if attributes else {})
         return tracer.start_span(name, attributes=stamped)
 
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> SpanScope:

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import threading
 import traceback
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from .attributes import Limits, coerce, coerce_attributes, scrub, truncate
+from .attributes import AttributeValue, Limits, coerce, coerce_attributes, scrub, truncate
 from .guard import report
+from .keys import BAGGAGE_SESSION_ID, SESSION_ID
 
 if TYPE_CHECKING:
     from .runtime import Runtime
+
+
+def stamp_context(attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    """Add the thread and the envelope's session id (W3C baggage) to a new span's attributes.
+
+    Passed at span creation rather than set by a SpanProcessor: one attribute dict costs far
+    less than three locked ``set_attribute`` calls.
+    """
+    thread = threading.current_thread()
+    attributes["thread.id"] = thread.ident or 0
+    attributes["thread.name"] = thread.name
+    session = baggage.get_baggage(BAGGAGE_SESSION_ID)
+    if session is not None:
+        attributes[SESSION_ID] = str(session)
+    return attributes
 
 
 def record_error(span: Span, exc: BaseException, limits: Limits) -> None:
@@ -151,10 +168,10 @@ class Scope(Generic[H]):
             self._before_end(span)
             if exc is not None and isinstance(exc, Exception):
                 record_error(span, exc, self._runtime.limits)
-            otel_context.detach(self._token)  # type: ignore[arg-type]
         except Exception as internal:
             report("span exit", internal)
         finally:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
             span.end()
 
     async def __aenter__(self) -> H:

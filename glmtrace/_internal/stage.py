@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span
 
-from .attributes import AttributeValue, coerce_attributes
+from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
 from .keys import FUNCTION, STAGE
 from .runtime import Runtime
@@ -31,16 +31,24 @@ C = TypeVar("C", bound=type)
 class _Stage:
     """Starts and ends the span of one decorated callable."""
 
-    __slots__ = ("attributes", "name", "runtime")
+    __slots__ = ("_coerced", "_limits", "attributes", "name", "runtime")
 
-    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, AttributeValue]):
+    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any]):
         self.runtime = runtime
         self.name = name
         self.attributes = attributes
+        self._limits: Limits | None = None
+        self._coerced: Mapping[str, AttributeValue] = {}
 
     def start(self) -> Span | None:
         try:
-            return self.runtime.start_span(self.name, self.attributes)
+            limits = self.runtime.limits
+            if limits is not self._limits:
+                # Decoration usually happens before init(): coerce under the limits and
+                # redaction rules in force now, once per configuration.
+                self._coerced = coerce_attributes(self.attributes, limits)
+                self._limits = limits
+            return self.runtime.start_span(self.name, self._coerced)
         except Exception as exc:
             report("stage start", exc)
             return None
@@ -61,9 +69,7 @@ def make_stage(
     info = _Stage(
         runtime,
         f"stage {stage_name}",
-        coerce_attributes(
-            {STAGE: stage_name, FUNCTION: target.__qualname__, **attributes}, runtime.limits
-        ),
+        {STAGE: stage_name, FUNCTION: target.__qualname__, **attributes},
     )
     if inspect.isasyncgenfunction(target):
         return _wrap_async_generator(info, target)

@@ -113,3 +113,19 @@ def test_max_attribute_length_is_configurable(traced: Traced) -> None:
     attrs = traced.one("s")["attributes"]
     assert attrs["text"].startswith("z" * 10) and len(attrs["text"]) < 50
     assert len(attrs["later"]) < 50
+
+
+def test_integers_beyond_64_bits_become_strings() -> None:
+    """OTLP carries int64: a bigger integer is kept as text instead of being dropped."""
+    assert coerce(2**70, Limits()) == str(2**70)
+    assert coerce([1, 2**64], Limits()) == "[1, 18446744073709551616]"
+    assert coerce(-(2**63), Limits()) == -(2**63)
+
+
+def test_api_key_authorization_scheme_is_scrubbed() -> None:
+    """Elasticsearch's 'Authorization: ApiKey ...' is scrubbed like a bearer token."""
+    from glmtrace._internal.attributes import scrub
+
+    assert scrub(
+        "sent Authorization: ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="
+    ) == ("sent Authorization: ApiKey [REDACTED]")

@@ -194,3 +194,26 @@ def test_sampled_out_parent_skips_children(tmp_path: object) -> None:
         assert exporter.get_finished_spans() == ()
     finally:
         glmtrace.shutdown()
+
+
+def test_decorator_attributes_follow_the_limits_of_init(tmp_path: object) -> None:
+    """Stages decorated before init() get init()'s redact_keys and length limit."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    @glmtrace.stage("lookup", ssn="123-45-6789", note="n" * 500)
+    def lookup() -> None:
+        pass
+
+    exporter = InMemorySpanExporter()
+    glmtrace.init(
+        traces="none", logs="none", exporter=exporter, redact_keys=["ssn"], max_attribute_length=50
+    )
+    try:
+        lookup()
+        glmtrace.force_flush()
+        (span,) = exporter.get_finished_spans()
+        assert span.attributes is not None
+        assert span.attributes["ssn"] == "[REDACTED]"
+        assert len(str(span.attributes["note"])) < 100
+    finally:
+        glmtrace.shutdown()

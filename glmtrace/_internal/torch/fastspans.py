@@ -6,8 +6,8 @@ would dominate what they measure. Here a span is a :class:`~opentelemetry.trace.
 made current while it runs (children nest under it as usual, through the normal API) and, once
 it ends, one ``ReadableSpan`` handed to the provider's processors: about 5 microseconds.
 
-Trade-offs, on purpose: on-start processors never see these spans (the attributes glmtrace's
-own on-start processor adds, thread and session, are set here), and while such a span runs
+Trade-offs, on purpose: on-start processors never see these spans (thread and session are
+stamped here as for every glmtrace span), and while such a span runs
 ``trace.get_current_span()`` is a non-recording span carrying its context. The OpenTelemetry
 SDK documents ``ReadableSpan`` as created by its pipeline; its constructor is stable since 1.0.
 """
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import random
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, Tracer
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import (
@@ -35,9 +34,9 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from ..attributes import AttributeValue, truncate
-from ..keys import BAGGAGE_SESSION_ID, SESSION_ID
+from ..attributes import AttributeValue, scrub, truncate
 from ..runtime import DEFAULT, Runtime
+from ..spans import stamp_context
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
@@ -118,22 +117,11 @@ def _span_id() -> int:
     return _getrandbits(64) or 1
 
 
-def thread_attributes(attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
-    """Add what glmtrace's on-start processor would: thread and the session baggage."""
-    thread = threading.current_thread()
-    attributes["thread.id"] = thread.ident or 0
-    attributes["thread.name"] = thread.name
-    session = baggage.get_baggage(BAGGAGE_SESSION_ID)
-    if session is not None:
-        attributes[SESSION_ID] = str(session)
-    return attributes
-
-
 def error_status(exc: BaseException | None, max_length: int = 4096) -> Status:
     """ERROR with the exception's type and message, or UNSET."""
     if exc is None:
         return _UNSET
-    return Status(StatusCode.ERROR, truncate(f"{type(exc).__name__}: {exc}", max_length))
+    return Status(StatusCode.ERROR, truncate(scrub(f"{type(exc).__name__}: {exc}"), max_length))
 
 
 class LiteSpan:
@@ -199,7 +187,7 @@ def start(
         return None
     attrs: dict[str, AttributeValue] = dict(attributes) if attributes else {}
     parent_or_none = parent if parent.is_valid else None
-    return LiteSpan(em, name, context, parent_or_none, thread_attributes(attrs))
+    return LiteSpan(em, name, context, parent_or_none, stamp_context(attrs))
 
 
 def current_exception() -> BaseException | None:
