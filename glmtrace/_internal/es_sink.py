@@ -114,7 +114,10 @@ class ElasticsearchSink:
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         """Ship ``batch`` or spool it; never raises for backend trouble."""
         self._check_fork()
-        if self._closed or not batch:
+        if self._closed:
+            STATS.add(SINK, "dropped", len(batch))
+            return
+        if not batch:
             return
         now = time.monotonic()
         with self._lock:

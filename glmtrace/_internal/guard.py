@@ -24,6 +24,14 @@ _seen: set[str] = set()
 _seen_lock = threading.Lock()
 
 
+def _after_fork() -> None:
+    global _seen_lock
+    _seen_lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def strict() -> bool:
     """True when internal errors must propagate (glmtrace's own tests)."""
     return os.environ.get("GLMTRACE_STRICT") == "1"

@@ -20,6 +20,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -73,6 +74,13 @@ class Spool:
         # a fine-grained way of respecting it.
         self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
         self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._reset()
+        # A lock held by another thread at fork time would stay locked in the child forever.
+        after_fork = weakref.WeakMethod(self._after_fork)
+        os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
+
+    def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._reset()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 
@@ -37,5 +38,9 @@ class Stats:
         with self._lock:
             self._counts.clear()
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
 
 STATS = Stats()
+os.register_at_fork(after_in_child=STATS._after_fork)

@@ -270,6 +270,14 @@ class Store:
 _init_lock = threading.Lock()
 
 
+def _after_fork() -> None:
+    global _init_lock
+    _init_lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def _initialise(conn: sqlite3.Connection, deadline_s: float = 30.0) -> None:
     """Switch to WAL and create the tables, waiting out other writers doing the same.
 

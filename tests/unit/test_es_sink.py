@@ -194,10 +194,12 @@ def test_outage_spools_then_replays_in_order_exactly_once(tmp_path: Path) -> Non
     client = ScriptedClient([down] * 6)  # fails the direct try, its retries and a probe or two
     sink = sink_with(client, tmp_path, retry_seconds=0.2, max_backoff=0.2)
     sink([doc(i) for i in range(0, 10)])
-    start = time.monotonic()
+    tries = client.requests
     for b in range(1, 5):
         sink([doc(i) for i in range(b * 10, b * 10 + 10)])
-    assert time.monotonic() - start < 0.5, "while down, batches must go to the spool at once"
+    # While down, batches go to the spool without the shipper touching the network.
+    assert counts()["spooled"] == 50
+    assert client.requests - tries <= 2  # at most the replayer's probes meanwhile
     wait_for(lambda: counts().get("replayed", 0) == 50)
     assert list(client.stored) == [f"run-{i}" for i in range(50)]
     assert counts()["spooled"] == 50 and "dropped" not in counts()
@@ -237,7 +239,7 @@ def test_unreachable_port_costs_one_bounded_try(tmp_path: Path) -> None:
     assert time.monotonic() - start < 0.5 + 1.0
     start = time.monotonic()
     sink([doc(2)])
-    assert time.monotonic() - start < 0.2
+    assert time.monotonic() - start < 0.5  # under one retry budget: no second round of retries
     assert counts()["spooled"] == 2
     sink.close(timeout=0.5)
 
@@ -286,6 +288,7 @@ def test_closed_sink_ignores_batches(tmp_path: Path) -> None:
     sink.close()
     sink([doc(1)])
     assert client.requests == 0
+    assert counts()["dropped"] == 1  # counted, not silently lost
 
 
 def test_sink_threads_are_named_glmtrace(tmp_path: Path) -> None:
@@ -319,10 +322,10 @@ def test_slow_backend_overflows_to_the_spool(tmp_path: Path) -> None:
     client = ScriptedClient([slow])  # first request: ~0.1 s for 10 documents
     sink = sink_with(client, tmp_path, slow_seconds=0.05)
     sink([doc(i) for i in range(10)])
-    start = time.monotonic()
+    sent = client.requests
     sink([doc(10)])  # not sent on this thread: spooled for the replayer
-    assert time.monotonic() - start < 0.05
     assert counts()["spooled"] == 1
+    assert client.requests - sent <= 1  # at most the replayer's own request
     wait_for(lambda: counts().get("replayed") == 1)
     assert list(client.stored) == [f"run-{i}" for i in range(11)]
 

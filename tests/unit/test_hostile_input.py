@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import glmtrace
+from glmtrace._internal.store import Store
 from tests.conftest import Traced
 
 MAX = 4096
@@ -84,12 +87,18 @@ def test_stage_arguments_are_passed_through(
 
 @fast
 @given(extra=st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), values, max_size=5))
-def test_log_extra_fields_accept_anything(local_store: Any, extra: dict[str, Any]) -> None:
+def test_log_extra_fields_accept_anything(local_store: Path, extra: dict[str, Any]) -> None:
     """Log records with arbitrary extra fields are shipped without raising."""
     reserved = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
     safe_extra = {k: v for k, v in extra.items() if k not in reserved}
+    store = Store(local_store)
+    before = len(store.all_logs()) if local_store.exists() else 0
     with glmtrace.span("s"):
         logging.getLogger("hostile").warning("value %s", "x", extra=safe_extra)
+    glmtrace.force_flush()
+    docs = store.all_logs()
+    assert len(docs) == before + 1  # shipped, not lost to a serialisation error
+    assert all(len(json.dumps(d)) < 64 * 1024 for d in docs)
 
 
 @fast
