@@ -184,3 +184,20 @@ def test_missing_torch_message() -> None:
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 4
     assert all("pip install 'glmtrace[torch]'" in line for line in lines)
+
+
+class Logger(torch.nn.Module):
+    """A module run for its side effect: its forward returns None."""
+
+    def forward(self, x: Any) -> None:
+        self.last = x.sum()
+
+
+def test_forward_inside_an_except_block_is_not_an_error(traced: Any) -> None:
+    """A module run while the caller handles another exception ends its span without error."""
+    model = glmtrace.instrument_torch(Logger())
+    try:
+        raise RuntimeError("primary model unavailable")
+    except RuntimeError:
+        model(torch.randn(3, 4))  # succeeds, returning None
+    assert {s["status"] for s in traced.spans()} == {"UNSET"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -17,7 +18,7 @@ from ..propagation import extract, inject
 from ..runtime import DEFAULT
 from ..spans import NOOP_HANDLE, SpanHandle, SpanScope
 from . import keys, require_torch
-from .fastspans import current_exception, start
+from .fastspans import start
 
 _ENV = (("RANK", keys.RANK), ("LOCAL_RANK", keys.LOCAL_RANK), ("WORLD_SIZE", keys.WORLD_SIZE))
 
@@ -106,7 +107,13 @@ class SharedTrace:
         # Every rank takes part in the broadcast, traced or not, or the others would hang.
         box: list[Any] = [carrier]
         broadcast = _originals.get("broadcast_object_list", dist.broadcast_object_list)
-        broadcast(box, src=self._src, group=self._group)
+        try:
+            broadcast(box, src=self._src, group=self._group)
+        except BaseException:
+            if self._scope is not None:  # end the source's span and detach its context
+                self._scope.__exit__(*sys.exc_info())
+                self._scope = None
+            raise
         if not is_src:
             received = box[0] if isinstance(box[0], dict) else {}
             self._token = otel_context.attach(extract(received))
@@ -186,12 +193,16 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
                 span.activate()
         except Exception as exc:
             report("collective span", exc)
+        error: BaseException | None = None
         try:
             return fn(*args, **kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
             if span is not None:
                 try:
-                    span.end(error=current_exception())
+                    span.end(error=error)
                 except Exception as exc:
                     report("collective span", exc)
 

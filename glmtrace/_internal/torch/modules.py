@@ -49,17 +49,20 @@ class _ModuleHooks:
         }
         self.local = threading.local()
 
-    def _stack(self) -> list[LiteSpan | None]:
+    def _stack(self) -> list[tuple[LiteSpan | None, BaseException | None]]:
         try:
-            stack: list[LiteSpan | None] = self.local.stack
+            stack: list[tuple[LiteSpan | None, BaseException | None]] = self.local.stack
         except AttributeError:
             stack = self.local.stack = []
         return stack
 
     def pre(self, module: Any, args: Any, kwargs: Any = None) -> None:
         stack = self._stack()
+        # The exception already being handled around this call (a forward inside an
+        # ``except`` block) is not this module's failure.
+        outer = current_exception()
         if DEFAULT.tracer is None:
-            stack.append(None)
+            stack.append((None, outer))
             return
         try:
             span = start(self.name, self.attributes)
@@ -68,16 +71,16 @@ class _ModuleHooks:
                 if inputs is not None:
                     span.attributes[keys.INPUTS] = inputs
                 span.activate()
-            stack.append(span)
+            stack.append((span, outer))
         except Exception as exc:
-            stack.append(None)
+            stack.append((None, outer))
             report("torch module hook", exc)
 
     def post(self, module: Any, args: Any, *rest: Any) -> None:
         stack = self._stack()
         if not stack:
             return
-        span = stack.pop()
+        span, outer = stack.pop()
         if span is None:
             return
         try:
@@ -85,7 +88,8 @@ class _ModuleHooks:
             outputs = summary_json(output)
             if outputs is not None:
                 span.attributes[keys.OUTPUTS] = outputs
-            span.end(error=current_exception() if output is None else None)
+            raised = current_exception() if output is None else None
+            span.end(error=raised if raised is not outer else None)
         except Exception as exc:
             report("torch module hook", exc)
 
@@ -94,17 +98,17 @@ class _ModuleHooks:
         # threads, where attaching a context could never be detached in order.
         stack = self._stack()
         if DEFAULT.tracer is None:
-            stack.append(None)
+            stack.append((None, None))
             return
         try:
-            stack.append(start(self.name, self.attributes))
+            stack.append((start(self.name, self.attributes), None))
         except Exception as exc:
-            stack.append(None)
+            stack.append((None, None))
             report("torch backward hook", exc)
 
     def backward_post(self, module: Any, grad_input: Any, grad_output: Any) -> None:
         stack = self._stack()
-        span = stack.pop() if stack else None
+        span = stack.pop()[0] if stack else None
         if span is None:
             return
         try:
