@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import render
-from .config import SECRET_SETTINGS, resolve
+from .config import SECRET_SETTINGS, ElasticsearchOptions, redact_url, resolve
 from .errors import GlmtraceError
 from .store import Store, StoreError
 
@@ -78,7 +78,8 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
     payload = text if text is not None else input_file.read()
     with _clear_errors():
         spec = pipelines.load(pipeline_file)
-        options = glmtrace.init(service_name=os.environ.get("OTEL_SERVICE_NAME", spec.name))
+        named = os.environ.get("GLMTRACE_SERVICE_NAME") or os.environ.get("OTEL_SERVICE_NAME")
+        options = glmtrace.init(service_name=None if named else spec.name)
         result = pipelines.run(DEFAULT, spec, pipelines.new_envelope(payload, session))
         # A command line can wait longer than a library at exit for its last batch.
         glmtrace.shutdown(max(options.shutdown_timeout, 10.0))
@@ -105,11 +106,9 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
 @main.command(name="ls")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--service", help="Service name (with --jaeger).")
-@_remote_options
+@click.option("--jaeger", envvar="GLMTRACE_JAEGER_URL", help="Jaeger query URL.")
 @_store_option
-def list_traces(
-    limit: int, service: str | None, jaeger: str | None, es: str | None, store: Path | None
-) -> None:
+def list_traces(limit: int, service: str | None, jaeger: str | None, store: Path | None) -> None:
     """List recent traces: id, root span, start, duration, span count, errors."""
     with _clear_errors():
         if jaeger:
@@ -144,7 +143,7 @@ def _load_trace(
 
         spans = remote.jaeger_trace(jaeger, trace_id)
         full_id = spans[0]["trace_id"] if spans else trace_id
-        logs = remote.es_logs(es, full_id) if es else []
+        logs = remote.es_logs(_es_options(es), full_id) if es else []
         return full_id, spans, logs
     local = Store(store or _store_path())
     full_id = local.resolve_trace_id(trace_id)
@@ -208,7 +207,8 @@ def push(otlp: str, es: str | None, store: Path | None) -> None:
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = remote.push(Store(store or _store_path()), otlp, es, advance)
+        target = _es_options(es) if es else None
+        result = remote.push(Store(store or _store_path()), otlp, target, advance)
     click.echo(f"pushed {result}")
 
 
@@ -222,7 +222,7 @@ def doctor() -> None:
         value: Any = (
             "***" if name in SECRET_SETTINGS and source != "default" else _value(options, name)
         )
-        table.add_row(name, str(value), source)
+        table.add_row(name, redact_url(str(value)), source)
     console.print(table)
     from . import remote
 
@@ -230,7 +230,9 @@ def doctor() -> None:
     for label, url in _endpoint_checks(options):
         ok, detail = remote.probe(label, url, options.elasticsearch, protocol=options.protocol)
         health.add_row(
-            label, url, f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}"
+            label,
+            redact_url(url),
+            f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}",
         )
     console.print(health)
     _print_recent_runs(options.store)
@@ -258,6 +260,13 @@ def _print_recent_runs(path: Path) -> None:
                 f"[red]{dropped}[/red]" if dropped else "0",
             )
     console.print(table)
+
+
+def _es_options(url: str) -> ElasticsearchOptions:
+    """``url`` with the credentials and TLS settings of the GLMTRACE_ES_* environment."""
+    options, _ = resolve({"es_url": url})
+    assert options.elasticsearch is not None
+    return options.elasticsearch
 
 
 def _value(options: Any, name: str) -> Any:

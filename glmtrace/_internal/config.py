@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal, get_args
 from .errors import ConfigError
 
 TracesSink = Literal["local", "otlp", "none"]
-LogsSink = Literal["local", "elasticsearch", "fluent", "otlp", "none"]
+LogsSink = Literal["local", "elasticsearch", "fluent", "none"]
 OtlpProtocol = Literal["grpc", "http/protobuf"]
 
 _log = logging.getLogger("glmtrace")
@@ -101,6 +102,14 @@ class Options:
         return args
 
 
+_URL_PASSWORD = re.compile(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*://)?[^:@/\s]*):[^@/\s]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without the password of its ``user:password@`` part (with or without scheme)."""
+    return _URL_PASSWORD.sub(r"\1:***@", url)
+
+
 # ---------------------------------------------------------------------------- parsers
 
 
@@ -176,7 +185,7 @@ def _endpoint(name: str, value: Any) -> str:
     text = _str(name, value)
     if "://" not in text:
         raise ConfigError(
-            f"{name}={value!r} has no scheme; pass a URL such as 'http://127.0.0.1:4317'"
+            f"{name}={redact_url(text)!r} has no scheme; pass a URL such as 'http://127.0.0.1:4317'"
         )
     return text.rstrip("/")
 

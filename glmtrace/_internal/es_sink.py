@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import es_bulk
-from .config import ElasticsearchOptions, Options
+from .config import ElasticsearchOptions, Options, redact_url
 from .errors import MissingDependencyError
 from .guard import warn_once
 from .spool import Spool
@@ -184,7 +184,7 @@ class ElasticsearchSink:
                         "es:auth",
                         "Elasticsearch at %s refused glmtrace's credentials (HTTP %s); "
                         "log records are spooled",
-                        self.es.url,
+                        redact_url(self.es.url),
                         getattr(getattr(exc, "meta", None), "status", "?"),
                     )
                 if kind != "transient" or time.monotonic() + delay > deadline:

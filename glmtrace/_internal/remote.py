@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ElasticsearchOptions
+from .config import ElasticsearchOptions, redact_url
 from .errors import GlmtraceError
 from .store import Store, TraceSummary
 
@@ -317,7 +317,9 @@ def _export_spans(exporter: Any, rows: list[dict[str, Any]], url: str) -> None:
     from .span_convert import readable_span
 
     if exporter.export([readable_span(r) for r in rows]) is not SpanExportResult.SUCCESS:
-        raise RemoteError(f"the OTLP endpoint {url} did not accept the spans (see the log above)")
+        raise RemoteError(
+            f"the OTLP endpoint {redact_url(url)} did not accept the spans (see the log above)"
+        )
 
 
 def _push_logs(

@@ -141,7 +141,7 @@ def test_doctor_shows_sources_and_hides_secrets(tmp_path: Path) -> None:
         "GLMTRACE_STORE": str(tmp_path / "d.db"),
         "COLUMNS": "200",
         "OTEL_SERVICE_NAME": "svc",
-        "GLMTRACE_ES_URL": "http://127.0.0.1:1",
+        "GLMTRACE_ES_URL": "http://elastic:url-secret-77@127.0.0.1:1",
         "GLMTRACE_ES_PASSWORD": "hunter2-secret",
     }
     out = subprocess.run(
@@ -154,6 +154,8 @@ def test_doctor_shows_sources_and_hides_secrets(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "OTEL_SERVICE_NAME" in out.stdout and "svc" in out.stdout
     assert "hunter2-secret" not in out.stdout + out.stderr
+    assert "url-secret-77" not in out.stdout + out.stderr
+    assert "elastic:***@127.0.0.1:1" in out.stdout
 
 
 def test_doctor_shows_what_the_last_run_exported(example_run: tuple[Path, str]) -> None:

@@ -92,3 +92,14 @@ def test_init_twice_is_safe(tmp_path: Path) -> None:
             assert span.trace_id is not None
     finally:
         glmtrace.shutdown()
+
+
+def test_urls_lose_their_passwords_in_messages() -> None:
+    """redact_url hides the password of user:password@ URLs and leaves others alone."""
+    from glmtrace._internal.config import redact_url
+
+    assert redact_url("https://elastic:s3cret@es:9200/x") == "https://elastic:***@es:9200/x"
+    assert redact_url("http://127.0.0.1:4317") == "http://127.0.0.1:4317"
+    with pytest.raises(glmtrace.ConfigError) as info:
+        glmtrace.init(es_url="elastic:s3cret@es:9200", logs="elasticsearch")
+    assert "s3cret" not in str(info.value)
