@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -100,6 +101,18 @@ class Options:
         if self.fluent is not None:
             args.update(fluent_host=self.fluent.host, fluent_port=self.fluent.port)
         return args
+
+
+def otlp_protocol(url: str) -> OtlpProtocol:
+    """The OTLP protocol a URL implies: HTTP on port 4318 or a ``/v1/traces`` path, else gRPC."""
+    parts = urllib.parse.urlsplit(url)
+    is_http = parts.port == 4318 or parts.path.rstrip("/").endswith("/v1/traces")
+    return "http/protobuf" if is_http else "grpc"
+
+
+def otlp_traces_url(url: str) -> str:
+    """The OTLP/HTTP traces URL for an endpoint given with or without ``/v1/traces``."""
+    return url if url.rstrip("/").endswith("/v1/traces") else f"{url.rstrip('/')}/v1/traces"
 
 
 _URL_PASSWORD = re.compile(r"^((?:[a-zA-Z][a-zA-Z0-9+.-]*://)?[^:@/\s]*):[^@/\s]*@")
@@ -298,9 +311,7 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Options:
     sources["traces"] = sources["traces"] if "traces" in values else "derived"
     if traces == "otlp" and not endpoint:
         endpoint = "http://127.0.0.1:4317"
-    protocol = values.get("protocol", "grpc")
-    if endpoint and "protocol" not in values and endpoint.endswith(":4318"):
-        protocol = "http/protobuf"
+    protocol = values.get("protocol") or (otlp_protocol(endpoint) if endpoint else "grpc")
 
     es = None
     if "es_url" in values:

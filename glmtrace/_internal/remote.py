@@ -25,8 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ElasticsearchOptions, redact_url
+from .config import (
+    ElasticsearchOptions,
+    otlp_protocol,
+    otlp_traces_url,
+    redact_url,
+    resolve,
+)
 from .errors import GlmtraceError
+from .span_export import otlp_exporter
 from .store import Store, TraceSummary
 
 TIMEOUT = 10.0
@@ -296,19 +303,8 @@ def _span_key(row: dict[str, Any]) -> str:
 
 
 def _span_exporter(url: str, protocol: str | None) -> Any:
-    parsed = urllib.parse.urlparse(url)
-    if not _is_http(url, protocol):
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter(
-            endpoint=url, insecure=parsed.scheme == "http", timeout=int(TIMEOUT)
-        )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HTTPSpanExporter,
-    )
-
-    endpoint = url if parsed.path.rstrip("/").endswith("/v1/traces") else f"{url}/v1/traces"
-    return HTTPSpanExporter(endpoint=endpoint, timeout=TIMEOUT)
+    options, _ = resolve({"endpoint": url, "protocol": protocol or otlp_protocol(url)})
+    return otlp_exporter(options, timeout=TIMEOUT)
 
 
 def _export_spans(exporter: Any, rows: list[dict[str, Any]], url: str) -> None:
@@ -419,18 +415,17 @@ def _probe_es(es: ElasticsearchOptions) -> tuple[bool, str]:
 
 
 def _is_http(url: str, protocol: str | None) -> bool:
-    if protocol is not None:
-        return protocol != "grpc"
-    parsed = urllib.parse.urlparse(url)
-    return parsed.port == 4318 or parsed.path.rstrip("/").endswith("/v1/traces")
+    return (protocol or otlp_protocol(url)) != "grpc"
 
 
 def _probe_otlp(url: str, protocol: str | None) -> tuple[bool, str]:
     parsed = urllib.parse.urlparse(url)
     if _is_http(url, protocol):
-        endpoint = url if parsed.path.rstrip("/").endswith("/v1/traces") else f"{url}/v1/traces"
         request = urllib.request.Request(
-            endpoint, data=b"", method="POST", headers={"Content-Type": "application/x-protobuf"}
+            otlp_traces_url(url),
+            data=b"",
+            method="POST",
+            headers={"Content-Type": "application/x-protobuf"},
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as reply:

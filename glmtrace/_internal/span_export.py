@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import format_span_id, format_trace_id
 
-from .config import Options
+from .config import Options, otlp_traces_url
 from .guard import report
 from .stats import STATS
 from .store import Store
@@ -92,13 +92,14 @@ class CountingExporter(SpanExporter):
         self._inner.shutdown()
 
 
-def otlp_exporter(options: Options) -> SpanExporter:
+def otlp_exporter(options: Options, timeout: float | None = None) -> SpanExporter:
     """The OTLP exporter for the configured protocol, with a short per-request timeout."""
     endpoint = options.endpoint
     assert endpoint is not None
     headers = dict(options.headers)
-    # A short timeout keeps a black-holed collector from holding the export thread for long.
-    timeout = max(1.0, min(10.0, options.shutdown_timeout * 2))
+    if timeout is None:
+        # Short, so a black-holed collector holds the export thread only briefly.
+        timeout = max(1.0, min(10.0, options.shutdown_timeout * 2))
     if options.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -110,8 +111,9 @@ def otlp_exporter(options: Options) -> SpanExporter:
         OTLPSpanExporter as HTTPSpanExporter,
     )
 
-    url = endpoint if endpoint.endswith("/v1/traces") else f"{endpoint}/v1/traces"
-    return HTTPSpanExporter(endpoint=url, headers=headers or None, timeout=timeout)
+    return HTTPSpanExporter(
+        endpoint=otlp_traces_url(endpoint), headers=headers or None, timeout=timeout
+    )
 
 
 # gRPC's default receive limit is 4 MiB per message; keep headroom for the envelope.
