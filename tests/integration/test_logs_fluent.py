@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
-import subprocess
-import sys
-import textwrap
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,8 +12,15 @@ import pytest
 from glmtrace._internal import remote
 
 from .backends import Collector, Elasticsearch
+from .jobs import run_traced
 
 pytestmark = pytest.mark.integration
+
+
+def run_job(tmp_path: Path, timeout: float = 120, **values: Any) -> dict[str, Any]:
+    """Run JOB in a fresh interpreter; returns the JSON it prints last."""
+    return run_traced(JOB.format(**values), tmp_path, timeout)
+
 
 JOB = """
     import json, logging, sys, time
@@ -53,24 +55,6 @@ JOB = """
                       "shutdown_s": time.monotonic() - started, "log_s": log_s,
                       "stats": glmtrace.stats()}}))
 """
-
-
-def run_job(tmp_path: Path, timeout: float = 120, **values: Any) -> dict[str, Any]:
-    """Run JOB in a fresh interpreter; returns the JSON it prints last."""
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(JOB.format(**values)), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tmp_path,
-        env={**os.environ, "GLMTRACE_STRICT": "1"},
-        check=False,
-    )
-    assert done.returncode == 0, f"job failed:\n{done.stdout}\n{done.stderr}"
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
 
 
 def test_fluent_records_reach_elasticsearch_by_trace_id(

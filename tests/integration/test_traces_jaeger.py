@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import pytest
 from glmtrace._internal import remote
 
 from .backends import Jaeger
+from .jobs import run_traced
 
 pytestmark = pytest.mark.integration
 
@@ -92,20 +92,7 @@ COMPARED = (
 
 def run_job(tmp_path: Path, **values: Any) -> dict[str, Any]:
     """Run JOB in a fresh interpreter; returns the JSON it prints last."""
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent(JOB.format(**values)), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-        env={**os.environ, "GLMTRACE_STRICT": "1"},
-        check=False,
-    )
-    assert done.returncode == 0, f"job failed:\n{done.stdout}\n{done.stderr}"
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_traced(JOB.format(**values), tmp_path, timeout=180)
 
 
 @pytest.fixture(scope="module", params=["grpc", "http/protobuf"])
