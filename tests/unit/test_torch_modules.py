@@ -89,6 +89,7 @@ def test_uninstrument_removes_every_hook(traced: Any) -> None:
     after = [(len(m._forward_pre_hooks), len(m._forward_hooks)) for m in model.modules()]
     assert after == before
     assert all(not m._backward_hooks and not m._backward_pre_hooks for m in model.modules())
+    assert all("forward" not in vars(m) for m in model.modules())
     with glmtrace.span("step"):
         model(torch.randn(1, 4))
     assert [s["name"] for s in traced.spans()] == ["step"]
@@ -160,7 +161,7 @@ def test_internal_error_leaves_forward_running(tmp_path: Any) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "shape (1, 2)" in result.stdout
-    assert "glmtrace internal error in torch module hook" in result.stderr
+    assert "glmtrace internal error in torch module span" in result.stderr
 
 
 def test_missing_torch_message() -> None:
@@ -201,3 +202,34 @@ def test_forward_inside_an_except_block_is_not_an_error(traced: Any) -> None:
     except RuntimeError:
         model(torch.randn(3, 4))  # succeeds, returning None
     assert {s["status"] for s in traced.spans()} == {"UNSET"}
+
+
+def test_fused_transformer_fast_path_is_kept(traced: Any) -> None:
+    """Instrumenting does not turn off TransformerEncoderLayer's fused path (no forward hooks).
+
+    In that path the layer never calls its children, so only the layer has a span.
+    """
+    layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0).eval()
+    glmtrace.instrument_torch(layer, depth=1)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in layer.modules())
+    with torch.no_grad(), glmtrace.span("step"):
+        layer(torch.randn(2, 5, 16))
+    names = sorted(s["name"] for s in traced.spans())
+    assert names == ["step", "torch.module TransformerEncoderLayer"]
+
+
+def test_deepcopy_of_an_instrumented_model_traces_the_copy(traced: Any) -> None:
+    """A deep copy (an EMA model, say) runs its own weights, traced, and survives uninstrument."""
+    import copy
+
+    model = glmtrace.instrument_torch(Block())
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.add_(1.0)
+    glmtrace.uninstrument_torch(model)
+    x = torch.randn(2, 4)
+    with torch.no_grad(), glmtrace.span("step"):
+        assert not torch.equal(twin(x), model(x))
+    names = [s["name"] for s in traced.spans()]
+    assert names.count("torch.module Block") == 1  # the copy's; the original is untraced now

@@ -190,11 +190,6 @@ def start(
     return LiteSpan(em, name, context, parent_or_none, stamp_context(attrs))
 
 
-def current_exception() -> BaseException | None:
-    """The exception being handled, if a hook runs inside an ``except`` block."""
-    return sys.exc_info()[1]
-
-
 def summary_json(value: Any) -> str | None:
     """Compact JSON of tensor summaries in ``value`` (a tensor or a shallow container)."""
     return _summaries.summarize(value)
