@@ -49,9 +49,6 @@ SPILL_AT = 0.5
 class ElasticsearchSink:
     """``sink(batch)`` ships ECS documents; see the module docstring for the outage path."""
 
-    #: The sink counts exported/spooled/replayed/dropped itself (runtime: do not wrap).
-    counts_itself = True
-
     def __init__(
         self,
         es: ElasticsearchOptions,

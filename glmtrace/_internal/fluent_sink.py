@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .config import FluentOptions, Options
@@ -32,7 +33,6 @@ class FluentSink:
     """``sink(batch)`` sends ECS documents over the Fluent forward protocol; never raises."""
 
     #: The sink counts exported/dropped itself (runtime: do not wrap).
-    counts_itself = True
 
     def __init__(
         self, fluent: FluentOptions, *, timeout: float = 1.0, bufmax: int = 8 * 1024 * 1024
@@ -92,6 +92,9 @@ class FluentSink:
         elif self._sending:  # not already counted by _overflow: now buffered
             self._buffered += records
         self._sending = 0
+
+    def watch_queue(self, fill: Callable[[], float]) -> None:
+        """Nothing to spill to: a full queue drops (counted), the caller never waits."""
 
     def close(self, timeout: float = 2.0) -> None:
         """Try once more to send what is buffered, then close the socket."""

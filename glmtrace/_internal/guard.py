@@ -7,12 +7,10 @@ re-raised so that SDK bugs fail tests instead of hiding.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -56,25 +54,6 @@ def warn_once(key: str, message: str, *args: object) -> None:
             return
         _seen.add(key)
     log.warning(message, *args)
-
-
-def guarded(default: R) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Decorate an internal function so that it returns ``default`` instead of raising."""
-
-    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        where = fn.__qualname__
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                report(where, exc)
-                return default
-
-        return wrapper
-
-    return decorate
 
 
 class RepeatFilter(logging.Filter):

@@ -1,13 +1,10 @@
 """Remote log sinks (Elasticsearch, Fluent forward): batch senders for the log shipper.
 
-Each sink is a callable ``sink(batch: list[dict]) -> None`` run on the shipper's background
-thread. Besides being callable, the sinks returned here have:
-
-- ``counts_itself = True``: they add ``exported``/``spooled``/``replayed``/``dropped`` to
-  ``glmtrace.stats()`` under ``logs-<sink>`` themselves (a batch that goes to the spool is
-  not exported yet), so the runtime must not count their batches again;
-- ``close(timeout)``: stop background work and release sockets; call it after the shipper
-  has flushed, at shutdown.
+Each sink is called with each batch on the shipper's background thread and honours
+:class:`LogSink`: it counts ``exported``/``spooled``/``replayed``/``dropped`` in
+``glmtrace.stats()`` under ``logs-<sink>`` itself (a batch that goes to a spool is not
+exported yet), may watch the shipper's queue to spill early, and is closed after the shipper
+has flushed, at shutdown.
 """
 
 from __future__ import annotations
@@ -24,14 +21,15 @@ log = logging.getLogger("glmtrace")
 class LogSink(Protocol):
     """What :func:`create_log_sink` returns."""
 
-    counts_itself: bool
-
     def __call__(self, batch: list[dict[str, Any]]) -> None: ...
+
+    def watch_queue(self, fill: Callable[[], float]) -> None:
+        """Receive the shipper's queue fill (0..1), to spill before it overflows."""
 
     def close(self, timeout: float = 2.0) -> None: ...
 
 
-def create_log_sink(sink: str, options: Options) -> Callable[[list[dict[str, Any]]], None] | None:
+def create_log_sink(sink: str, options: Options) -> LogSink | None:
     """A function that ships one batch of ECS documents to ``sink``, or None if unavailable.
 
     Raises :class:`~glmtrace.MissingDependencyError` when the sink's extra is not installed.

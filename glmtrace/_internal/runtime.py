@@ -29,6 +29,7 @@ from .attributes import AttributeValue, Limits
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
+from .log_sinks import create_log_sink
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
 from .shipper import BackgroundShipper
 from .span_export import (
@@ -170,19 +171,16 @@ class Runtime:
         for sink in options.logs:
             if sink == "none":
                 continue
-            send: Callable[[list[dict[str, Any]]], None] | None = None
-            send = store.write_logs if sink == "local" else self._remote_log_sink(sink, options)
-            if send is None:
-                continue
-            # A sink that spools tells exported from spooled itself; count the others here.
-            counted = send if getattr(send, "counts_itself", False) else _counting(sink, send)
-            close = getattr(send, "close", None)
-            if close is not None:
-                self._closers.append(close)
-            shipper: BackgroundShipper[dict[str, Any]] = BackgroundShipper(f"logs-{sink}", counted)
-            watch = getattr(send, "watch_queue", None)
-            if watch is not None:
-                watch(shipper.fill)
+            shipper: BackgroundShipper[dict[str, Any]]
+            if sink == "local":
+                shipper = BackgroundShipper("logs-local", _counting(sink, store.write_logs))
+            else:
+                remote = create_log_sink(sink, options)
+                if remote is None:
+                    continue
+                shipper = BackgroundShipper(f"logs-{sink}", remote)  # it counts itself
+                remote.watch_queue(shipper.fill)
+                self._closers.append(remote.close)
             handler = DocumentHandler(shipper.submit, options.service_name, self.limits)
             handler.setLevel(level)
             self._shippers.append(shipper)
@@ -199,13 +197,6 @@ class Runtime:
                     self._quieted.append((existing, existing.level))
                     existing.setLevel(root.level)
             root.setLevel(level)
-
-    def _remote_log_sink(
-        self, sink: str, options: Options
-    ) -> Callable[[list[dict[str, Any]]], None] | None:
-        from .log_sinks import create_log_sink
-
-        return create_log_sink(sink, options)
 
     def _instrument_threading(self) -> None:
         if self._threading_instrumented:
