@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import baggage, trace
@@ -148,7 +148,8 @@ def _message(record: logging.LogRecord, limits: Limits) -> str:
 
 
 class DocumentHandler(logging.Handler):
-    """Turns records into ECS documents on the caller's thread and hands them to ``submit``.
+    """Turns each record into one ECS document on the caller's thread and hands it to every
+    sink's ``submit`` (sinks only read documents, so they share it).
 
     ``submit`` must not block (a :class:`~glmtrace._internal.shipper.BackgroundShipper`).
     Records from glmtrace's own loggers and from the shipping threads are skipped, so a
@@ -156,10 +157,13 @@ class DocumentHandler(logging.Handler):
     """
 
     def __init__(
-        self, submit: Callable[[dict[str, Any]], None], service_name: str, limits: Limits
+        self,
+        submits: Sequence[Callable[[dict[str, Any]], None]],
+        service_name: str,
+        limits: Limits,
     ) -> None:
         super().__init__()
-        self._submit = submit
+        self._submits = tuple(submits)
         self._service_name = service_name
         self._limits = limits
 
@@ -169,7 +173,9 @@ class DocumentHandler(logging.Handler):
         if threading.current_thread().name.startswith("glmtrace-"):
             return
         try:
-            self._submit(ecs_document(record, self._service_name, self._limits))
+            document = ecs_document(record, self._service_name, self._limits)
+            for submit in self._submits:
+                submit(document)
         except Exception:
             self.handleError(record)
 

@@ -181,9 +181,12 @@ class Runtime:
                 shipper = BackgroundShipper(f"logs-{sink}", remote)  # it counts itself
                 remote.watch_queue(shipper.fill)
                 self._closers.append(remote.close)
-            handler = DocumentHandler(shipper.submit, options.service_name, self.limits)
-            handler.setLevel(level)
             self._shippers.append(shipper)
+        if self._shippers:
+            handler = DocumentHandler(
+                [s.submit for s in self._shippers], options.service_name, self.limits
+            )
+            handler.setLevel(level)
             self._handlers.append(handler)
         root = logging.getLogger()
         for added in self._handlers:

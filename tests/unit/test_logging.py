@@ -146,3 +146,26 @@ def test_user_console_output_is_unchanged(tmp_path: Path) -> None:
         glmtrace.shutdown()
         root.removeHandler(console)
         root.setLevel(old_level)
+
+
+def test_one_record_reaches_every_sink(tmp_path: Path) -> None:
+    """With two log sinks, each record is built once and handed to both."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens: the fluent sink counts its drop
+
+    def fluent_seen() -> int:
+        counts = glmtrace.stats().get("logs-fluent", {})
+        return counts.get("exported", 0) + counts.get("dropped", 0)
+
+    before = fluent_seen()
+    glmtrace.init(store=tmp_path / "two.db", logs=["local", "fluent"], fluent_port=port)
+    try:
+        logging.getLogger("both").warning("fan out %d", 1)
+        glmtrace.shutdown(timeout=3)
+        assert [d["message"] for d in Store(tmp_path / "two.db").all_logs()] == ["fan out 1"]
+        assert fluent_seen() - before == 1
+    finally:
+        glmtrace.shutdown()
