@@ -10,7 +10,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -84,6 +84,20 @@ def _root_sampled_out(sampler: Sampler | None) -> bool:
     return isinstance(sampler, TraceIdRatioBased) and sampler.rate == 0.0
 
 
+class Part(Protocol):
+    """An integration holding spans the provider has not seen yet (CUDA events, profiler windows).
+
+    Registered once with :meth:`Runtime.register`; ``force_flush()`` and ``shutdown()`` flush
+    every part first, so what it holds reaches the exporters within the same deadline.
+    """
+
+    name: str
+
+    def flush(self, timeout: float) -> bool:
+        """Hand everything pending to the tracer within ``timeout`` seconds; True when all was."""
+        ...
+
+
 class Runtime:
     """Holds everything ``glmtrace.init()`` sets up; safe to re-initialise."""
 
@@ -104,6 +118,23 @@ class Runtime:
         self._quieted: list[tuple[logging.Handler, int]] = []
         self._atexit = False
         self._threading_instrumented = False
+        self._parts: list[Part] = []
+
+    def register(self, part: Part) -> None:
+        """Let flush and shutdown reach ``part`` (idempotent; parts outlive re-initialisation)."""
+        with self._lock:
+            if part not in self._parts:
+                self._parts.append(part)
+
+    def _flush_parts(self, budget: float) -> bool:
+        ok = True
+        for part in list(self._parts):
+            try:
+                ok = part.flush(budget) and ok
+            except Exception as exc:
+                report(f"flush {part.name}", exc)
+                ok = False
+        return ok
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -215,7 +246,7 @@ class Runtime:
         return _bounded(lambda: self._flush(budget), budget)
 
     def _flush(self, budget: float) -> bool:
-        ok = True
+        ok = self._flush_parts(budget)
         if self._provider is not None:
             ok = self._provider.force_flush(int(budget * 1000))
         for shipper in self._shippers:
@@ -237,7 +268,8 @@ class Runtime:
             options = self.options
 
             def stop() -> bool:
-                ok = all([s.shutdown(budget) for s in shippers])
+                parts_ok = self._flush_parts(budget)
+                ok = all([s.shutdown(budget) for s in shippers]) and parts_ok
                 for close in closers:
                     close(budget)
                 if provider is not None:
