@@ -8,11 +8,13 @@ twice: the second answer is a 409 conflict, which means "already there".
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from . import safe_json
 from .config import ElasticsearchOptions
 
 if TYPE_CHECKING:
@@ -42,6 +44,23 @@ CORE_KEYS = (
     "host.hostname",
 )
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# States of the cluster, not faults of the document: a write block, a closed write index, a
+# shard moving. They pass; the documents wait in the spool until they do.
+TRANSIENT_ERRORS = frozenset(
+    {
+        "cluster_block_exception",
+        "index_closed_exception",
+        "es_rejected_execution_exception",
+        "circuit_breaking_exception",
+        "unavailable_shards_exception",
+        "no_shard_available_action_exception",
+        "process_cluster_event_timeout_exception",
+        "primary_missing_action_exception",
+    }
+)
+# Where a label whose value the mapping refuses is kept, as text: a keyword under labels.*.
+UNMAPPED = "labels.glmtrace_unmapped"
+_FIELD = re.compile(r"(?:mapping for|mapper|field) \[([^\]]+)\]")
 
 Failure = Literal["transient", "timeout", "auth", "permanent"]
 
@@ -72,7 +91,28 @@ def make_client(es: ElasticsearchOptions, request_timeout: float) -> Elasticsear
         # flood the user's log with the same line.
         kwargs["verify_certs"] = False
         kwargs["ssl_show_warn"] = False
-    return Elasticsearch(es.url, **kwargs)
+    client = Elasticsearch(es.url, **kwargs)
+    _quiet(client)
+    return client
+
+
+def _quiet(client: Elasticsearch) -> None:
+    """Turn off the client's own OpenTelemetry spans (elasticsearch >= 8.13).
+
+    The client traces every request through the global tracer provider, which is glmtrace's:
+    shipping logs would add ``bulk`` spans to the user's traces. The client has no public
+    switch but an environment variable, which would also silence the user's own clients.
+    """
+    otel = getattr(client, "_otel", None)
+    if otel is not None:
+        otel.enabled = False
+
+
+def quiet_options(client: Elasticsearch, **settings: Any) -> Elasticsearch:
+    """``client.options(**settings)``, its spans turned off too (options() makes a new one)."""
+    copy = client.options(**settings)
+    _quiet(copy)
+    return copy
 
 
 def classify(exc: BaseException) -> Failure:
@@ -84,6 +124,8 @@ def classify(exc: BaseException) -> Failure:
         return "timeout"
     if isinstance(exc, ApiError):
         status = exc.meta.status
+        if error_type(exc.body) in TRANSIENT_ERRORS:
+            return "transient"
         if status in (401, 403):
             return "auth"
         return "transient" if status in TRANSIENT_STATUS else "permanent"
@@ -92,8 +134,50 @@ def classify(exc: BaseException) -> Failure:
     return "permanent"
 
 
+def error_type(body: Any) -> str | None:
+    """The ``error.type`` of an Elasticsearch error answer, if it has one."""
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("type") if isinstance(error, dict) else None
+
+
+def valid(doc: Any) -> bool:
+    """Whether ``doc`` (read back from the spool) can be shipped at all: it needs its id."""
+    return isinstance(doc, dict) and isinstance(doc.get("log.id"), str) and bool(doc["log.id"])
+
+
 def _body(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in INTERNAL_KEYS}
+
+
+def repaired(doc: dict[str, Any], reason: str) -> dict[str, Any] | None:
+    """``doc`` with the field named in a mapping rejection moved into a text label.
+
+    A user's ``extra`` value that conflicts with the mapping (``session_id=5`` making
+    ``labels.session_id`` a long) must not cost the log line: the value is kept as text under
+    :data:`UNMAPPED`. None when the reason names no field of ``doc``.
+    """
+    match = _FIELD.search(reason)
+    if match is None:
+        return None
+    field_name = match.group(1)
+    moved = {
+        k: v
+        for k, v in doc.items()
+        if k not in INTERNAL_KEYS
+        and k != UNMAPPED
+        and (k == field_name or field_name.startswith(k + ".") or k.startswith(field_name + "."))
+    }
+    if not moved:
+        return None
+    kept = {k: v for k, v in doc.items() if k not in moved}
+    try:  # a second conflict on the same document adds to the first
+        earlier = json.loads(doc.get(UNMAPPED) or "{}")
+    except (TypeError, ValueError):
+        earlier = {}
+    if isinstance(earlier, dict):
+        moved = {**earlier, **moved}
+    kept[UNMAPPED] = safe_json.dumps(moved).decode()
+    return kept
 
 
 def core(doc: dict[str, Any]) -> dict[str, Any]:
@@ -110,12 +194,7 @@ def chunks(index: str, docs: list[dict[str, Any]]) -> Iterator[tuple[list[dict[s
     size = 0
     for doc in docs:
         action = {"create": {"_index": index, "_id": doc["log.id"]}}
-        line = (
-            json.dumps(action, separators=(",", ":")).encode()
-            + b"\n"
-            + json.dumps(_body(doc), default=str, separators=(",", ":")).encode()
-            + b"\n"
-        )
+        line = safe_json.dumps(action) + b"\n" + safe_json.dumps(_body(doc)) + b"\n"
         if part and (size + len(line) > MAX_BULK_BYTES or len(part) >= MAX_BULK_DOCS):
             yield part, b"".join(lines)
             part, lines, size = [], [], 0
@@ -132,7 +211,7 @@ class Outcome:
 
     delivered: list[dict[str, Any]] = field(default_factory=list)
     retry: list[dict[str, Any]] = field(default_factory=list)
-    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    rejected: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (doc, reason)
 
 
 def send(client: Elasticsearch, docs: list[dict[str, Any]], body: bytes) -> Outcome:
@@ -151,7 +230,7 @@ def send(client: Elasticsearch, docs: list[dict[str, Any]], body: bytes) -> Outc
         status = int(result.get("status", 500))
         if status < 300 or status == 409:  # 409: the same _id is already stored
             outcome.delivered.append(doc)
-        elif status in TRANSIENT_STATUS:
+        elif status in TRANSIENT_STATUS or error_type(result) in TRANSIENT_ERRORS:
             outcome.retry.append(doc)
         else:
             error = result.get("error") or {}

@@ -14,7 +14,17 @@ logs (a cold node, a busy cluster, a burst): when one direct request takes longe
 (a fraction of a bulk request's cost) and the replayer ships them, so the bounded queue drains
 instead of dropping; only the disk bound (``spool_max_bytes``) can cause drops.
 
-Counters (``glmtrace.stats()["logs-elasticsearch"]``): exported, spooled, replayed, dropped.
+At shutdown (:meth:`ElasticsearchSink.spill`, :meth:`ElasticsearchSink.close`) whatever cannot
+be sent within the deadline goes to the spool, never away; the next process replays it.
+
+Only a document's own fault (a value its mapping refuses) loses anything, and first the
+offending field is moved into a text label, then the document is cut to its core fields;
+cluster states (a write block, a closed index, 429, 5xx) keep the documents in the spool
+until they pass.
+
+Counters (``glmtrace.stats()["logs-elasticsearch"]``): exported, spooled, replayed, dropped,
+``quarantined`` (spool lines that could not be replayed, kept in ``quarantine.bad``) and
+``rejected:<error type>`` (documents Elasticsearch refused for good, also counted dropped).
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 from . import es_bulk
 from .config import ElasticsearchOptions, Options, redact_url
 from .errors import MissingDependencyError
-from .guard import warn_once
+from .guard import report, warn_once
+from .shipper import quiet_thread
 from .spool import Spool
 from .stats import STATS
 
@@ -73,18 +84,28 @@ class ElasticsearchSink:
         # a timeout and a resend of the same documents.
         self.replay_timeout = replay_timeout
         self.max_backoff = max_backoff
-        self.spool = Spool(spool_folder, spool_max_bytes, on_drop=self._spool_dropped)
+        self.spool = Spool(
+            spool_folder,
+            spool_max_bytes,
+            on_drop=self._spool_dropped,
+            on_bad=lambda n: STATS.add(SINK, "quarantined", n),
+            valid=es_bulk.valid,
+        )
         self._queue_fill: Callable[[], float] = lambda: 0.0
         self._reset()
 
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._client: Elasticsearch | None = None
+        self._replay_client: Elasticsearch | None = None
         self._template_done = False
         self._lock = threading.Lock()  # orders "spooling?" decisions against the replayer
         self._wake = threading.Event()  # set when something was spooled
-        self._stop = threading.Event()  # set by close()
+        self._stop = threading.Event()  # set by close(): cuts retry sleeps short
         self._closed = False
+        self._clean = True  # what close() found: nothing left anywhere
+        self._closing = False  # set by spill()/close(): no more waiting on the network
+        self._inflight: list[dict[str, Any]] | None = None  # the batch being sent directly
         self._down_until = 0.0
         self._slow_until = 0.0
         self._backoff = 0.0
@@ -106,27 +127,36 @@ class ElasticsearchSink:
             self._client = es_bulk.make_client(self.es, self.request_timeout)
         return self._client
 
+    @property
+    def replay_client(self) -> Elasticsearch:
+        if self._replay_client is None:
+            self._replay_client = es_bulk.quiet_options(
+                self.client, request_timeout=self.replay_timeout
+            )
+        return self._replay_client
+
     # ------------------------------------------------------------------ shipper thread
 
     def __call__(self, batch: list[dict[str, Any]]) -> None:
         """Ship ``batch`` or spool it; never raises for backend trouble."""
         self._check_fork()
-        if self._closed:
-            STATS.add(SINK, "dropped", len(batch))
-            return
         if not batch:
             return
         now = time.monotonic()
         with self._lock:
             behind = self._queue_fill() > SPILL_AT
-            if self._backlog or behind or now < self._down_until or now < self._slow_until:
-                self._to_spool(batch)
+            waiting = self._backlog or now < self._down_until or now < self._slow_until
+            if self._closing or behind or waiting:
+                self._to_spool(batch, replay=not self._closed)
                 return
+            self._inflight = batch
         left = self._deliver(batch, "exported", now + self.retry_seconds)
-        if left:
-            with self._lock:
-                self._to_spool(left)
-        elif time.monotonic() - now > self.slow_seconds:
+        with self._lock:
+            abandoned = self._inflight is not batch  # spilled by close() meanwhile
+            self._inflight = None
+            if left and not abandoned:
+                self._to_spool(left, replay=not self._closed)
+        if not left and time.monotonic() - now > self.slow_seconds:
             # Slower than the program logs: overflow to disk for a while (see module doc).
             self._slow_until = time.monotonic() + 10 * self.slow_seconds
 
@@ -134,18 +164,31 @@ class ElasticsearchSink:
         """Give the sink its shipper's queue fill (0..1), to spill to disk before it overflows."""
         self._queue_fill = fill
 
-    def _to_spool(self, docs: list[dict[str, Any]]) -> None:
-        """Append to the spool (caller holds ``_lock``) and make sure a replayer runs."""
+    def _to_spool(self, docs: list[dict[str, Any]], *, replay: bool = True) -> int:
+        """Append to the spool (caller holds ``_lock``) and make sure a replayer runs.
+
+        Returns how many were spooled; the rest are counted dropped (disk full, bound).
+        """
         try:
-            self.spool.append(docs)
+            written = self.spool.append(docs)
         except OSError as exc:
             warn_once(f"spool:{type(exc).__name__}", "glmtrace cannot write its spool: %s", exc)
             STATS.add(SINK, "dropped", len(docs))
-            return
-        STATS.add(SINK, "spooled", len(docs))
-        self._backlog = True
-        self._start_replayer()
-        self._wake.set()
+            return 0
+        STATS.add(SINK, "spooled", written)
+        if written:
+            self._backlog = True
+            if replay:
+                self._start_replayer()
+                self._wake.set()
+        return written
+
+    def spill(self, batch: list[dict[str, Any]]) -> int:
+        """At shutdown: spool ``batch`` now, without waiting on the network (thread-safe)."""
+        self._check_fork()
+        with self._lock:
+            self._closing = True
+            return self._to_spool(batch, replay=False)
 
     def _spool_dropped(self, n: int) -> None:
         STATS.add(SINK, "dropped", n)
@@ -193,35 +236,42 @@ class ElasticsearchSink:
                 if time.monotonic() + delay > deadline:
                     self._mark_down()
                     return pending
-            time.sleep(delay)
+            if self._stop.wait(delay):
+                return pending  # closing: the spool keeps them for the next run
             delay = min(delay * 2, 1.0)
         self._backoff = 0.0
         return []
 
     def _client_for(self, event: str) -> Elasticsearch:
-        if event == "replayed":
-            return self.client.options(request_timeout=self.replay_timeout)
-        return self.client
+        return self.replay_client if event == "replayed" else self.client
 
     def _send_chunks(self, docs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+        """Send ``docs``; returns those to retry. A rejected document is repaired and resent:
+        first without the field the mapping refused (kept as text), then cut to its core
+        fields; what is still refused is dropped and counted with its reason."""
         retry: list[dict[str, Any]] = []
-        for part, body in es_bulk.chunks(self.es.data_stream, docs):
-            outcome = es_bulk.send(self._client_for(event), part, body)
-            STATS.add(SINK, event, len(outcome.delivered))
-            retry.extend(outcome.retry)
-            if outcome.rejected:
-                self._rejected(outcome.rejected, event)
+        pending, attempt = docs, 0
+        while pending:
+            rejected: list[tuple[dict[str, Any], str]] = []
+            for part, body in es_bulk.chunks(self.es.data_stream, pending):
+                outcome = es_bulk.send(self._client_for(event), part, body)
+                STATS.add(SINK, event, len(outcome.delivered))
+                retry.extend(outcome.retry)
+                rejected.extend(outcome.rejected)
+            if rejected:
+                warn_once("es:rejected", "Elasticsearch rejected log documents: %s", rejected[0][1])
+            pending = []
+            for doc, reason in rejected:
+                fixed = es_bulk.repaired(doc, reason) if attempt < 3 else None
+                if fixed is None and "labels.glmtrace_rejected" not in doc:
+                    fixed = es_bulk.core(doc)
+                if fixed is None:
+                    STATS.add(SINK, "dropped")
+                    STATS.add(SINK, f"rejected:{reason.split(':', 1)[0]}")
+                else:
+                    pending.append(fixed)
+            attempt += 1
         return retry
-
-    def _rejected(self, rejected: list[tuple[dict[str, Any], str]], event: str) -> None:
-        reduced = [es_bulk.core(doc) for doc, _ in rejected]
-        warn_once("es:rejected", "Elasticsearch rejected log documents: %s", rejected[0][1])
-        lost = 0
-        for part, body in es_bulk.chunks(self.es.data_stream, reduced):
-            outcome = es_bulk.send(self._client_for(event), part, body)
-            STATS.add(SINK, event, len(outcome.delivered))
-            lost += len(outcome.retry) + len(outcome.rejected)
-        STATS.add(SINK, "dropped", lost)
 
     def _ensure_template(self) -> None:
         if self._template_done:
@@ -258,12 +308,20 @@ class ElasticsearchSink:
         self._replayer.start()
 
     def _replay_loop(self) -> None:
+        quiet_thread()
         while not self._closed:
             wait = self._down_until - time.monotonic()
             if wait > 0:
-                self._stop.wait(wait)  # backing off: only close() cuts the wait short
+                self._wake.wait(wait)  # backing off: close() cuts the wait short
+                self._wake.clear()
                 continue
-            if not self._replay_one():
+            try:
+                more = self._replay_one()
+            except Exception as exc:  # a glmtrace bug: say so, back off, keep the spool
+                report("replaying the Elasticsearch spool", exc)
+                self._mark_down()
+                continue
+            if not more:
                 self._wake.wait()
                 self._wake.clear()
 
@@ -297,29 +355,50 @@ class ElasticsearchSink:
     # ------------------------------------------------------------------ lifecycle
 
     def close(self, timeout: float = 2.0) -> None:
-        """Let the replayer empty the spool within ``timeout`` if Elasticsearch answers, then
-        stop it; what is left stays in the spool for the next run to replay."""
+        """:meth:`finish` for the runtime, which closes every sink after its shipper."""
+        self.finish(timeout)
+
+    def finish(self, timeout: float) -> bool:
+        """Spool the batch still being sent, let the replayer empty the spool within
+        ``timeout``, then stop it; what is left stays in the spool for the next run.
+
+        True only when nothing is left, in memory or on disk. A second call returns the
+        first one's answer (the shipper finishes its sink, then the runtime closes it).
+        """
+        self._check_fork()
+        if self._closed:
+            return self._clean
         deadline = time.monotonic() + timeout
+        with self._lock:
+            self._closing = True
+            if self._inflight is not None:  # a request hanging on a black-holed server
+                self._to_spool(self._inflight, replay=False)
+                self._inflight = None
+            # The deadline is the only limit now: a backoff must not keep the spool on disk.
+            self._down_until = self._backoff = 0.0
+            if self._backlog:
+                self._start_replayer()
         replayer = self._replayer
-        while (
-            self._backlog
-            and replayer is not None
-            and replayer.is_alive()
-            and self._down_until <= time.monotonic() < deadline
-        ):
+        # A little of the deadline is kept for stopping the replayer between requests.
+        while self._backlog and replayer is not None and replayer.is_alive():
+            if time.monotonic() >= deadline - min(0.1, timeout / 4):
+                break
             self._wake.set()
-            time.sleep(0.05)
+            time.sleep(0.02)
         self._closed = True
         self._stop.set()
         self._wake.set()
         if replayer is not None and replayer is not threading.current_thread():
             replayer.join(max(0.0, deadline - time.monotonic()))
+        busy = replayer is not None and replayer.is_alive()
         self.spool.close()
-        if replayer is not None and replayer.is_alive():
-            return  # still inside a request: closing its connection pool would break it
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+        self._clean = not busy and self.spool.is_empty()
+        if not busy:  # else still inside a request: closing its pool would break it
+            for client in (self._replay_client, self._client):
+                if client is not None:
+                    client.close()
+            self._client = self._replay_client = None
+        return self._clean
 
 
 def _is_api_error(exc: BaseException) -> bool:

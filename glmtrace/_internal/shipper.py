@@ -3,6 +3,12 @@
 The caller's thread only appends to a deque: it never waits on I/O. When the queue is full
 new items are dropped and counted. After ``os.fork`` the child gets a fresh lock, an empty
 queue (the parent ships its own items) and a new thread on first use.
+
+A sink that can keep items on disk (:class:`Spilling`) is closed by its shipper at shutdown:
+half the deadline goes to sending, then what is still queued is handed to the sink's
+``spill`` instead of being dropped, and the sink gets the rest of the deadline to finish.
+
+glmtrace's own threads run outside the user's traces (:func:`quiet_thread`).
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from opentelemetry import context as otel_context
 
 from .guard import report
 from .stats import STATS
@@ -21,6 +29,32 @@ from .stats import STATS
 T = TypeVar("T")
 
 _live: weakref.WeakSet[BackgroundShipper[object]] = weakref.WeakSet()
+
+
+@runtime_checkable
+class Spilling(Protocol):
+    """A sink that keeps items on disk rather than lose them at shutdown."""
+
+    def spill(self, batch: list[Any]) -> int:
+        """Store ``batch`` without waiting on the network; returns how many were kept (the
+        sink counts them, and the rest as dropped)."""
+
+    def finish(self, timeout: float) -> bool:
+        """Stop within ``timeout``; True only when nothing is left in memory or on disk."""
+
+
+def quiet_thread() -> None:
+    """Detach a glmtrace thread from the user's context, instrumentation suppressed.
+
+    OpenTelemetry's threading instrumentation hands every new thread its starter's context:
+    a shipper thread started by the first log line inside a span would put its network
+    calls (and any spans instrumented clients make for them) into that user's trace.
+    """
+    otel_context.attach(
+        otel_context.set_value(
+            otel_context._SUPPRESS_INSTRUMENTATION_KEY, True, otel_context.Context()
+        )
+    )
 
 
 class BackgroundShipper(Generic[T]):
@@ -40,6 +74,7 @@ class BackgroundShipper(Generic[T]):
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._interval = interval
+        self._spilling = send if isinstance(send, Spilling) else None
         self._reset()
         _live.add(self)  # type: ignore[arg-type]
 
@@ -76,6 +111,7 @@ class BackgroundShipper(Generic[T]):
             self._thread.start()
 
     def _run(self) -> None:
+        quiet_thread()
         while True:
             with self._cond:
                 if not self._queue and not self._closed:
@@ -115,15 +151,25 @@ class BackgroundShipper(Generic[T]):
         return not self._queue
 
     def shutdown(self, timeout: float) -> bool:
-        """Flush within ``timeout``, then stop; what is left is counted as dropped."""
-        done = self.flush(timeout)
+        """Flush within ``timeout``, then stop; what is left is spilled (a :class:`Spilling`
+        sink, then closed) or counted as dropped. True only when nothing was left behind."""
+        deadline = time.monotonic() + timeout
+        sink = self._spilling
+        done = self.flush(timeout / 2 if sink is not None else timeout)  # the rest: close()
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-            left = len(self._queue)
+            left = list(self._queue)
             self._queue.clear()
-        STATS.add(self.sink, "dropped", left)
-        return done and not left
+        if sink is None:
+            STATS.add(self.sink, "dropped", len(left))
+            return done and not left
+        try:
+            kept = sink.spill(left) if left else 0
+            return sink.finish(max(0.0, deadline - time.monotonic())) and kept == len(left)
+        except Exception as exc:
+            report(f"closing {self.sink}", exc)
+            return False
 
     @property
     def pending(self) -> int:

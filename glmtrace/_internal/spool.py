@@ -10,7 +10,13 @@ Names start with the creation time in nanoseconds, so sorting them replays in or
 processes may share the folder (workers of one job): a segment is claimed with an atomic
 rename, so it is replayed by one process only, and the files of a process that died are
 adopted by the next one that opens the spool. Past ``max_bytes`` the oldest segments are
-deleted and their documents counted as dropped.
+deleted and their documents counted as dropped; a batch that still does not fit is cut.
+
+A batch is appended whole or not at all (a failed write is truncated away), so a full disk
+leaves no torn line and the caller's count of what was dropped is what is missing. A line
+that cannot be replayed (not JSON, not a document the sink can ship) is moved to
+``quarantine.bad`` beside the segments and counted, never fatal. Files are private to the
+user (0600, folders 0700): log lines carry whatever the program logged.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from .safe_json import dumps
 
 OPEN, SEALED = ".open", ".seg"
+QUARANTINE = "quarantine.bad"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -55,9 +64,10 @@ def _owner(path: Path) -> int | None:
 class Spool:
     """Segments of JSON documents on disk, bounded by ``max_bytes`` in total.
 
-    ``on_drop(n)`` is told how many documents were deleted to respect the bound. All
-    methods are thread-safe; none raises for I/O errors the caller could not act on except
-    :meth:`append`, whose caller counts the batch as dropped.
+    ``on_drop(n)`` is told how many documents were deleted to respect the bound,
+    ``on_bad(n)`` how many lines were quarantined; ``valid(doc)`` says whether a document read
+    back can be replayed. All methods are thread-safe; none raises for I/O errors the caller
+    could not act on except :meth:`append`, whose caller counts the batch as dropped.
     """
 
     def __init__(
@@ -67,6 +77,8 @@ class Spool:
         *,
         segment_bytes: int = 8 * 1024 * 1024,
         on_drop: Callable[[int], None] = lambda n: None,
+        on_bad: Callable[[int], None] = lambda n: None,
+        valid: Callable[[Any], bool] = lambda doc: isinstance(doc, dict),
     ) -> None:
         self.folder = folder
         self.max_bytes = max_bytes
@@ -74,6 +86,8 @@ class Spool:
         # a fine-grained way of respecting it.
         self.segment_bytes = max(1, min(segment_bytes, max_bytes // 4))
         self._on_drop = on_drop
+        self._on_bad = on_bad
+        self._valid = valid
         self._lock = threading.Lock()
         self._reset()
         # A lock held by another thread at fork time would stay locked in the child forever.
@@ -86,7 +100,7 @@ class Spool:
 
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._file: IO[bytes] | None = None
+        self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
 
@@ -98,46 +112,69 @@ class Spool:
     # ------------------------------------------------------------------ writing
 
     def append(self, documents: list[dict[str, Any]]) -> int:
-        """Write ``documents`` to the open segment; returns the bytes written."""
-        data = b"".join(
-            json.dumps(d, default=str, separators=(",", ":")).encode() + b"\n" for d in documents
-        )
-        if not data:
+        """Write ``documents`` to the open segment; returns how many were written.
+
+        Those that do not fit under ``max_bytes`` (after the oldest segments are dropped) are
+        reported to ``on_drop``. Raises OSError with nothing written (the caller counts the
+        batch as dropped).
+        """
+        lines = [dumps(d) + b"\n" for d in documents]
+        if not lines:
             return 0
         with self._lock:
             self._check_fork()
-            self._make_room(len(data))
-            if self._file is None or (self._size and self._size + len(data) > self.segment_bytes):
+            room = self._make_room(sum(map(len, lines)))
+            kept, size = 0, 0
+            while kept < len(lines) and size + len(lines[kept]) <= room:
+                size += len(lines[kept])
+                kept += 1
+            self._on_drop(len(lines) - kept)
+            if not kept:
+                return 0
+            if self._fd is None or (self._size and self._size + size > self.segment_bytes):
                 self._seal_locked()
                 self._open_locked()
-            assert self._file is not None
-            self._file.write(data)
-            # Flushed per batch: a crash of the process must not take spooled records with it.
-            self._file.flush()
-            self._size += len(data)
-        return len(data)
+            assert self._fd is not None
+            self._write_locked(b"".join(lines[:kept]))
+        return kept
+
+    def _write_locked(self, data: bytes) -> None:
+        """All of ``data`` or nothing: a short write (disk full) is truncated away."""
+        assert self._fd is not None
+        view, written = memoryview(data), 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, view[written:])
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
+        # Written straight to the file (no user-space buffer): a crash of the process does
+        # not take spooled records with it.
+        self._size += len(data)
 
     def _open_locked(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._path = self.folder / f"{time.time_ns():020d}-{self._pid}{OPEN}"
-        self._file = open(self._path, "ab")  # noqa: SIM115 - held open across calls
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._size = 0
 
     def _seal_locked(self) -> None:
-        if self._file is None or self._path is None:
+        if self._fd is None or self._path is None:
             return
-        self._file.close()
+        os.close(self._fd)
         if self._size:
             os.replace(self._path, self._path.with_suffix(SEALED))
         else:
             self._path.unlink(missing_ok=True)
-        self._file, self._path, self._size = None, None, 0
+        self._fd, self._path, self._size = None, None, 0
 
-    def _make_room(self, incoming: int) -> None:
+    def _make_room(self, incoming: int) -> int:
+        """Drop the oldest segments until ``incoming`` bytes fit; the bytes that now fit."""
         total = self.size_bytes()
         for path in self._segments():
             if total + incoming <= self.max_bytes:
-                return
+                break
             # Only unclaimed sealed segments and our own open one: another process may be
             # appending to its open segment or replaying a claimed one right now.
             if path != self._path and not path.name.endswith(SEALED):
@@ -152,6 +189,7 @@ class Spool:
                 continue
             total -= size
             self._on_drop(count)
+        return max(0, self.max_bytes - total)
 
     # ------------------------------------------------------------------ replaying
 
@@ -184,17 +222,39 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):  # adopted by another process
                 os.replace(path, target)
 
-    @staticmethod
-    def read(segment: Path) -> list[dict[str, Any]]:
-        """The documents of a claimed segment; a torn last line (crash mid-write) is skipped."""
-        documents = []
+    def read(self, segment: Path) -> list[dict[str, Any]]:
+        """The documents of a claimed segment; bad lines are moved to the quarantine file."""
+        documents: list[dict[str, Any]] = []
+        bad: list[bytes] = []
         with open(segment, "rb") as f:
             for line in f:
                 try:
-                    documents.append(json.loads(line))
-                except ValueError:
-                    continue
+                    doc = json.loads(line)
+                except ValueError:  # torn by a crash mid-write, or not JSON at all
+                    doc = None
+                if doc is not None and self._valid(doc):
+                    documents.append(doc)
+                else:
+                    bad.append(line if line.endswith(b"\n") else line + b"\n")
+        if bad:
+            self._quarantine(bad)
         return documents
+
+    def _quarantine(self, lines: list[bytes]) -> None:
+        self._on_bad(len(lines))
+        data = b"".join(lines)
+        path = self.folder / QUARANTINE
+        try:
+            # Kept for a person to look at, within the spool's bound (past it: counted only).
+            if self.size_bytes() + _file_size(path) + len(data) > self.max_bytes:
+                return
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError:
+            return
 
     @staticmethod
     def done(segment: Path) -> None:
@@ -245,6 +305,13 @@ class Spool:
 def _orphan(path: Path) -> bool:
     owner = _owner(path)
     return owner is not None and not _pid_alive(owner)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _size_and_lines(path: Path) -> tuple[int, int]:

@@ -281,14 +281,18 @@ def test_spool_bound_counts_drops(tmp_path: Path) -> None:
     sink.close(timeout=0.5)
 
 
-def test_closed_sink_ignores_batches(tmp_path: Path) -> None:
-    """After close() a late batch is neither sent nor raises."""
+def test_closed_sink_spools_late_batches_for_the_next_run(tmp_path: Path) -> None:
+    """After close() a late batch is not sent, nor lost: the next process replays it."""
     client = ScriptedClient()
     sink = sink_with(client, tmp_path)
     sink.close()
     sink([doc(1)])
+    sink.spool.close()
     assert client.requests == 0
-    assert counts()["dropped"] == 1  # counted, not silently lost
+    assert counts() == {"spooled": 1}
+    later = sink_with(client, tmp_path)
+    assert later.finish(timeout=5)
+    assert list(client.stored) == ["run-1"]
 
 
 def test_sink_threads_are_named_glmtrace(tmp_path: Path) -> None:
