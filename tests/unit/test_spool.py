@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -132,3 +133,92 @@ def test_child_after_fork_writes_its_own_segment(tmp_path: Path) -> None:
     assert len(names) == 2
     assert any(n.endswith(f"-{os.getpid()}{OPEN}") for n in names)
     assert sorted(drain(spool)) == ["child", "id-0"]
+
+
+def test_one_batch_bigger_than_the_bound_is_cut_to_fit(tmp_path: Path) -> None:
+    """spool_max_bytes holds even for a single batch larger than the whole bound."""
+    dropped: list[int] = []
+    spool = Spool(tmp_path, 200_000, on_drop=dropped.append)
+    written = spool.append(docs(0, 1000, pad=900))
+    assert spool.size_bytes() <= 200_000
+    assert written + sum(dropped) == 1000 and 0 < written < 1000
+    assert drain(spool) == [f"id-{i}" for i in range(written)]
+
+
+def test_bad_lines_are_quarantined_and_counted(tmp_path: Path) -> None:
+    """Lines that are not replayable documents go to quarantine.bad; the rest replay."""
+    bad: list[int] = []
+    spool = Spool(tmp_path, 10_000_000, on_bad=bad.append, valid=lambda d: "log.id" in d)
+    spool.append(docs(0, 2))
+    spool.close()
+    (segment,) = tmp_path.iterdir()
+    with open(segment, "ab") as f:
+        f.write(b'{"message": "no id"}\nnot json\n[1, 2]\n{"log.id": "id-2"}\n{"log.id": "to')
+    assert drain(spool) == ["id-0", "id-1", "id-2"]
+    assert bad == [4]
+    quarantined = (tmp_path / "quarantine.bad").read_bytes().splitlines()
+    assert quarantined == [b'{"message": "no id"}', b"not json", b"[1, 2]", b'{"log.id": "to']
+
+
+def test_unserialisable_values_are_repaired_not_fatal(tmp_path: Path) -> None:
+    """A lone surrogate or a 5000-digit integer costs neither the batch nor the process."""
+    spool = Spool(tmp_path, 10_000_000)
+    batch = docs(0, 3)
+    batch[1]["message"] = "bad \udcff name"
+    batch[2]["labels.n"] = 10**5000
+    assert spool.append(batch) == 3
+    segment = spool.claim_oldest()
+    assert segment is not None
+    back = spool.read(segment)
+    assert [d["log.id"] for d in back] == ["id-0", "id-1", "id-2"]
+    assert back[1]["message"] == "bad \ufffd name"
+    assert isinstance(back[2]["labels.n"], str) and int(back[2]["labels.n"], 16) == 10**5000
+
+
+def test_files_are_private_to_the_user(tmp_path: Path) -> None:
+    """Spooled log lines are readable by their owner only (0600 files, 0700 folder)."""
+    folder = tmp_path / "spool"
+    spool = Spool(folder, 10_000_000)
+    old = os.umask(0o022)
+    try:
+        spool.append(docs(0, 1))
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert [p.stat().st_mode & 0o777 for p in folder.iterdir()] == [0o600]
+
+
+FULL_DISK = """
+import json, os, resource, signal, sys
+from pathlib import Path
+from glmtrace._internal.spool import Spool
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+dropped = 0
+spool = Spool(Path(sys.argv[1]), 10**9)
+for b in range(40):
+    batch = [{"log.id": f"id-{b}-{i}", "message": "x" * 40} for i in range(30)]
+    try:
+        spool.append(batch)
+    except OSError:
+        dropped += len(batch)
+print(json.dumps({"dropped": dropped}))
+"""
+
+
+def test_full_disk_leaves_no_torn_line_and_counts_exactly(tmp_path: Path) -> None:
+    """A batch that hits a full disk is all dropped (and counted) or all written, never torn."""
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    dropped = json.loads(out.stdout)["dropped"]
+    assert dropped > 0
+    data = b"".join(p.read_bytes() for p in sorted(tmp_path.iterdir()))
+    lines = data.splitlines()
+    assert data.endswith(b"\n") and all(json.loads(line) for line in lines)
+    assert len(lines) + dropped == 40 * 30
