@@ -23,6 +23,7 @@ from glmtrace._internal.config import ElasticsearchOptions, Options
 from glmtrace._internal.errors import MissingDependencyError
 from glmtrace._internal.es_sink import SINK, ElasticsearchSink, create
 from glmtrace._internal.log_sinks import create_log_sink
+from glmtrace._internal.shipper import BackgroundShipper
 from glmtrace._internal.stats import STATS
 
 
@@ -54,7 +55,8 @@ def counts() -> dict[str, int]:
 
 
 class ScriptedClient:
-    """Answers ``bulk()`` from a script: an exception to raise, or a status per document."""
+    """Answers ``bulk()`` from a script: an exception to raise, or ``step(_id, body)`` giving
+    each document's status (or ``(status, error)``; None: stored, or 409 if stored already)."""
 
     def __init__(self, script: list[Any] | None = None) -> None:
         self.script = list(script or [])
@@ -75,10 +77,14 @@ class ScriptedClient:
         items = []
         for action, body in zip(lines[::2], lines[1::2], strict=True):
             _id = json.loads(action)["create"]["_id"]
-            status = step(_id) if callable(step) else 409 if _id in self.stored else 201
+            answer = step(_id, json.loads(body)) if callable(step) else None
+            status, error = answer if isinstance(answer, tuple) else (answer, None)
+            if status is None:
+                status = 409 if _id in self.stored else 201
             if status == 201:
                 self.stored[_id] = json.loads(body)
-            items.append({"create": {"status": status, "error": {"type": "t", "reason": "r"}}})
+            error = error or {"type": "t", "reason": "r"}
+            items.append({"create": {"status": status, "error": error}})
         return {"errors": any(i["create"]["status"] >= 300 for i in items), "items": items}
 
     def options(self, **settings: Any) -> ScriptedClient:
@@ -170,7 +176,7 @@ def test_conflict_counts_as_already_delivered(tmp_path: Path) -> None:
 def test_item_level_429_is_retried(tmp_path: Path) -> None:
     """Documents answered 429 are resent after a backoff; the rest are not resent."""
     answers = iter([429, 201, 201])
-    client = ScriptedClient([lambda _id: next(answers)])
+    client = ScriptedClient([lambda _id, body: next(answers)])
     sink = sink_with(client, tmp_path)
     sink([doc(1), doc(2)])
     assert client.requests == 2
@@ -180,7 +186,7 @@ def test_item_level_429_is_retried(tmp_path: Path) -> None:
 
 def test_rejected_document_is_resent_with_core_fields(tmp_path: Path) -> None:
     """A mapping rejection (400) keeps the log line: resent without its extra fields."""
-    client = ScriptedClient([lambda _id: 400])
+    client = ScriptedClient([lambda _id, body: 400])
     sink = sink_with(client, tmp_path)
     sink([doc(1, **{"labels.odd": {"a": 1}})])
     stored = client.stored["run-1"]
@@ -319,7 +325,7 @@ def test_create_uses_the_store_folder_for_the_spool(tmp_path: Path) -> None:
 def test_slow_backend_overflows_to_the_spool(tmp_path: Path) -> None:
     """A direct request slower than slow_seconds sends the next batches via the spool."""
 
-    def slow(_id: str) -> int:
+    def slow(_id: str, body: Any) -> int:
         time.sleep(0.01)
         return 201
 
@@ -347,3 +353,144 @@ def test_filling_queue_spills_to_the_spool(tmp_path: Path) -> None:
     sink([doc(2)])  # the queue is drained and the spool replayed: direct again
     assert counts()["exported"] == 1
     assert list(client.stored) == ["run-0", "run-1", "run-2"]
+
+
+def test_spool_line_without_log_id_is_quarantined_not_fatal(tmp_path: Path) -> None:
+    """A poisoned spool line (valid JSON, no log.id) is set aside; shipping carries on."""
+    first = sink_with(ScriptedClient([TransportConnectionError("down")] * 100), tmp_path)
+    first.retry_seconds = 0.0
+    first([doc(1), doc(2)])
+    first.close(timeout=0.5)
+    (segment,) = [p for p in (tmp_path / "spool").iterdir() if ".seg" in p.name]
+    with open(segment, "ab") as f:
+        f.write(b'{"message": "no id"}\n{"log.id": 5}\n')
+    client = ScriptedClient()
+    second = sink_with(client, tmp_path)
+    second([doc(3)])
+    wait_for(lambda: len(client.stored) == 3)
+    assert list(client.stored) == ["run-1", "run-2", "run-3"]
+    assert counts()["quarantined"] == 2
+    assert (tmp_path / "spool" / "quarantine.bad").read_bytes().count(b"\n") == 2
+
+
+def test_one_unserialisable_value_costs_no_other_record(tmp_path: Path) -> None:
+    """A lone surrogate and a 5000-digit integer are repaired, directly and via the spool."""
+
+    def batch(start: int) -> list[dict[str, Any]]:
+        docs = [doc(i) for i in range(start, start + 100)]
+        docs[3]["message"] = "file \udcff.txt"
+        docs[7]["labels.n"] = 10**5000
+        return docs
+
+    client = ScriptedClient()
+    sink = sink_with(client, tmp_path)
+    sink(batch(0))
+    assert len(client.stored) == 100
+    sink._down_until = time.monotonic() + 60  # known down: this batch goes to the spool
+    sink(batch(100))
+    assert counts()["spooled"] == 100
+    sink._down_until = 0.0
+    sink._wake.set()
+    wait_for(lambda: len(client.stored) == 200)
+    assert client.stored["run-103"]["message"] == "file \ufffd.txt"
+    assert int(client.stored["run-107"]["labels.n"], 16) == 10**5000
+    assert "dropped" not in counts()
+
+
+def black_hole() -> socket.socket:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    return server
+
+
+def test_shutdown_spools_what_a_black_holed_server_holds_up(tmp_path: Path) -> None:
+    """ES black-holed at exit: every queued record goes to the spool, none is dropped,
+    shutdown says so (False), and the next process ships them."""
+    server = black_hole()
+    try:
+        sink = ElasticsearchSink(
+            ElasticsearchOptions(url=f"http://127.0.0.1:{server.getsockname()[1]}"),
+            tmp_path / "spool",
+            10**8,
+            request_timeout=30.0,
+        )
+        _opened.append(sink)
+        shipper = BackgroundShipper(SINK, sink)
+        for i in range(3000):
+            shipper.submit(doc(i))
+        assert not shipper.shutdown(1.0)
+        assert counts() == {"spooled": 3000}
+    finally:
+        server.close()
+    client = ScriptedClient()
+    assert sink_with(client, tmp_path).finish(10)
+    assert sorted(client.stored) == sorted(f"run-{i}" for i in range(3000))
+
+
+def test_shutdown_replays_while_backing_off(tmp_path: Path) -> None:
+    """A sink backing off at exit still replays its spool within the deadline."""
+    client = ScriptedClient()
+    sink = sink_with(client, tmp_path)
+    sink._down_until, sink._backoff = time.monotonic() + 60, 5.0  # down a moment ago
+    shipper = BackgroundShipper(SINK, sink)
+    for i in range(1200):
+        shipper.submit(doc(i))
+    assert shipper.shutdown(10)
+    assert len(client.stored) == 1200 and sink.spool.is_empty()
+
+
+def test_shutdown_is_false_while_records_wait_on_disk(tmp_path: Path) -> None:
+    """Elasticsearch answering 429 to everything: shutdown keeps the records and says False."""
+    client = ScriptedClient([lambda _id, body: 429] * 100_000)
+    sink = sink_with(client, tmp_path, retry_seconds=0.1)
+    shipper = BackgroundShipper(SINK, sink)
+    for i in range(500):
+        shipper.submit(doc(i))
+    assert not shipper.shutdown(1.0)
+    assert not sink.spool.is_empty()
+    assert counts() == {"spooled": 500}
+
+
+BLOCKED = {"type": "cluster_block_exception", "reason": "blocked by: [FORBIDDEN/8/index write]"}
+
+
+def test_write_block_keeps_records_in_the_spool_until_lifted(tmp_path: Path) -> None:
+    """index.blocks.write is the cluster's state, not the documents' fault: retried, not lost."""
+    blocked = [True]
+    client = ScriptedClient([lambda _id, body: (403, BLOCKED) if blocked[0] else None] * 10_000)
+    sink = sink_with(client, tmp_path, retry_seconds=0.2, max_backoff=0.2)
+    sink([doc(i) for i in range(500)])
+    assert counts() == {"spooled": 500}
+    blocked[0] = False
+    wait_for(lambda: len(client.stored) == 500)
+    assert "dropped" not in counts()
+
+
+def test_mapping_conflict_on_a_core_field_moves_the_value_to_a_text_label(
+    tmp_path: Path,
+) -> None:
+    """labels.session_id mapped as a long by a user's extra: string ids are kept, as text."""
+
+    def long_only(_id: str, body: dict[str, Any]) -> Any:
+        if isinstance(body.get("labels.session_id"), str):
+            reason = "failed to parse field [labels.session_id] of type [long] in document"
+            return 400, {"type": "mapper_parsing_exception", "reason": reason}
+        return None
+
+    client = ScriptedClient([long_only] * 100)
+    sink = sink_with(client, tmp_path)
+    sink([doc(i, **{"labels.session_id": "abc", "labels.run": "r"}) for i in range(100)])
+    assert len(client.stored) == 100 and counts() == {"exported": 100}
+    stored = client.stored["run-5"]
+    assert json.loads(stored[es_bulk.UNMAPPED]) == {"labels.session_id": "abc"}
+    assert stored["labels.run"] == "r" and stored["message"] == "line 5"
+
+
+def test_document_refused_for_good_is_dropped_with_its_reason(tmp_path: Path) -> None:
+    """What no repair gets in is dropped, counted, and counted by Elasticsearch's reason."""
+    refusal = {"type": "illegal_argument_exception", "reason": "no"}
+    client = ScriptedClient([lambda _id, body: (400, refusal)] * 10)
+    sink = sink_with(client, tmp_path)
+    sink([doc(1)])
+    assert counts() == {"dropped": 1, "rejected:illegal_argument_exception": 1}
