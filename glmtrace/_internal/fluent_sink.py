@@ -1,12 +1,18 @@
-"""The Fluent forward log sink, built on fluent-logger's synchronous ``FluentSender``.
+"""The Fluent forward log sink: msgpack Forward-mode messages over a plain TCP socket.
 
-fluent-logger's ``asyncsender`` blocks the caller once its queue is full; here the
-:class:`~glmtrace._internal.shipper.BackgroundShipper` thread is the only caller, so the
-plain sender never stalls user code. Each batch goes out as one Forward-mode message
-(``[tag, [[EventTime, record], ...]]``): one network attempt per batch, so a dead or
-black-holed peer costs one short socket timeout per batch, not one per record. On failure the
-sender keeps the bytes in its buffer (at most ``bufmax``) and resends them first next time;
-past ``bufmax`` the buffer is discarded and its records counted as dropped.
+Each batch goes out as Forward-mode messages (``[tag, [[EventTime, record], ...], {"chunk":
+id}]``, the protocol's v1 spec) on the shipper's background thread, so a peer that is down,
+slow or resetting never reaches user code. The ``chunk`` option asks the peer for an ack
+(Fluentd, Fluent Bit and the Collector's fluent_forward receiver give one): a record counts
+as exported only once acknowledged, and a message that was not is sent again whole on a new
+connection.
+
+Every batch gets one bounded attempt (``timeout`` in total, not per message); after a
+failure the sink waits (exponential backoff) before it touches the network again, keeping
+what it could not send in a buffer of at most ``bufmax`` bytes whose oldest messages are
+dropped, and counted, when it is full. At shutdown the shipper hands over what it still
+holds (:meth:`FluentSink.spill`) and :meth:`FluentSink.finish` makes one last attempt
+within the deadline; what is left is counted as dropped.
 
 Records are the flat ECS documents (``trace.id``, ``span.id``, ``log.level``,
 ``service.name``, ``message``): the Collector's fluent_forward receiver turns each key into a
@@ -15,110 +21,201 @@ log attribute, and its Elasticsearch exporter in ECS mode writes them as top-lev
 
 from __future__ import annotations
 
+import base64
+import collections
 import os
+import secrets
+import socket
+import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .config import FluentOptions, Options
 from .errors import MissingDependencyError
+from .guard import warn_once
+from .safe_json import repair
 from .stats import STATS
 
 SINK = "logs-fluent"
 # One Forward message per chunk; far below any receiver's limit, big enough to amortise.
 MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_BACKOFF = 5.0
 
 
 class FluentSink:
     """``sink(batch)`` sends ECS documents over the Fluent forward protocol; never raises."""
 
-    #: The sink counts exported/dropped itself (runtime: do not wrap).
-
     def __init__(
         self, fluent: FluentOptions, *, timeout: float = 1.0, bufmax: int = 8 * 1024 * 1024
     ) -> None:
         try:
-            from fluent import sender  # noqa: F401 - fail at init(), not in a background thread
+            import msgpack  # noqa: F401 - fail at init(), not in a background thread
         except ImportError:
-            raise MissingDependencyError("fluent-logger", "fluent") from None
+            raise MissingDependencyError("msgpack", "fluent") from None
         self.fluent = fluent
         self.timeout = timeout
         self.bufmax = bufmax
         self._reset()
 
     def _reset(self) -> None:
-        from fluent.sender import FluentSender
-
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._closed = False
-        self._buffered = 0  # records held in the sender's buffer after a failed send
-        self._sending = 0  # records of the send in progress (for the overflow handler)
-        self._sender = FluentSender(
-            self.fluent.tag,
-            host=self.fluent.host,
-            port=self.fluent.port,
-            bufmax=self.bufmax,
-            timeout=self.timeout,
-            nanosecond_precision=True,
-            buffer_overflow_handler=self._overflow,
-        )
+        self._clean = True  # what finish() found: nothing left behind
+        self._sock: socket.socket | None = None
+        # Messages not acknowledged yet: (records, packet, chunk id), oldest first.
+        self._pending: collections.deque[tuple[int, bytes, str]] = collections.deque()
+        self._pending_bytes = 0
+        self._retry_at = 0.0
+        self._backoff = 0.0
 
-    def _overflow(self, pending: bytes) -> None:
-        # Called by the sender with everything it buffered plus the failed message.
-        STATS.add(SINK, "dropped", self._buffered + self._sending)
-        self._buffered = 0
-        self._sending = 0
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:
+            # The parent's socket and buffer are the parent's; the child starts afresh.
+            self._reset()
+
+    # ------------------------------------------------------------------ shipper thread
 
     def __call__(self, batch: list[dict[str, Any]]) -> None:
-        """Send ``batch`` (from the shipper thread)."""
-        if os.getpid() != self._pid:
-            self._reset()  # the parent's socket and buffer are the parent's
+        """Send ``batch`` (from the shipper thread): one bounded attempt."""
+        self._check_fork()
         with self._lock:
             if self._closed:
                 STATS.add(SINK, "dropped", len(batch))
                 return
-            for records, packet in _messages(self.fluent.tag, batch):
-                self._send(records, packet)
+            self._buffer(batch)
+            if time.monotonic() >= self._retry_at:
+                self._drain(time.monotonic() + self.timeout)
 
-    def _send(self, records: int, packet: bytes) -> None:
-        self._sending = records
-        # FluentSender's public emit() packs one record per call; a whole batch in one
-        # Forward message needs its (stable since 0.9) internal ``_send``.
-        ok = self._sender._send(packet)
-        if ok:
-            STATS.add(SINK, "exported", self._buffered + records)
-            self._buffered = 0
-        elif self._sending:  # not already counted by _overflow: now buffered
-            self._buffered += records
-        self._sending = 0
-
-    def watch_queue(self, fill: Callable[[], float]) -> None:
-        """Nothing to spill to: a full queue drops (counted), the caller never waits."""
-
-    def close(self, timeout: float = 2.0) -> None:
-        """Try once more to send what is buffered, then close the socket."""
+    def spill(self, batch: list[dict[str, Any]]) -> int:
+        """At shutdown: take what the shipper still holds, for :meth:`finish` to send."""
+        self._check_fork()
         with self._lock:
             if self._closed:
-                return
+                STATS.add(SINK, "dropped", len(batch))
+                return 0
+            return self._buffer(batch)
+
+    def watch_queue(self, fill: Callable[[], float]) -> None:
+        """Nothing to spill to early: a full queue drops (counted), the caller never waits."""
+
+    def _buffer(self, batch: list[dict[str, Any]]) -> int:
+        """Pack ``batch`` behind what is pending; the oldest go past ``bufmax``. Returns how
+        many of ``batch`` are kept."""
+        for records, packet in _messages(self.fluent.tag, batch):
+            chunk = base64.b64encode(secrets.token_bytes(16)).decode()
+            packet = _with_chunk(packet, chunk)
+            self._pending.append((records, packet, chunk))
+            self._pending_bytes += len(packet)
+        kept = len(batch)
+        while self._pending_bytes > self.bufmax and len(self._pending) > 1:
+            records, packet, _ = self._pending.popleft()
+            self._pending_bytes -= len(packet)
+            STATS.add(SINK, "dropped", records)
+            kept -= records
+        return max(0, kept)
+
+    def _drain(self, deadline: float) -> bool:
+        """Send pending messages until ``deadline``; False (and back off) on a failure."""
+        import msgpack
+
+        while self._pending:
+            records, packet, chunk = self._pending[0]
+            try:
+                sock = self._connect(deadline)
+                sock.settimeout(_left(deadline))
+                sock.sendall(packet)
+                self._await_ack(sock, chunk, deadline, msgpack.Unpacker(raw=False))
+            except (OSError, ValueError) as exc:  # refused, reset, timed out, garbled
+                self._disconnect()
+                self._backoff = min(MAX_BACKOFF, max(0.2, self._backoff * 2))
+                self._retry_at = time.monotonic() + self._backoff
+                warn_once(
+                    "fluent:send",
+                    "glmtrace cannot send logs to Fluent at %s:%s (%s); buffering them",
+                    self.fluent.host,
+                    self.fluent.port,
+                    exc,
+                )
+                return False
+            self._pending.popleft()
+            self._pending_bytes -= len(packet)
+            STATS.add(SINK, "exported", records)
+        self._backoff = 0.0
+        return True
+
+    def _connect(self, deadline: float) -> socket.socket:
+        if self._sock is None:
+            self._sock = socket.create_connection(
+                (self.fluent.host, self.fluent.port), timeout=_left(deadline)
+            )
+        return self._sock
+
+    def _await_ack(self, sock: socket.socket, chunk: str, deadline: float, unpacker: Any) -> None:
+        while True:
+            sock.settimeout(_left(deadline))
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionResetError("the peer closed the connection before its ack")
+            unpacker.feed(data)
+            for answer in unpacker:
+                if isinstance(answer, dict) and answer.get("ack") == chunk:
+                    return
+
+    def _disconnect(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self, timeout: float = 2.0) -> None:
+        """:meth:`finish` for the runtime, which closes every sink after its shipper."""
+        self.finish(timeout)
+
+    def finish(self, timeout: float) -> bool:
+        """One last attempt to send what is buffered within ``timeout``; the rest is counted
+        as dropped. True when nothing was left behind; a second call repeats the answer."""
+        self._check_fork()
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            self._closed = True  # the shipper thread is inside a send: it gives up by itself
+            return False
+        try:
+            if self._closed:
+                return self._clean
             self._closed = True
-            self._sending = 0
-            buffered = self._buffered
-            self._sender.close()  # on failure it calls _overflow, which counts the drop
-            if self._buffered == buffered and buffered:
-                STATS.add(SINK, "exported", buffered)
-            self._buffered = 0
+            if self._pending:
+                self._drain(deadline)
+            lost = sum(records for records, _, _ in self._pending)
+            STATS.add(SINK, "dropped", lost)
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._disconnect()
+            self._clean = not lost
+            return self._clean
+        finally:
+            self._lock.release()
 
     @property
     def buffered(self) -> int:
-        """Records waiting in the sender's buffer for the peer to come back."""
-        return self._buffered
+        """Records waiting in the buffer for the peer to come back."""
+        return sum(records for records, _, _ in self._pending)
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("out of time for this attempt")
+    return left
 
 
 def _messages(tag: str, batch: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
-    """Forward-mode messages for ``batch``, each at most MAX_MESSAGE_BYTES (or one record)."""
-    import msgpack  # type: ignore[import-untyped]  # fluent-logger's dependency, untyped
-    from fluent.sender import EventTime
+    """Forward-mode messages ``[tag, entries]`` for ``batch``, each at most MAX_MESSAGE_BYTES
+    (or one record); a value msgpack cannot carry is repaired, never fatal to the batch."""
+    import msgpack
 
     out: list[tuple[int, bytes]] = []
     entries: list[bytes] = []
@@ -127,8 +224,12 @@ def _messages(tag: str, batch: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
     for doc in batch:
         record = {k: v for k, v in doc.items() if k != "timestamp_ns"}
         ns = doc.get("timestamp_ns")
-        when = EventTime.from_unix_nano(ns) if isinstance(ns, int) else EventTime(0)
-        entry = packer.pack([when, record])
+        when = _event_time(ns if isinstance(ns, int) else 0)
+        try:
+            entry = packer.pack([when, record])
+        except (ValueError, TypeError, OverflowError):  # a lone surrogate, a huge int
+            packer.reset()
+            entry = packer.pack([when, repair(record)])
         if entries and size + len(entry) > MAX_MESSAGE_BYTES:
             out.append((len(entries), _forward(packer, tag, entries)))
             entries, size = [], 0
@@ -139,15 +240,31 @@ def _messages(tag: str, batch: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
     return out
 
 
+def _event_time(ns: int) -> Any:
+    """The protocol's EventTime: msgpack extension 0, seconds and nanoseconds (big-endian)."""
+    import msgpack
+
+    seconds, nanos = divmod(max(0, ns), 10**9)
+    return msgpack.ExtType(0, struct.pack(">II", seconds & 0xFFFFFFFF, nanos))
+
+
 def _forward(packer: Any, tag: str, entries: list[bytes]) -> bytes:
     # [tag, [entry, ...]] with the entries already packed: an array header, the tag, an
-    # array header, then the entries' bytes verbatim.
+    # array header, then the entries' bytes verbatim. The option map is added per send.
     return bytes(
         packer.pack_array_header(2)
         + packer.pack(tag)
         + packer.pack_array_header(len(entries))
         + b"".join(entries)
     )
+
+
+def _with_chunk(message: bytes, chunk: str) -> bytes:
+    """``message`` ([tag, entries]) as [tag, entries, {"chunk": chunk}]: asks for an ack."""
+    import msgpack
+
+    assert message[0] == 0x92  # fixarray of 2, as _forward writes it
+    return b"\x93" + message[1:] + bytes(msgpack.packb({"chunk": chunk}))
 
 
 def create(options: Options) -> FluentSink:

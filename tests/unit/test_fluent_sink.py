@@ -1,7 +1,8 @@
-"""The Fluent sink's own logic: Forward-mode packing, EventTime, a bounded buffer, counted drops.
+"""The Fluent sink's own logic: Forward-mode packing, EventTime, acks, a bounded buffer,
+counted drops, and peers that refuse, stall or reset the connection.
 
-The peer here is a local socket that decodes msgpack; that the real Collector accepts these
-messages is checked in tests/integration/test_logs_fluent.py.
+The peer here is a local socket that decodes msgpack and acks as Fluentd does; that the real
+Collector accepts these messages is checked in tests/integration/test_logs_fluent.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from glmtrace._internal.config import FluentOptions, Options
 from glmtrace._internal.errors import MissingDependencyError
 from glmtrace._internal.fluent_sink import SINK, FluentSink, _messages
 from glmtrace._internal.log_sinks import create_log_sink
+from glmtrace._internal.shipper import BackgroundShipper
 from glmtrace._internal.stats import STATS
 
 
@@ -47,13 +49,17 @@ def counts() -> dict[str, int]:
 
 
 class Receiver:
-    """A local forward-protocol reader: collects (tag, seconds, nanos, record) tuples."""
+    """A local forward-protocol reader: collects (tag, seconds, nanos, record) tuples, acks
+    each message that asks for it; ``reset_after`` messages it resets the connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, reset_after: int | None = None) -> None:
         self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.server.bind(("127.0.0.1", port))
         self.server.listen(8)
         self.port = self.server.getsockname()[1]
+        self.reset_after = reset_after
+        self.messages = 0
         self.events: list[tuple[str, int, int, dict[str, Any]]] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -71,10 +77,20 @@ class Receiver:
         with conn:
             while data := conn.recv(65536):
                 unpacker.feed(data)
-                for tag, entries in unpacker:
+                for tag, entries, *option in unpacker:
+                    if self.reset_after is not None and self.messages >= self.reset_after:
+                        # RST mid-stream: this message is lost, its sender must resend it.
+                        conn.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+                        self.reset_after = None
+                        return
+                    self.messages += 1
                     for when, record in entries:
                         seconds, nanos = struct.unpack(">II", when.data)
                         self.events.append((tag, seconds, nanos, record))
+                    if option and "chunk" in option[0]:
+                        conn.sendall(msgpack.packb({"ack": option[0]["chunk"]}))
 
     def close(self) -> None:
         self.server.close()
@@ -95,9 +111,8 @@ def wait_for(condition: Any, timeout: float = 5.0) -> None:
 
 
 def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without fluent-logger, init() gets MissingDependencyError naming glmtrace[fluent]."""
-    monkeypatch.setitem(sys.modules, "fluent", None)
-    monkeypatch.setitem(sys.modules, "fluent.sender", None)
+    """Without msgpack, init() gets MissingDependencyError naming glmtrace[fluent]."""
+    monkeypatch.setitem(sys.modules, "msgpack", None)
     with pytest.raises(MissingDependencyError, match=r"glmtrace\[fluent\]"):
         create_log_sink("fluent", Options(fluent=FluentOptions()))
 
@@ -129,23 +144,21 @@ def test_large_batches_split_into_bounded_messages() -> None:
     assert all(len(m) <= 1024 * 1024 + 60_000 for _, m in messages)
 
 
-def test_peer_down_buffers_then_delivers_when_back() -> None:
-    """A refused connection keeps the batch buffered; it goes out first when the peer returns."""
+def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return int(s.getsockname()[1])  # closed again when the block ends: refused
+
+
+def test_peer_down_buffers_then_delivers_when_back() -> None:
+    """A refused connection keeps the batch buffered; it goes out first when the peer returns."""
+    port = closed_port()
     sink = FluentSink(FluentOptions(port=port), timeout=0.5)
     sink([doc(0), doc(1)])
     assert sink.buffered == 2 and counts() == {}
-    receiver = Receiver.__new__(Receiver)
-    receiver.server = socket.socket()
-    receiver.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    receiver.server.bind(("127.0.0.1", port))
-    receiver.server.listen(8)
-    receiver.port, receiver.events = port, []
-    receiver.thread = threading.Thread(target=receiver._serve, daemon=True)
-    receiver.thread.start()
+    receiver = Receiver(port)
     try:
+        sink._retry_at = 0.0  # the backoff is over
         sink([doc(2)])
         wait_for(lambda: len(receiver.events) == 3)
         assert [r["log.id"] for *_, r in receiver.events] == ["id-0", "id-1", "id-2"]
@@ -157,18 +170,15 @@ def test_peer_down_buffers_then_delivers_when_back() -> None:
 
 def test_buffer_is_bounded_and_overflow_is_counted() -> None:
     """With the peer down the buffer never passes bufmax (plus one message); drops counted."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sink = FluentSink(FluentOptions(port=port), timeout=0.2, bufmax=20_000)
+    sink = FluentSink(FluentOptions(port=closed_port()), timeout=0.2, bufmax=20_000)
     for b in range(40):
         sink([doc(i, **{"labels.pad": "x" * 100}) for i in range(b * 10, b * 10 + 10)])
-        assert len(sink._sender.pendings or b"") <= 20_000 + 3_000
+        assert sink._pending_bytes <= 20_000 + 3_000
     c = counts()
     assert c["dropped"] > 0
     assert c["dropped"] + sink.buffered == 400
-    sink.close()
-    assert counts()["dropped"] == 400  # close() could not deliver the rest either
+    assert not sink.finish(0.5)
+    assert counts()["dropped"] == 400  # the last attempt could not deliver the rest either
 
 
 def test_black_holed_peer_costs_one_timeout_per_batch() -> None:
@@ -198,3 +208,50 @@ def test_closed_sink_counts_late_batches_as_dropped() -> None:
     sink.close()
     sink([doc(0)])
     assert counts() == {"dropped": 1}
+
+
+def test_reset_mid_stream_loses_nothing(receiver: Receiver) -> None:
+    """A peer that resets the connection before acking: the message is sent again, whole,
+    on a new connection; nothing is counted exported that the peer did not take."""
+    receiver.reset_after = 1
+    sink = FluentSink(FluentOptions(port=receiver.port), timeout=2.0)
+    sink([doc(0)])
+    sink([doc(1)])  # read, then the connection is reset: no ack
+    assert counts() == {"exported": 1} and sink.buffered == 1
+    sink._retry_at = 0.0  # the backoff is over
+    sink([doc(2)])
+    wait_for(lambda: len(receiver.events) == 3)
+    assert [r["log.id"] for *_, r in receiver.events] == ["id-0", "id-1", "id-2"]
+    assert counts() == {"exported": 3}
+    assert sink.finish(1.0)
+
+
+def test_unpackable_values_are_repaired_not_fatal(receiver: Receiver) -> None:
+    """A lone surrogate or a 5000-digit integer costs neither the batch nor the shipper."""
+    sink = FluentSink(FluentOptions(port=receiver.port))
+    sink([doc(0), doc(1, message="file \udcff.txt"), doc(2, **{"labels.n": 10**5000})])
+    wait_for(lambda: len(receiver.events) == 3)
+    records = [r for *_, r in receiver.events]
+    assert records[1]["message"] == "file \ufffd.txt"
+    assert int(records[2]["labels.n"], 16) == 10**5000
+    assert counts() == {"exported": 3}
+    sink.close()
+
+
+def test_stalled_peer_at_shutdown_every_record_is_accounted_for() -> None:
+    """A peer that accepts and never reads: shutdown says False and every record is either
+    exported (acked) or counted dropped; none is silently left in a buffer."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        sink = FluentSink(FluentOptions(port=server.getsockname()[1]), timeout=0.3)
+        shipper = BackgroundShipper(SINK, sink, max_batch=100)
+        for i in range(2000):
+            shipper.submit(doc(i, **{"labels.pad": "x" * 500}))
+        assert not shipper.shutdown(2.0)
+        c = counts()
+        assert c.get("exported", 0) + c.get("dropped", 0) == 2000
+    finally:
+        server.close()
