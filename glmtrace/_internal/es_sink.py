@@ -150,12 +150,15 @@ class ElasticsearchSink:
                 self._to_spool(batch, replay=not self._closed)
                 return
             self._inflight = batch
-        left = self._deliver(batch, "exported", now + self.retry_seconds)
-        with self._lock:
-            abandoned = self._inflight is not batch  # spilled by close() meanwhile
-            self._inflight = None
-            if left and not abandoned:
-                self._to_spool(left, replay=not self._closed)
+        left: list[dict[str, Any]] = []  # a glmtrace bug raises: the shipper counts the batch
+        try:
+            left = self._deliver(batch, "exported", now + self.retry_seconds)
+        finally:
+            with self._lock:
+                abandoned = self._inflight is not batch  # spilled by finish() meanwhile
+                self._inflight = None
+                if left and not abandoned:
+                    self._to_spool(left, replay=not self._closed)
         if not left and time.monotonic() - now > self.slow_seconds:
             # Slower than the program logs: overflow to disk for a while (see module doc).
             self._slow_until = time.monotonic() + 10 * self.slow_seconds
