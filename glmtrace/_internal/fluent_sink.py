@@ -48,8 +48,10 @@ class FluentSink:
     """``sink(batch)`` sends ECS documents over the Fluent forward protocol; never raises."""
 
     def __init__(
-        self, fluent: FluentOptions, *, timeout: float = 1.0, bufmax: int = 8 * 1024 * 1024
+        self, fluent: FluentOptions, *, timeout: float = 5.0, bufmax: int = 8 * 1024 * 1024
     ) -> None:
+        # ``timeout`` bounds one attempt (connect, send, ack); the Collector acks a chunk only
+        # once its pipeline took it, which can take longer than a send.
         try:
             import msgpack  # noqa: F401 - fail at init(), not in a background thread
         except ImportError:

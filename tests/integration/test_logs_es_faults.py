@@ -76,7 +76,8 @@ def test_one_bad_value_costs_no_other_record(elasticsearch: Elasticsearch, tmp_p
     sink._down_until = time.monotonic() + 60  # known down: the next batch goes to the spool
     sink(batch[100:])
     assert counts()["spooled"] == 100
-    assert sink.finish(60)
+    sink.close(60)
+    assert sink.spool.is_empty()
     assert elasticsearch.count(stream) == 200
     hit = elasticsearch.search(stream, {"term": {"_id": f"{run}-103"}})[0]
     assert hit["message"] == "from \ufffd.txt"
@@ -91,12 +92,14 @@ def test_write_block_keeps_records_until_lifted(
     run = uuid.uuid4().hex
     sink([doc(run, 0)])
     elasticsearch.ok("PUT", f"{stream}/_settings", {"index.blocks.write": True})
+    sink._slow_until = 0.0  # creating the index was slow; send this batch directly anyway
     try:
         sink([doc(run, i) for i in range(1, 501)])
         assert counts().get("spooled") == 500 and "dropped" not in counts()
     finally:
         elasticsearch.ok("PUT", f"{stream}/_settings", {"index.blocks.write": False})
-    assert sink.finish(60)
+    sink.close(60)
+    assert sink.spool.is_empty()
     assert elasticsearch.count(stream) == 501
     assert "dropped" not in counts()
 
@@ -112,12 +115,14 @@ def test_closed_write_index_keeps_records_until_reopened(
     # itself where the cluster has no data streams module): the newest is written to.
     write_index = sorted(elasticsearch.ok("GET", f"{stream}/_settings"))[-1]
     elasticsearch.ok("POST", f"{write_index}/_close")
+    sink._slow_until = 0.0  # creating the index was slow; send this batch directly anyway
     try:
         sink([doc(run, i) for i in range(1, 501)])
         assert counts().get("spooled") == 500 and "dropped" not in counts()
     finally:
         elasticsearch.ok("POST", f"{write_index}/_open?wait_for_active_shards=1")
-    assert sink.finish(60)
+    sink.close(60)
+    assert sink.spool.is_empty()
     assert elasticsearch.count(stream) == 501
 
 
@@ -130,7 +135,8 @@ def test_user_extra_that_remaps_a_core_field_loses_no_record(
     run = uuid.uuid4().hex
     sink([doc(run, 0, **{"labels.session_id": 5})])
     sink([doc(run, i, **{"labels.session_id": f"s-{run}"}) for i in range(1, 401)])
-    assert sink.finish(60)
+    sink.close(60)
+    assert sink.spool.is_empty()
     assert elasticsearch.count(stream) == 401
     assert "dropped" not in counts()
     hit = elasticsearch.search(stream, {"term": {"_id": f"{run}-9"}})[0]
