@@ -43,9 +43,9 @@ def test_api_before_init_is_a_noop() -> None:
 
 
 def test_missing_extra_raises_and_leaves_nothing_running(tmp_path: object) -> None:
-    """logs='fluent' without fluent-logger raises MissingDependencyError; no thread stays."""
+    """logs='fluent' without msgpack raises MissingDependencyError; no thread stays."""
     code = (
-        "import sys, threading; sys.modules['fluent'] = None\n"
+        "import sys, threading; sys.modules['msgpack'] = None\n"
         "import glmtrace\n"
         "try:\n"
         "    glmtrace.init(logs='fluent', traces='none')\n"
