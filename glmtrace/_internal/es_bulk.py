@@ -238,3 +238,32 @@ def send(client: Elasticsearch, docs: list[dict[str, Any]], body: bytes) -> Outc
     # A response with fewer items than documents: resend the rest (create is idempotent).
     outcome.retry.extend(docs[len(items) :])
     return outcome
+
+
+def send_repairing(client: Elasticsearch, index: str, docs: list[dict[str, Any]]) -> Outcome:
+    """Send ``docs`` in ``_bulk`` bodies; a rejected document is repaired and resent.
+
+    First without the field the mapping refused (kept as text, :func:`repaired`), then cut
+    to its core fields (:func:`core`); ``rejected`` holds what no repair got in, with
+    Elasticsearch's reason. Request-level errors propagate.
+    """
+    total = Outcome()
+    pending, attempt = docs, 0
+    while pending:
+        rejected: list[tuple[dict[str, Any], str]] = []
+        for part, body in chunks(index, pending):
+            outcome = send(client, part, body)
+            total.delivered += outcome.delivered
+            total.retry += outcome.retry
+            rejected += outcome.rejected
+        pending = []
+        for doc, reason in rejected:
+            fixed = repaired(doc, reason) if attempt < 3 else None
+            if fixed is None and "labels.glmtrace_rejected" not in doc:
+                fixed = core(doc)
+            if fixed is None:
+                total.rejected.append((doc, reason))
+            else:
+                pending.append(fixed)
+        attempt += 1
+    return total

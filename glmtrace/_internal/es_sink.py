@@ -14,13 +14,10 @@ logs (a cold node, a busy cluster, a burst): when one direct request takes longe
 (a fraction of a bulk request's cost) and the replayer ships them, so the bounded queue drains
 instead of dropping; only the disk bound (``spool_max_bytes``) can cause drops.
 
-At shutdown (:meth:`ElasticsearchSink.spill`, :meth:`ElasticsearchSink.close`) whatever cannot
+At shutdown (:meth:`~ElasticsearchSink.spill`, :meth:`~ElasticsearchSink.finish`) what cannot
 be sent within the deadline goes to the spool, never away; the next process replays it.
-
-Only a document's own fault (a value its mapping refuses) loses anything, and first the
-offending field is moved into a text label, then the document is cut to its core fields;
-cluster states (a write block, a closed index, 429, 5xx) keep the documents in the spool
-until they pass.
+Cluster states (a write block, a closed index, 429, 5xx) keep documents in the spool until
+they pass; only a document's own fault loses anything, after repairs (es_bulk.send_repairing).
 
 Counters (``glmtrace.stats()["logs-elasticsearch"]``): exported, spooled, replayed, dropped,
 ``quarantined`` (spool lines that could not be replayed, kept in ``quarantine.bad``) and
@@ -29,7 +26,6 @@ Counters (``glmtrace.stats()["logs-elasticsearch"]``): exported, spooled, replay
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -47,8 +43,6 @@ from .stats import STATS
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
-
-log = logging.getLogger("glmtrace")
 
 SINK = "logs-elasticsearch"
 # Past this fill of the in-memory queue the program logs faster than Elasticsearch takes in;
@@ -87,7 +81,7 @@ class ElasticsearchSink:
         self.spool = Spool(
             spool_folder,
             spool_max_bytes,
-            on_drop=self._spool_dropped,
+            on_drop=lambda n: STATS.add(SINK, "dropped", n),
             on_bad=lambda n: STATS.add(SINK, "quarantined", n),
             valid=es_bulk.valid,
         )
@@ -193,9 +187,6 @@ class ElasticsearchSink:
             self._closing = True
             return self._to_spool(batch, replay=False)
 
-    def _spool_dropped(self, n: int) -> None:
-        STATS.add(SINK, "dropped", n)
-
     # ------------------------------------------------------------------ delivery
 
     def _deliver(
@@ -249,32 +240,17 @@ class ElasticsearchSink:
         return self.replay_client if event == "replayed" else self.client
 
     def _send_chunks(self, docs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
-        """Send ``docs``; returns those to retry. A rejected document is repaired and resent:
-        first without the field the mapping refused (kept as text), then cut to its core
-        fields; what is still refused is dropped and counted with its reason."""
-        retry: list[dict[str, Any]] = []
-        pending, attempt = docs, 0
-        while pending:
-            rejected: list[tuple[dict[str, Any], str]] = []
-            for part, body in es_bulk.chunks(self.es.data_stream, pending):
-                outcome = es_bulk.send(self._client_for(event), part, body)
-                STATS.add(SINK, event, len(outcome.delivered))
-                retry.extend(outcome.retry)
-                rejected.extend(outcome.rejected)
-            if rejected:
-                warn_once("es:rejected", "Elasticsearch rejected log documents: %s", rejected[0][1])
-            pending = []
-            for doc, reason in rejected:
-                fixed = es_bulk.repaired(doc, reason) if attempt < 3 else None
-                if fixed is None and "labels.glmtrace_rejected" not in doc:
-                    fixed = es_bulk.core(doc)
-                if fixed is None:
-                    STATS.add(SINK, "dropped")
-                    STATS.add(SINK, f"rejected:{reason.split(':', 1)[0]}")
-                else:
-                    pending.append(fixed)
-            attempt += 1
-        return retry
+        """Send ``docs`` (see :func:`es_bulk.send_repairing`); returns those to retry."""
+        outcome = es_bulk.send_repairing(self._client_for(event), self.es.data_stream, docs)
+        STATS.add(SINK, event, len(outcome.delivered))
+        if outcome.rejected:
+            warn_once(
+                "es:rejected", "Elasticsearch rejected log documents: %s", outcome.rejected[0][1]
+            )
+        for _, reason in outcome.rejected:
+            STATS.add(SINK, "dropped")
+            STATS.add(SINK, f"rejected:{reason.split(':', 1)[0]}")
+        return outcome.retry
 
     def _ensure_template(self) -> None:
         if self._template_done:

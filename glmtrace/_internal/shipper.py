@@ -4,9 +4,10 @@ The caller's thread only appends to a deque: it never waits on I/O. When the que
 new items are dropped and counted. After ``os.fork`` the child gets a fresh lock, an empty
 queue (the parent ships its own items) and a new thread on first use.
 
-A sink that can keep items on disk (:class:`Spilling`) is closed by its shipper at shutdown:
-half the deadline goes to sending, then what is still queued is handed to the sink's
-``spill`` instead of being dropped, and the sink gets the rest of the deadline to finish.
+A sink that can take over what is left (:class:`Spilling`: to disk, or for a last send) is
+finished by its shipper at shutdown: half the deadline goes to sending, then what is still
+queued is handed to the sink's ``spill`` instead of being dropped, and the sink gets the rest
+of the deadline to finish.
 
 glmtrace's own threads run outside the user's traces (:func:`quiet_thread`).
 """
@@ -33,10 +34,10 @@ _live: weakref.WeakSet[BackgroundShipper[object]] = weakref.WeakSet()
 
 @runtime_checkable
 class Spilling(Protocol):
-    """A sink that keeps items on disk rather than lose them at shutdown."""
+    """A sink that takes over what is left at shutdown rather than lose it."""
 
     def spill(self, batch: list[Any]) -> int:
-        """Store ``batch`` without waiting on the network; returns how many were kept (the
+        """Take ``batch`` without waiting on the network; returns how many were kept (the
         sink counts them, and the rest as dropped)."""
 
     def finish(self, timeout: float) -> bool:
