@@ -90,6 +90,10 @@ class FluentSink:
             self._buffer(batch)
             if time.monotonic() >= self._retry_at:
                 self._drain(time.monotonic() + self.timeout)
+            if self._closed:  # finish() gave up waiting for this send: count what is left
+                STATS.add(SINK, "dropped", self.buffered)
+                self._pending.clear()
+                self._pending_bytes = 0
 
     def spill(self, batch: list[dict[str, Any]]) -> int:
         """At shutdown: take what the shipper still holds, for :meth:`finish` to send."""

@@ -225,19 +225,31 @@ class Spool:
     def read(self, segment: Path) -> list[dict[str, Any]]:
         """The documents of a claimed segment; bad lines are moved to the quarantine file."""
         documents: list[dict[str, Any]] = []
+        good: list[bytes] = []
         bad: list[bytes] = []
         with open(segment, "rb") as f:
             for line in f:
+                line = line if line.endswith(b"\n") else line + b"\n"
                 try:
                     doc = json.loads(line)
                 except ValueError:  # torn by a crash mid-write, or not JSON at all
                     doc = None
                 if doc is not None and self._valid(doc):
                     documents.append(doc)
+                    good.append(line)
                 else:
-                    bad.append(line if line.endswith(b"\n") else line + b"\n")
+                    bad.append(line)
         if bad:
             self._quarantine(bad)
+            # Rewritten without them, so that reading it again (a replay resumed after an
+            # outage) neither counts nor quarantines them twice.
+            rewrite = self.folder / f"rewrite-{os.getpid()}"
+            fd = os.open(rewrite, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"".join(good))
+            finally:
+                os.close(fd)
+            os.replace(rewrite, segment)
         return documents
 
     def _quarantine(self, lines: list[bytes]) -> None:

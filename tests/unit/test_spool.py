@@ -222,3 +222,20 @@ def test_full_disk_leaves_no_torn_line_and_counts_exactly(tmp_path: Path) -> Non
     lines = data.splitlines()
     assert data.endswith(b"\n") and all(json.loads(line) for line in lines)
     assert len(lines) + dropped == 40 * 30
+
+
+def test_a_segment_read_twice_quarantines_its_bad_lines_once(tmp_path: Path) -> None:
+    """A replay resumed after an outage reads its segment again: bad lines count once."""
+    bad: list[int] = []
+    spool = Spool(tmp_path, 10_000_000, on_bad=bad.append)
+    spool.append(docs(0, 2))
+    spool.close()
+    (segment,) = tmp_path.iterdir()
+    with open(segment, "ab") as f:
+        f.write(b"not json\n")
+    claimed = spool.claim_oldest()
+    assert claimed is not None
+    assert len(spool.read(claimed)) == 2
+    assert len(spool.read(claimed)) == 2
+    assert bad == [1]
+    assert (tmp_path / "quarantine.bad").read_bytes() == b"not json\n"
