@@ -1,0 +1,18 @@
+"""The shipped Jaeger configuration (exporters/jaeger/config.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG = Path(__file__).resolve().parents[2] / "exporters" / "jaeger" / "config.yaml"
+
+
+def test_jaeger_does_not_trace_itself() -> None:
+    """Jaeger's own telemetry traces are off: no self-export to :4317 delaying its shutdown."""
+    config: dict[str, Any] = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    traces = config["service"]["telemetry"].get("traces") or {}
+    assert traces.get("level") == "none"
+    assert not traces.get("processors")
