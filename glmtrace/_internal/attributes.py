@@ -121,7 +121,7 @@ def tensor_summary(value: Any) -> dict[str, Any] | None:
     return None
 
 
-def _short_repr(value: Any) -> str:
+def short_repr(value: Any) -> str:
     try:
         return _repr.repr(value)
     except Exception:
@@ -160,7 +160,7 @@ def _jsonable(
     if id(value) in seen:
         return "<cycle>"
     if depth >= _MAX_DEPTH or budget[0] <= 0:
-        return _short_repr(value)
+        return short_repr(value)
     inner = seen | {id(value)}
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
@@ -168,7 +168,7 @@ def _jsonable(
             if i >= _MAX_ITEMS or budget[0] <= 0:
                 out["..."] = f"{len(value) - i} more"
                 break
-            key = k if isinstance(k, str) else _short_repr(k)
+            key = k if isinstance(k, str) else short_repr(k)
             secret = limits.is_secret(key)
             out[key] = REDACTED if secret else _jsonable(v, limits, depth + 1, inner, budget)
         return out
@@ -180,7 +180,7 @@ def _jsonable(
                 break
             out_list.append(_jsonable(v, limits, depth + 1, inner, budget))
         return out_list
-    return _short_repr(value)
+    return short_repr(value)
 
 
 def _homogeneous(items: list[Any]) -> bool:
@@ -211,7 +211,7 @@ def coerce(value: Any, limits: Limits) -> AttributeValue:
     try:
         text = json.dumps(jsonable(value, limits), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        text = _short_repr(value)
+        text = short_repr(value)
     return truncate(text, limits.max_length)
 
 
@@ -222,7 +222,7 @@ def coerce_attributes(
     items = attributes.items() if isinstance(attributes, Mapping) else attributes
     out: dict[str, AttributeValue] = {}
     for key, value in items:
-        name = key if isinstance(key, str) else _short_repr(key)
+        name = key if isinstance(key, str) else short_repr(key)
         if value is None:
             continue
         out[name] = REDACTED if limits.is_secret(name) else coerce(value, limits)

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span
 
+from . import capture
 from .attributes import AttributeValue, Limits
 from .config import Options, resolve
 from .errors import GlmtraceError
@@ -114,8 +115,6 @@ class Runtime:
         self._closers: list[Callable[[float], None]] = []
         self._lock = threading.RLock()
         self._started = False
-        self._root_level: int | None = None  # the root logger's level before init lowered it
-        self._quieted: list[tuple[logging.Handler, int]] = []
         self._atexit = False
         self._threading_instrumented = False
         self._parts: list[Part] = []
@@ -219,18 +218,8 @@ class Runtime:
             )
             handler.setLevel(level)
             self._handlers.append(handler)
-        root = logging.getLogger()
         for added in self._handlers:
-            root.addHandler(added)
-        if self._handlers and root.level > level:
-            # Lower the root level so INFO records exist for glmtrace's handlers, but raise the
-            # user's own root handlers to the old level: what they print does not change.
-            self._root_level = root.level
-            for existing in root.handlers:
-                if existing not in self._handlers and existing.level < root.level:
-                    self._quieted.append((existing, existing.level))
-                    existing.setLevel(root.level)
-            root.setLevel(level)
+            capture.capture(added)
 
     def _instrument_threading(self) -> None:
         if self._threading_instrumented:
@@ -264,7 +253,8 @@ class Runtime:
             processors, closers = self._span_processors, self._closers
             self.tracer, self._provider, self._shippers, self._handlers = None, None, [], []
             self._span_processors, self._closers = [], []
-            self._restore_root_logger(handlers)
+            for handler in handlers:
+                capture.release(handler)
             options = self.options
 
             def stop() -> bool:
@@ -292,16 +282,6 @@ class Runtime:
             uninstall_record_factory()
             _sigterm_handler(install=False)
             return done
-
-    def _restore_root_logger(self, handlers: list[logging.Handler]) -> None:
-        root = logging.getLogger()
-        for handler in handlers:
-            root.removeHandler(handler)
-        if self._root_level is not None:
-            root.setLevel(self._root_level)
-            for handler, level in self._quieted:
-                handler.setLevel(level)
-        self._root_level, self._quieted = None, []
 
     def _budget(self, timeout: float | None) -> float:
         if timeout is not None:

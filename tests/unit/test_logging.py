@@ -32,7 +32,7 @@ def captured() -> Capture:
 
 
 def test_records_inside_a_span_carry_ecs_and_otel_ids(local_store: Path, captured: Capture) -> None:
-    """Inside a span: trace.id/span.id and otelTraceID/otelSpanID; outside: absent."""
+    """Inside a span: trace.id/span.id and otelTraceID/otelSpanID; outside: empty strings."""
     with glmtrace.span("work") as span:
         log.info("inside")
     log.info("outside")
@@ -40,7 +40,21 @@ def test_records_inside_a_span_carry_ecs_and_otel_ids(local_store: Path, capture
     assert inside.__dict__["trace.id"] == inside.otelTraceID == span.trace_id
     assert inside.__dict__["span.id"] == inside.otelSpanID == span.span_id
     for name in ("trace.id", "span.id", "otelTraceID", "otelSpanID"):
-        assert name not in outside.__dict__
+        assert outside.__dict__[name] == ""
+
+
+def test_format_naming_trace_id_works_outside_a_span(local_store: Path, captured: Capture) -> None:
+    """'%(trace.id)s' formats inside and outside spans; the stored document omits empty ids."""
+    formatter = logging.Formatter("[%(trace.id)s/%(span.id)s] %(message)s")
+    with glmtrace.span("work") as span:
+        log.info("inside")
+    log.info("outside")
+    inside, outside = (formatter.format(r) for r in captured.records)
+    assert inside == f"[{span.trace_id}/{span.span_id}] inside"
+    assert outside == "[/] outside"
+    glmtrace.force_flush()
+    (document,) = [d for d in Store(local_store).all_logs() if d["message"] == "outside"]
+    assert "trace.id" not in document and "span.id" not in document
 
 
 def test_formatter_can_print_trace_id(local_store: Path, captured: Capture) -> None:
@@ -169,3 +183,43 @@ def test_one_record_reaches_every_sink(tmp_path: Path) -> None:
         assert fluent_seen() - before == 1
     finally:
         glmtrace.shutdown()
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def test_hostile_records_are_repaired_not_lost(local_store: Path) -> None:
+    """An int key in extra, an argument and an exception whose __str__ raises: all stored."""
+    root = logging.getLogger()
+    pytest_handlers = root.handlers[:]  # pytest's capture handlers raise on such records
+    for handler in pytest_handlers:
+        root.removeHandler(handler)
+    try:
+        log.warning("value %s", _Unprintable())
+        log.warning("numbered", extra={1: "one"})
+        try:
+            raise _UnprintableError
+        except _UnprintableError:
+            log.exception("failed")
+    finally:
+        for handler in pytest_handlers:
+            root.addHandler(handler)
+    glmtrace.force_flush()
+    docs = {d["log.origin.file.line"]: d for d in Store(local_store).all_logs()}
+    assert len(docs) == 3, docs
+    first, second, third = (docs[k] for k in sorted(docs))
+    assert first["message"].startswith("'value %s' %")
+    assert second["labels.1"] == "one"
+    assert third["error.type"] == "_UnprintableError"
+    assert "str() failed" in third["error.message"]
+    assert "dropped" not in glmtrace.stats().get("logs-local", {})
