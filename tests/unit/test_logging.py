@@ -223,3 +223,18 @@ def test_hostile_records_are_repaired_not_lost(local_store: Path) -> None:
     assert third["error.type"] == "_UnprintableError"
     assert "str() failed" in third["error.message"]
     assert "dropped" not in glmtrace.stats().get("logs-local", {})
+
+
+def test_url_passwords_are_scrubbed_from_logs_errors_and_attributes(local_store: Path) -> None:
+    """postgres://bob:hunter2@... never reaches the store: message, exception, attribute."""
+    try:
+        with glmtrace.span("query", {"dsn": "postgres://bob:hunter2@db:5432/x"}):
+            log.warning("connecting to %s", "postgres://bob:hunter2@db:5432/x")
+            raise ConnectionError("https://user:hunter2@host/ refused")
+    except ConnectionError:
+        log.exception("gave up on https://user:hunter2@host/")
+    glmtrace.force_flush()
+    store = Store(local_store)
+    everything = repr(store.all_logs()) + repr(store.all_spans())
+    assert "hunter2" not in everything
+    assert "postgres://[REDACTED]@db:5432/x" in everything
