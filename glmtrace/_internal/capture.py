@@ -70,7 +70,9 @@ def capture(handler: logging.Handler) -> None:
             _previous = logging.Logger.callHandlers
             logging.Logger.callHandlers = _call_handlers  # type: ignore[method-assign]
         root = logging.getLogger()
-        wanted = min(h.level for h in _handlers)
+        # One below the level wanted: no program sets such a level, so a root level that
+        # differs from it later (``basicConfig(level=INFO)`` after init()) is the program's.
+        wanted = min(h.level for h in _handlers) - 1
         if root.level > wanted:
             if _saved_root_level is None or root.level != _lowered_to:
                 _saved_root_level = root.level

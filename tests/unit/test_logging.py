@@ -238,3 +238,24 @@ def test_url_passwords_are_scrubbed_from_logs_errors_and_attributes(local_store:
     everything = repr(store.all_logs()) + repr(store.all_spans())
     assert "hunter2" not in everything
     assert "postgres://[REDACTED]@db:5432/x" in everything
+
+
+def test_root_level_set_after_init_is_the_programs(tmp_path: Path) -> None:
+    """basicConfig(level=INFO) after init() makes the program's root handlers print INFO."""
+    root = logging.getLogger()
+    console = Capture()
+    root.addHandler(console)
+    old_level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        glmtrace.init(store=tmp_path / "l.db")
+        logging.getLogger("lib").info("hidden")
+        root.setLevel(logging.INFO)  # what logging.basicConfig(level=logging.INFO) does
+        logging.getLogger("lib").info("shown")
+        assert [r.getMessage() for r in console.records] == ["shown"]
+        glmtrace.shutdown()
+        assert root.level == logging.INFO  # the program's choice stays
+    finally:
+        glmtrace.shutdown()
+        root.removeHandler(console)
+        root.setLevel(old_level)
