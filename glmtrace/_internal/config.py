@@ -93,6 +93,9 @@ class Options:
             for f in fields(self)
             if f.name not in ("elasticsearch", "fluent", "redact_keys")
         }
+        if self.service_name == Options.service_name:
+            # Unnamed: the child reads its name where the parent did (OTEL_RESOURCE_ATTRIBUTES).
+            del args["service_name"]
         args["logs"] = list(self.logs)
         args["headers"] = dict(self.headers)
         args["resource_attributes"] = dict(self.resource_attributes)

@@ -28,7 +28,7 @@ def test_task_never_waits_for_a_flush(traced: Traced, monkeypatch: pytest.Monkey
 
 
 POOL = """
-import json, sys
+import json, os, sys
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
 import glmtrace
@@ -38,7 +38,8 @@ def work(i):
         return i * i
 
 if __name__ == "__main__":
-    glmtrace.init(service_name="pool", store="pool.db")
+    os.environ["OTEL_RESOURCE_ATTRIBUTES"] = "service.name=from-env"  # inherited by workers
+    glmtrace.init(store="pool.db")
     context = multiprocessing.get_context(sys.argv[1])
     with glmtrace.span("fan-out") as parent:
         with ProcessPoolExecutor(2, mp_context=context) as pool:
@@ -52,14 +53,17 @@ if __name__ == "__main__":
         "tasks": sorted(s["attributes"]["i"] for s in tasks),
         "parents": sorted({s["parent_span_id"] for s in tasks}),
         "parent": parent.span_id,
+        "services": sorted({s["service_name"] for s in spans}),
     }))
 """
 
 
 @pytest.mark.parametrize("method", sorted(multiprocessing.get_all_start_methods()))
 def test_worker_spans_arrive_when_the_pool_shuts_down(tmp_path: Path, method: str) -> None:
-    """Every task span of a ProcessPoolExecutor reaches the store, under the caller's span."""
+    """Every task span of a ProcessPoolExecutor reaches the store, under the caller's span,
+    named like the caller's service."""
     result = run_traced(POOL.replace("sys.argv[1]", repr(method)), tmp_path)
     assert result["results"] == [i * i for i in range(6)]
     assert result["tasks"] == list(range(6))
     assert result["parents"] == [result["parent"]]
+    assert result["services"] == ["from-env"]
