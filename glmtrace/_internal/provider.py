@@ -37,6 +37,8 @@ class ProxyProvider(trace.TracerProvider):
 
     def __getattr__(self, name: str) -> Any:
         # add_span_processor, force_flush, resource, ... of the SDK provider behind.
+        if name == "provider":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
         return getattr(self.provider, name)
 
 
