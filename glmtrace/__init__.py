@@ -64,17 +64,19 @@ def init(
     es_verify_certs: bool | None = None,
     fluent_host: str | None = None,
     fluent_port: int | None = None,
+    resource_attributes: Mapping[str, str | bool | int | float] | None = None,
     exporter: SpanExporter | None = None,
 ) -> Options:
     """Start tracing. Every argument also has an environment variable; arguments win.
 
     With no endpoint configured, spans and logs go to the local store
     (``./.glmtrace/glmtrace.db``, ``GLMTRACE_STORE``) that the ``glmtrace`` CLI reads.
-    ``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_ENDPOINT`` and ``OTEL_TRACES_SAMPLER`` are
-    honoured. Calling ``init()`` again with the same settings does nothing; with other
+    ``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_TRACES_SAMPLER`` and
+    ``OTEL_RESOURCE_ATTRIBUTES`` are honoured; ``resource_attributes`` adds to (and wins over)
+    the latter. Calling ``init()`` again with the same settings does nothing; with other
     settings it flushes and restarts. ``exporter`` adds any OpenTelemetry ``SpanExporter``.
 
-    Raises :class:`ConfigError` naming the bad value and the fix.
+    Raises :class:`ConfigError` naming the bad argument or environment variable and the fix.
 
     Example::
 

@@ -25,11 +25,16 @@ AttributeValue = str | bool | int | float | tuple[str, ...] | tuple[int, ...] | 
 
 _MAX_DEPTH = 6
 _MAX_ITEMS = 64
+# Total containers and items one value may make coercion visit: shared references multiply
+# the work (64 wide x 4 deep is 16 million visits) while depth and width stay within bounds.
+_MAX_NODES = 2048
+_INT64 = (-(2**63), 2**63 - 1)
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _repr = reprlib.Repr()
 _repr.maxstring = 80
 _repr.maxother = 80
+_repr.maxlevel = 3
 
 
 @dataclass(frozen=True)
@@ -62,17 +67,47 @@ _CREDENTIALS = re.compile(
     r"(?i)\b(bearer|basic|apikey)\s+[A-Za-z0-9._~+/=-]{6,}"
     r"|\b(password|passwd|secret|token|api[_-]?key)(\s*[=:]\s*)(\"[^\"]*\"|'[^']*'|\S+)"
 )
+# The userinfo of any URL (postgres://bob:hunter2@db, https://TOKEN@host): up to its last "@".
+_URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/?#]+@")
 
 
 def scrub(text: str) -> str:
-    """Replace bearer tokens and ``key=value`` credentials inside free text."""
+    """Replace bearer tokens, ``key=value`` credentials and URL userinfo inside free text."""
 
     def repl(m: re.Match[str]) -> str:
         if m.group(1):
             return f"{m.group(1)} [REDACTED]"
         return f"{m.group(2)}{m.group(3)}[REDACTED]"
 
-    return _CREDENTIALS.sub(repl, text)
+    return _CREDENTIALS.sub(repl, scrub_urls(text))
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with the userinfo of every URL in it replaced (cheap when there is none)."""
+    if "://" not in text or "@" not in text:
+        return text
+    return _URL_USERINFO.sub(r"\1[REDACTED]@", text)
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a placeholder naming its type when ``__str__`` raises."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__} object: str() failed>"
+
+
+def int_value(value: int) -> int | str:
+    """``value`` when OTLP and Elasticsearch can carry it (64 bits), else its string form.
+
+    Past 4300 digits ``str()`` raises (CPython's conversion limit), so those become hex.
+    """
+    if _INT64[0] <= value <= _INT64[1]:
+        return value
+    try:
+        return str(value)
+    except ValueError:
+        return hex(value)
 
 
 def tensor_summary(value: Any) -> dict[str, Any] | None:
@@ -86,7 +121,7 @@ def tensor_summary(value: Any) -> dict[str, Any] | None:
     return None
 
 
-def _short_repr(value: Any) -> str:
+def short_repr(value: Any) -> str:
     try:
         return _repr.repr(value)
     except Exception:
@@ -97,17 +132,26 @@ def _float(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def jsonable(value: Any, limits: Limits, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
+def jsonable(value: Any, limits: Limits) -> Any:
     """A JSON-serialisable copy of ``value``: bounded, acyclic, secrets redacted."""
-    if value is None or isinstance(value, bool | int):
+    return _jsonable(value, limits, 0, frozenset(), [_MAX_NODES])
+
+
+def _jsonable(
+    value: Any, limits: Limits, depth: int, seen: frozenset[int], budget: list[int]
+) -> Any:
+    budget[0] -= 1
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return int_value(value)
     if isinstance(value, float):
         return _float(value)
     # Strings nested in containers get a smaller share, so one long field cannot crowd
     # the rest of the container out of the (truncated) JSON.
     room = limits.max_length if depth == 0 else max(32, limits.max_length // 8)
     if isinstance(value, str):
-        return truncate(value, room)
+        return truncate(scrub_urls(value), room)
     if isinstance(value, bytes | bytearray | memoryview):
         return truncate(bytes(value).decode("utf-8", errors="replace"), room)
     summary = tensor_summary(value)
@@ -115,33 +159,33 @@ def jsonable(value: Any, limits: Limits, depth: int = 0, seen: frozenset[int] = 
         return summary
     if id(value) in seen:
         return "<cycle>"
-    if depth >= _MAX_DEPTH:
-        return _short_repr(value)
+    if depth >= _MAX_DEPTH or budget[0] <= 0:
+        return short_repr(value)
     inner = seen | {id(value)}
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for i, (k, v) in enumerate(value.items()):
-            if i >= _MAX_ITEMS:
-                out["..."] = f"{len(value) - _MAX_ITEMS} more"
+            if i >= _MAX_ITEMS or budget[0] <= 0:
+                out["..."] = f"{len(value) - i} more"
                 break
-            key = k if isinstance(k, str) else _short_repr(k)
-            out[key] = REDACTED if limits.is_secret(key) else jsonable(v, limits, depth + 1, inner)
+            key = k if isinstance(k, str) else short_repr(k)
+            secret = limits.is_secret(key)
+            out[key] = REDACTED if secret else _jsonable(v, limits, depth + 1, inner, budget)
         return out
     if isinstance(value, list | tuple | set | frozenset):
-        items = list(value)
-        out_list = [jsonable(v, limits, depth + 1, inner) for v in items[:_MAX_ITEMS]]
-        if len(items) > _MAX_ITEMS:
-            out_list.append(f"... {len(items) - _MAX_ITEMS} more")
+        out_list = []
+        for i, v in enumerate(value):
+            if i >= _MAX_ITEMS or budget[0] <= 0:
+                out_list.append(f"... {len(value) - i} more")
+                break
+            out_list.append(_jsonable(v, limits, depth + 1, inner, budget))
         return out_list
-    return _short_repr(value)
+    return short_repr(value)
 
 
 def _homogeneous(items: list[Any]) -> bool:
     kinds = {type(v) for v in items}
     return len(kinds) == 1 and kinds <= {str, int, float, bool}
-
-
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 def coerce(value: Any, limits: Limits) -> AttributeValue:
@@ -150,23 +194,24 @@ def coerce(value: Any, limits: Limits) -> AttributeValue:
         return value
     if isinstance(value, int):
         # OTLP carries 64-bit integers; a bigger one would be dropped with a traceback.
-        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+        number = int_value(value)
+        return truncate(number, limits.max_length) if isinstance(number, str) else number
     if isinstance(value, float):
         return value
     if isinstance(value, str):
-        return truncate(value, limits.max_length)
+        return truncate(scrub_urls(value), limits.max_length)
     if isinstance(value, list | tuple) and value and len(value) <= _MAX_ITEMS:
         items = list(value)
         if _homogeneous(items) and not (
             isinstance(items[0], int) and not all(_INT64[0] <= v <= _INT64[1] for v in items)
         ):
             if isinstance(items[0], str):
-                return tuple(truncate(v, limits.max_length) for v in items)
+                return tuple(truncate(scrub_urls(v), limits.max_length) for v in items)
             return tuple(items)
     try:
         text = json.dumps(jsonable(value, limits), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
-        text = _short_repr(value)
+        text = short_repr(value)
     return truncate(text, limits.max_length)
 
 
@@ -177,7 +222,7 @@ def coerce_attributes(
     items = attributes.items() if isinstance(attributes, Mapping) else attributes
     out: dict[str, AttributeValue] = {}
     for key, value in items:
-        name = key if isinstance(key, str) else _short_repr(key)
+        name = key if isinstance(key, str) else short_repr(key)
         if value is None:
             continue
         out[name] = REDACTED if limits.is_secret(name) else coerce(value, limits)

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from opentelemetry.util.re import parse_env_headers
+
 from .errors import ConfigError
 
 TracesSink = Literal["local", "otlp", "none"]
 LogsSink = Literal["local", "elasticsearch", "fluent", "none"]
 OtlpProtocol = Literal["grpc", "http/protobuf"]
-
-_log = logging.getLogger("glmtrace")
+ResourceValue = str | bool | int | float
 
 DEFAULT_REDACT_KEYS: tuple[str, ...] = (
     "password",
@@ -46,6 +47,9 @@ class ElasticsearchOptions:
     password: str | None = field(default=None, repr=False)
     ca_certs: str | None = None
     verify_certs: bool = True
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,10 @@ class Options:
     spool_max_bytes: int = 256 * 1024 * 1024
     elasticsearch: ElasticsearchOptions | None = None
     fluent: FluentOptions | None = None
+    resource_attributes: Mapping[str, ResourceValue] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return _repr(self)
 
     def as_arguments(self) -> dict[str, Any]:
         """These options as ``init()`` keyword arguments (to re-create them in a child process)."""
@@ -85,8 +93,12 @@ class Options:
             for f in fields(self)
             if f.name not in ("elasticsearch", "fluent", "redact_keys")
         }
+        if self.service_name == Options.service_name:
+            # Unnamed: the child reads its name where the parent did (OTEL_RESOURCE_ATTRIBUTES).
+            del args["service_name"]
         args["logs"] = list(self.logs)
         args["headers"] = dict(self.headers)
+        args["resource_attributes"] = dict(self.resource_attributes)
         args["redact_keys"] = [k for k in self.redact_keys if k not in DEFAULT_REDACT_KEYS]
         if self.elasticsearch is not None:
             es = self.elasticsearch
@@ -123,12 +135,29 @@ def redact_url(url: str) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", url)
 
 
+def _repr(options: Any) -> str:
+    """The dataclass repr with URL passwords hidden (fields marked repr=False stay out)."""
+    shown = []
+    for f in fields(options):
+        if f.repr:
+            value = getattr(options, f.name)
+            text = repr(redact_url(value) if f.name in ("endpoint", "url") and value else value)
+            shown.append(f"{f.name}={text}")
+    return f"{type(options).__name__}({', '.join(shown)})"
+
+
 # ---------------------------------------------------------------------------- parsers
 
 
 def _str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name}={value!r} is not a non-empty string; pass e.g. {name}='my-app'")
+    return value.strip()
+
+
+def _secret(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string (the value is not shown)")
     return value.strip()
 
 
@@ -205,13 +234,28 @@ def _endpoint(name: str, value: Any) -> str:
 
 def _headers(name: str, value: Any) -> dict[str, str]:
     if isinstance(value, Mapping):
-        return {str(k): str(v) for k, v in value.items()}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"{name}: header names and values must be strings (not shown)")
+        return dict(value)
     if isinstance(value, str):
-        pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
-        if any(len(p) != 2 for p in pairs):
+        # OpenTelemetry's own parser (URL-decoded values, as its exporters read them); it
+        # would log a malformed entry verbatim, so those are refused here first.
+        if any("=" not in p or not p.split("=", 1)[0].strip() for p in value.split(",")):
             raise ConfigError(f"{name}: expected 'key=value,key2=value2' (values not shown)")
-        return {k.strip(): v.strip() for k, v in pairs}
-    raise ConfigError(f"{name} must be a mapping of header names to values")
+        return dict(parse_env_headers(value, liberal=True))
+    raise ConfigError(f"{name} must be a mapping of header names to values (not shown)")
+
+
+def _resource(name: str, value: Any) -> dict[str, ResourceValue]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a mapping such as {{'deployment.environment': 'prod'}}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or not isinstance(item, str | bool | int | float):
+            raise ConfigError(
+                f"{name}: {key!r} must be a non-empty string key with a str, bool, int or "
+                "float value"
+            )
+    return dict(value)
 
 
 def _keys(name: str, value: Any) -> tuple[str, ...]:
@@ -252,13 +296,15 @@ _SETTINGS: dict[str, _Setting] = {
     "shutdown_timeout": _Setting(("GLMTRACE_SHUTDOWN_TIMEOUT",), _positive(float)),
     "spool_max_bytes": _Setting(("GLMTRACE_SPOOL_MAX_BYTES",), _positive(int)),
     "es_url": _Setting(("GLMTRACE_ES_URL",), _endpoint),
-    "es_api_key": _Setting(("GLMTRACE_ES_API_KEY",), _str),
+    "es_api_key": _Setting(("GLMTRACE_ES_API_KEY",), _secret),
     "es_username": _Setting(("GLMTRACE_ES_USERNAME",), _str),
-    "es_password": _Setting(("GLMTRACE_ES_PASSWORD",), _str),
+    "es_password": _Setting(("GLMTRACE_ES_PASSWORD",), _secret),
     "es_ca_certs": _Setting(("GLMTRACE_ES_CA_CERTS",), _str),
     "es_verify_certs": _Setting(("GLMTRACE_ES_VERIFY_CERTS",), _bool),
     "fluent_host": _Setting(("GLMTRACE_FLUENT_HOST",), _str),
     "fluent_port": _Setting(("GLMTRACE_FLUENT_PORT",), _positive(int)),
+    # OTEL_RESOURCE_ATTRIBUTES is read by OpenTelemetry's Resource.create, under these.
+    "resource_attributes": _Setting((), _resource),
 }
 
 SECRET_SETTINGS = frozenset({"headers", "es_api_key", "es_password"})
@@ -270,8 +316,8 @@ def resolve(
     """Build :class:`Options` from explicit ``arguments`` and the environment.
 
     Returns the options and, per setting, its source (``argument``, an env var name, or
-    ``default``). A bad argument raises :class:`ConfigError`; a bad environment value warns
-    once and falls back, so a typo in a shell never stops a training job.
+    ``default``). A bad argument or environment value raises :class:`ConfigError` naming the
+    argument or variable (and the value, unless it is a secret).
     """
     env = os.environ if environ is None else environ
     unknown = set(arguments) - set(_SETTINGS)
@@ -291,17 +337,15 @@ def resolve(
             raw = env.get(var)
             if raw is None or raw == "":
                 continue
-            try:
-                values[name] = setting.parse(var, raw)
-            except ConfigError as exc:
-                _log.warning("ignoring environment variable: %s", exc)
-                continue
+            values[name] = setting.parse(var, raw)
             sources[name] = var
             break
         else:
             sources[name] = "default"
     if sources.get("sample_rate") == "default" and env.get("OTEL_TRACES_SAMPLER"):
         sources["sample_rate"] = "OTEL_TRACES_SAMPLER"
+    if sources["resource_attributes"] == "default" and env.get("OTEL_RESOURCE_ATTRIBUTES"):
+        sources["resource_attributes"] = "OTEL_RESOURCE_ATTRIBUTES"
     return _build(values, sources), sources
 
 
@@ -360,6 +404,7 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> Options:
             "capture_logs",
             "shutdown_timeout",
             "spool_max_bytes",
+            "resource_attributes",
         )
         if k in values
     }

@@ -11,3 +11,7 @@ PAYLOAD = "glmtrace.payload"
 
 # W3C baggage key that carries an envelope's session id between stages and processes.
 BAGGAGE_SESSION_ID = "session.id"
+
+# Event on a span the program's end (SIGTERM, Ctrl-C) cut short, with the signal's name.
+INTERRUPTED = "glmtrace.interrupted"
+SIGNAL = "signal"

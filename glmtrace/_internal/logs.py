@@ -1,9 +1,10 @@
 """Stdlib logging integration: trace ids on every record, ECS documents for the sinks.
 
-After ``init()`` every ``logging.LogRecord`` created inside a span carries ``trace.id`` and
-``span.id`` (ECS names) and ``otelTraceID``/``otelSpanID`` (the OpenTelemetry names); outside a
-span those attributes are absent rather than "0". Handlers turn records into one flat ECS
-document (:func:`ecs_document`) shared by the local store, Elasticsearch and Fluent sinks.
+After ``init()`` every ``logging.LogRecord`` carries ``trace.id`` and ``span.id`` (ECS names)
+and ``otelTraceID``/``otelSpanID`` (the OpenTelemetry names): the ids inside a span, empty
+strings outside one, so a format naming them works everywhere. Handlers turn records into one
+flat ECS document (:func:`ecs_document`) shared by the local store, Elasticsearch and Fluent
+sinks.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from opentelemetry import baggage, trace
 
-from .attributes import Limits, jsonable, scrub, truncate
+from .attributes import Limits, jsonable, safe_str, scrub, short_repr, truncate
 from .keys import BAGGAGE_SESSION_ID
 
 TRACE_ID = "trace.id"
@@ -45,11 +46,12 @@ def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     record = _previous_factory(*args, **kwargs)
     if _active:
         ctx = trace.get_current_span().get_span_context()
+        trace_id = span_id = ""
         if ctx.is_valid:
             trace_id = format(ctx.trace_id, "032x")
             span_id = format(ctx.span_id, "016x")
-            record.__dict__[TRACE_ID] = record.otelTraceID = trace_id
-            record.__dict__[SPAN_ID] = record.otelSpanID = span_id
+        record.__dict__[TRACE_ID] = record.otelTraceID = trace_id
+        record.__dict__[SPAN_ID] = record.otelSpanID = span_id
     return record
 
 
@@ -114,7 +116,7 @@ def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -
         "log.origin.file.line": record.lineno,
     }
     trace_id = record.__dict__.get(TRACE_ID)
-    if trace_id is not None:
+    if trace_id:  # empty outside a span: the document leaves the fields out
         doc[TRACE_ID] = trace_id
         doc[SPAN_ID] = record.__dict__[SPAN_ID]
     session = baggage.get_baggage(BAGGAGE_SESSION_ID)
@@ -123,14 +125,15 @@ def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -
     if record.exc_info and record.exc_info[0] is not None:
         exc_type, exc, tb = record.exc_info
         doc["error.type"] = exc_type.__name__
-        doc["error.message"] = limits_text(str(exc), limits)
+        doc["error.message"] = limits_text(safe_str(exc), limits)
         doc["error.stack_trace"] = limits_text(
             "".join(traceback.format_exception(exc_type, exc, tb)), limits
         )
     for key, value in record.__dict__.items():
         if key not in _STANDARD:
-            label = key if key.startswith("labels.") else f"labels.{key}"
-            doc[label] = "[REDACTED]" if limits.is_secret(key) else jsonable(value, limits)
+            name = key if isinstance(key, str) else safe_str(key)  # extra={1: ...} is legal
+            label = name if name.startswith("labels.") else f"labels.{name}"
+            doc[label] = "[REDACTED]" if limits.is_secret(name) else jsonable(value, limits)
     return doc
 
 
@@ -142,8 +145,8 @@ def limits_text(text: str, limits: Limits) -> str:
 def _message(record: logging.LogRecord, limits: Limits) -> str:
     try:
         message = record.getMessage()
-    except Exception:  # a bad %-format must not lose the record
-        message = f"{record.msg!r} % {record.args!r}"
+    except Exception:  # a bad %-format or a raising __str__ must not lose the record
+        message = f"{short_repr(record.msg)} % {short_repr(record.args)}"
     return limits_text(message, limits)
 
 

@@ -6,6 +6,9 @@ Processes need the context shipped by value, which :func:`propagate` does.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.util
+import os
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -21,8 +24,8 @@ class Propagated(Generic[P, R]):
     """A picklable callable that runs ``fn`` inside the trace it was created in.
 
     In the child process it initialises glmtrace with the parent's settings when needed
-    (spawn start method) and flushes after each call, because worker processes exit through
-    ``os._exit`` and never run ``atexit`` hooks.
+    (spawn start method). The task returns without waiting for any backend: the worker
+    flushes once, when it exits (see :func:`_shutdown_at_worker_exit`).
     """
 
     def __init__(self, fn: Callable[P, R], carrier: dict[str, str], settings: dict[str, Any]):
@@ -37,11 +40,26 @@ class Propagated(Generic[P, R]):
                 DEFAULT.init(**self.settings)
             except Exception as exc:
                 report("init in child process", exc)
-        try:
-            with attach(self.carrier):
-                return self.fn(*args, **kwargs)
-        finally:
-            DEFAULT.force_flush()
+        _shutdown_at_worker_exit()
+        with attach(self.carrier):
+            return self.fn(*args, **kwargs)
+
+
+_hooked_pid: int | None = None
+
+
+def _shutdown_at_worker_exit() -> None:
+    """Flush (bounded, counting what is left) when this worker process ends.
+
+    Pool workers leave through ``os._exit``, which skips ``atexit``; multiprocessing runs its
+    own finalizers first, in every process it starts, so glmtrace's shutdown is one of them.
+    The main process keeps its ``atexit`` hook.
+    """
+    global _hooked_pid
+    if _hooked_pid == os.getpid() or multiprocessing.parent_process() is None:
+        return
+    _hooked_pid = os.getpid()
+    multiprocessing.util.Finalize(None, DEFAULT.shutdown_at_exit, exitpriority=10)
 
 
 def propagate(fn: Callable[P, R]) -> Callable[P, R]:

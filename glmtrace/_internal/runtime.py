@@ -6,14 +6,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
-import signal
+import os
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
@@ -25,13 +26,16 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span
 
-from .attributes import AttributeValue, Limits
+from . import capture
+from . import provider as global_provider
+from .attributes import AttributeValue, Limits, safe_str
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
 from .log_sinks import create_log_sink
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
 from .shipper import BackgroundShipper
+from .signals import sigterm_handler
 from .span_export import (
     CountingExporter,
     SizeBoundedExporter,
@@ -104,6 +108,7 @@ class Runtime:
     def __init__(self) -> None:
         self.tracer: trace.Tracer | None = None
         self.options: Options | None = None
+        self.service_name = "unknown_service"  # the resource's, which OTEL_* may name
         self.sources: dict[str, str] = {}
         self.limits = Limits()
         self._provider: TracerProvider | None = None
@@ -114,11 +119,11 @@ class Runtime:
         self._closers: list[Callable[[float], None]] = []
         self._lock = threading.RLock()
         self._started = False
-        self._root_level: int | None = None  # the root logger's level before init lowered it
-        self._quieted: list[tuple[logging.Handler, int]] = []
         self._atexit = False
         self._threading_instrumented = False
         self._parts: list[Part] = []
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
 
     def register(self, part: Part) -> None:
         """Let flush and shutdown reach ``part`` (idempotent; parts outlive re-initialisation)."""
@@ -158,17 +163,24 @@ class Runtime:
                 report("init", exc)
                 self.shutdown(timeout=0.5)
             if not self._atexit:
-                atexit.register(self.shutdown)
+                atexit.register(self.shutdown_at_exit)
                 self._atexit = True
         return options
+
+    def shutdown_at_exit(self) -> None:
+        """:meth:`shutdown`, for the end of a process (``atexit``, pool workers)."""
+        # Ctrl-C or SIGTERM while exiting: stop waiting for the flush, quietly.
+        with contextlib.suppress(KeyboardInterrupt, SystemExit):
+            self.shutdown()
 
     def _start(self, options: Options, exporter: SpanExporter | None) -> None:
         sampler: Sampler | None = None
         if options.sample_rate is not None:
             sampler = ParentBased(TraceIdRatioBased(options.sample_rate))
-        from .torch.distributed import distributed_resource  # torch-free: reads the env
-
-        resource = Resource.create({"service.name": options.service_name, **distributed_resource()})
+        resource = global_provider.build_resource(
+            options, named=self.sources.get("service_name", "default") != "default"
+        )
+        self.service_name = str(resource.attributes.get("service.name", options.service_name))
         provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
         store = Store(options.store)
@@ -181,13 +193,11 @@ class Runtime:
         if exporter is not None:
             self._add_exporter(provider, "custom", exporter)
         self._root_off = _root_sampled_out(provider.sampler)
-        if not isinstance(trace.get_tracer_provider(), TracerProvider):
-            # Raw OpenTelemetry code in the same program joins glmtrace's traces.
-            trace.set_tracer_provider(provider)
+        global_provider.install(provider)  # raw OpenTelemetry code joins glmtrace's traces
         self.tracer = provider.get_tracer("glmtrace")
         self._instrument_threading()
         quiet_exporter_logs()
-        _sigterm_handler(install=True)
+        sigterm_handler(install=True)
         install_record_factory()
         if options.capture_logs:
             self._start_log_sinks(options, store)
@@ -215,22 +225,12 @@ class Runtime:
             self._shippers.append(shipper)
         if self._shippers:
             handler = DocumentHandler(
-                [s.submit for s in self._shippers], options.service_name, self.limits
+                [s.submit for s in self._shippers], self.service_name, self.limits
             )
             handler.setLevel(level)
             self._handlers.append(handler)
-        root = logging.getLogger()
         for added in self._handlers:
-            root.addHandler(added)
-        if self._handlers and root.level > level:
-            # Lower the root level so INFO records exist for glmtrace's handlers, but raise the
-            # user's own root handlers to the old level: what they print does not change.
-            self._root_level = root.level
-            for existing in root.handlers:
-                if existing not in self._handlers and existing.level < root.level:
-                    self._quieted.append((existing, existing.level))
-                    existing.setLevel(root.level)
-            root.setLevel(level)
+            capture.capture(added)
 
     def _instrument_threading(self) -> None:
         if self._threading_instrumented:
@@ -264,8 +264,10 @@ class Runtime:
             processors, closers = self._span_processors, self._closers
             self.tracer, self._provider, self._shippers, self._handlers = None, None, [], []
             self._span_processors, self._closers = [], []
-            self._restore_root_logger(handlers)
-            options = self.options
+            for handler in handlers:
+                capture.release(handler)
+            global_provider.install(None)
+            options, service_name = self.options, self.service_name
 
             def stop() -> bool:
                 parts_ok = self._flush_parts(budget)
@@ -274,7 +276,7 @@ class Runtime:
                     close(budget)
                 if provider is not None:
                     provider.shutdown()
-                _record_run(options)
+                _record_run(options, service_name)
                 return ok
 
             done = _bounded(stop, budget)
@@ -290,18 +292,8 @@ class Runtime:
                 ThreadingInstrumentor().uninstrument()
                 self._threading_instrumented = False
             uninstall_record_factory()
-            _sigterm_handler(install=False)
+            sigterm_handler(install=False)
             return done
-
-    def _restore_root_logger(self, handlers: list[logging.Handler]) -> None:
-        root = logging.getLogger()
-        for handler in handlers:
-            root.removeHandler(handler)
-        if self._root_level is not None:
-            root.setLevel(self._root_level)
-            for handler, level in self._quieted:
-                handler.setLevel(level)
-        self._root_level, self._quieted = None, []
 
     def _budget(self, timeout: float | None) -> float:
         if timeout is not None:
@@ -317,6 +309,8 @@ class Runtime:
         tracer = self.tracer
         if tracer is None:
             return None
+        if not isinstance(name, str):
+            name = safe_str(name)  # span(None) must still be stored
         parent = trace.get_current_span().get_span_context()
         if parent.is_valid:
             if not parent.trace_flags.sampled:
@@ -348,33 +342,19 @@ class Runtime:
         return STATS.snapshot()
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-    raise SystemExit(128 + signum)
+def _renew_lock(ref: weakref.ref[Runtime]) -> None:
+    """In a forked child: the parent's lock may be held by a thread the child lacks."""
+    runtime = ref()
+    if runtime is not None:
+        runtime._lock = threading.RLock()
 
 
-def _sigterm_handler(install: bool) -> None:
-    """Turn SIGTERM into ``SystemExit(143)`` so open spans end and ``atexit`` flushes.
-
-    By default SIGTERM kills the interpreter without running ``finally`` blocks or ``atexit``
-    hooks, losing the spans still open and everything queued. Installed only while the
-    program leaves SIGTERM at its default (a handler the user set wins); removed at shutdown.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    current = signal.getsignal(signal.SIGTERM)
-    if install and current is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    elif not install and current is _on_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _record_run(options: Options | None) -> None:
+def _record_run(options: Options | None, service_name: str) -> None:
     """Leave this process's counters in the local store, where ``doctor`` reads them."""
     if options is None or not (options.traces == "local" or "local" in options.logs):
         return
     try:
-        Store(options.store).record_run(options.service_name, STATS.snapshot())
+        Store(options.store).record_run(service_name, STATS.snapshot())
     except Exception as exc:
         report("record run", exc)
 

@@ -12,9 +12,18 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
-from .attributes import AttributeValue, Limits, coerce, coerce_attributes, scrub, truncate
+from .attributes import (
+    AttributeValue,
+    Limits,
+    coerce,
+    coerce_attributes,
+    safe_str,
+    scrub,
+    truncate,
+)
 from .guard import report
-from .keys import BAGGAGE_SESSION_ID, SESSION_ID
+from .keys import BAGGAGE_SESSION_ID, INTERRUPTED, SESSION_ID, SIGNAL
+from .signals import interrupting_signal
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -38,7 +47,7 @@ def stamp_context(attributes: dict[str, AttributeValue]) -> dict[str, AttributeV
 def record_error(span: Span, exc: BaseException, limits: Limits) -> None:
     """Mark ``span`` as failed by ``exc``: status ERROR and an ``exception`` event."""
     try:
-        message = truncate(scrub(str(exc)), limits.max_length)
+        message = truncate(scrub(safe_str(exc)), limits.max_length)
         stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         span.add_event(
             "exception",
@@ -52,6 +61,21 @@ def record_error(span: Span, exc: BaseException, limits: Limits) -> None:
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
     except Exception as internal:
         report("record_error", internal)
+
+
+def record_end(span: Span, exc: BaseException, limits: Limits) -> None:
+    """Record how ``exc`` ended ``span``: an error, an interrupting signal, or nothing
+    (``sys.exit()``, ``GeneratorExit`` and the like are no failure)."""
+    if isinstance(exc, Exception):
+        record_error(span, exc, limits)
+        return
+    name = interrupting_signal(exc)
+    if name is not None:
+        try:
+            span.add_event(INTERRUPTED, {SIGNAL: name})
+            span.set_status(Status(StatusCode.ERROR, f"interrupted by {name}"))
+        except Exception as internal:
+            report("record_end", internal)
 
 
 class SpanHandle:
@@ -124,7 +148,7 @@ class Scope(Generic[H]):
 
     def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any] | None) -> None:
         self._runtime = runtime
-        self._name = name
+        self._name = name if isinstance(name, str) else safe_str(name)
         self._attributes = attributes
         self._span: Span | None = None
         self._token: object | None = None
@@ -166,8 +190,8 @@ class Scope(Generic[H]):
             return
         try:
             self._before_end(span)
-            if exc is not None and isinstance(exc, Exception):
-                record_error(span, exc, self._runtime.limits)
+            if exc is not None:
+                record_end(span, exc, self._runtime.limits)
         except Exception as internal:
             report("span exit", internal)
         finally:

@@ -21,7 +21,7 @@ from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
 from .keys import FUNCTION, STAGE
 from .runtime import Runtime
-from .spans import record_error
+from .spans import record_end
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,10 +54,10 @@ class _Stage:
             return None
 
     def fail(self, span: Span, exc: BaseException) -> None:
-        if isinstance(exc, Exception):
-            record_error(span, exc, self.runtime.limits)
-        elif isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, asyncio.CancelledError):
             span.set_attribute("glmtrace.cancelled", True)
+        else:
+            record_end(span, exc, self.runtime.limits)
 
 
 def make_stage(

@@ -40,6 +40,7 @@ class Stats:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+        self._counts.clear()  # a child counts what it does itself (doctor adds up processes)
 
 
 STATS = Stats()

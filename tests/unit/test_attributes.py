@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import glmtrace
-from glmtrace._internal.attributes import Limits, coerce, coerce_attributes
+from glmtrace._internal.attributes import Limits, coerce, coerce_attributes, jsonable, truncate
 from tests.conftest import Traced
 
 LIMITS = Limits(max_length=50)
@@ -118,7 +118,7 @@ def test_max_attribute_length_is_configurable(traced: Traced) -> None:
 def test_integers_beyond_64_bits_become_strings() -> None:
     """OTLP carries int64: a bigger integer is kept as text instead of being dropped."""
     assert coerce(2**70, Limits()) == str(2**70)
-    assert coerce([1, 2**64], Limits()) == "[1, 18446744073709551616]"
+    assert coerce([1, 2**64], Limits()) == '[1, "18446744073709551616"]'  # ES maps "long"
     assert coerce(-(2**63), Limits()) == -(2**63)
 
 
@@ -129,3 +129,55 @@ def test_api_key_authorization_scheme_is_scrubbed() -> None:
     assert scrub(
         "sent Authorization: ApiKey VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5udw=="
     ) == ("sent Authorization: ApiKey [REDACTED]")
+
+
+def test_integer_too_long_for_str_is_kept_in_string_form() -> None:
+    """A 5000-digit integer (past CPython's str() limit) becomes hex text, not an error."""
+    huge = 10**5000
+    assert coerce(huge, Limits()) == truncate(hex(huge), Limits().max_length)
+    assert jsonable({"n": huge}, Limits())["n"].startswith("0x")  # log extras, JSON
+
+
+def test_url_userinfo_is_scrubbed_from_free_text_and_string_attributes() -> None:
+    """Passwords and tokens inside URLs never survive: free text and string attribute values."""
+    from glmtrace._internal.attributes import scrub
+
+    text = "connect postgres://bob:hunter2@db:5432/x then https://user:tok@en@host/p?q=1"
+    assert scrub(text) == (
+        "connect postgres://[REDACTED]@db:5432/x then https://[REDACTED]@host/p?q=1"
+    )
+    assert scrub("clone https://ghp_abcdef@github.com/o/r") == (
+        "clone https://[REDACTED]@github.com/o/r"
+    )
+    assert scrub("http://host/path@v2 and mail a@b.c") == "http://host/path@v2 and mail a@b.c"
+    coerced = coerce_attributes(
+        {
+            "db": "postgres://bob:hunter2@db/x",
+            "urls": ["https://u:pw@h/"],
+            "nested": {"u": "s3://k:pw@b"},
+        },
+        Limits(),
+    )
+    assert "hunter2" not in repr(coerced) and "pw@" not in repr(coerced)
+    assert coerced["db"] == "postgres://[REDACTED]@db/x"
+
+
+class _Counting(dict[str, Any]):
+    """A dict that counts how often coercion walks it."""
+
+    walks = 0
+
+    def items(self) -> Any:
+        _Counting.walks += 1
+        return super().items()
+
+
+def test_shared_references_bound_total_coercion_work() -> None:
+    """One object referenced 16 times at each of 5 levels (65,536 paths) is walked boundedly."""
+    node = _Counting(leaf=1)
+    for _ in range(5):
+        node = _Counting({f"k{i}": node for i in range(16)})
+    _Counting.walks = 0
+    text = coerce(node, Limits())
+    assert isinstance(text, str) and text.startswith('{"k0": {"k0"')
+    assert _Counting.walks <= 2048

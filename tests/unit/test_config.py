@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,13 +73,52 @@ def test_bad_argument_raises_config_error_naming_it(
     assert fragment in str(info.value)
 
 
-def test_bad_env_value_warns_and_falls_back(caplog: pytest.LogCaptureFixture) -> None:
-    """A typo in an environment variable warns and uses the default instead."""
-    with caplog.at_level(logging.WARNING, logger="glmtrace"):
-        options, sources = resolve({}, {"GLMTRACE_SAMPLE_RATE": "lots"})
-    assert options.sample_rate is None
-    assert sources["sample_rate"] == "default"
-    assert "GLMTRACE_SAMPLE_RATE" in caplog.text
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("GLMTRACE_SAMPLE_RATE", "abc"), ("GLMTRACE_TRACES", "jaeger"), ("GLMTRACE_LOGS", "kafka")],
+)
+def test_bad_env_value_raises_config_error_naming_it(variable: str, value: str) -> None:
+    """A bad environment value raises ConfigError naming the variable and the value."""
+    with pytest.raises(glmtrace.ConfigError) as info:
+        resolve({}, {variable: value})
+    assert variable in str(info.value)
+    assert repr(value) in str(info.value)
+
+
+def test_otlp_headers_from_env_are_url_decoded() -> None:
+    """OTEL_EXPORTER_OTLP_HEADERS is parsed as OpenTelemetry does: values URL-decoded."""
+    env = {"OTEL_EXPORTER_OTLP_HEADERS": "Authorization=Basic%20dXNlcjpwdw==,x-team=ml%2Cai"}
+    options, sources = resolve({}, env)
+    assert dict(options.headers) == {"authorization": "Basic dXNlcjpwdw==", "x-team": "ml,ai"}
+    assert sources["headers"] == "OTEL_EXPORTER_OTLP_HEADERS"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env"),
+    [
+        ({"es_api_key": ("key-id", "s3cr3t-value")}, {}),
+        ({"es_password": b"s3cr3t-value"}, {}),
+        ({"headers": {"authorization": b"s3cr3t-value"}}, {}),
+        ({}, {"OTEL_EXPORTER_OTLP_HEADERS": "s3cr3t-value"}),
+    ],
+)
+def test_config_errors_never_echo_secrets(arguments: dict[str, Any], env: dict[str, str]) -> None:
+    """A malformed secret is refused by name; its value is never part of the message."""
+    with pytest.raises(glmtrace.ConfigError) as info:
+        resolve({"es_url": "http://es:9200", **arguments}, env)
+    assert "s3cr3t" not in str(info.value)
+    assert "not shown" in str(info.value)
+
+
+def test_options_repr_hides_url_passwords() -> None:
+    """repr() of the Options init() returns shows no password from a URL."""
+    options, _ = resolve(
+        {"endpoint": "https://otel:pw-one@collector:4318", "es_url": "https://elastic:pw-two@es"},
+        {},
+    )
+    text = repr(options)
+    assert "pw-one" not in text and "pw-two" not in text
+    assert "https://otel:***@collector:4318" in text and "https://elastic:***@es" in text
 
 
 def test_init_twice_is_safe(tmp_path: Path) -> None:

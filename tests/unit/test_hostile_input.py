@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -110,3 +111,14 @@ def test_envelope_metadata_accepts_anything(traced: Traced, metadata: Any, sessi
         glmtrace.inject(envelope)
     with glmtrace.attach(envelope), glmtrace.span("consumer") as span:
         assert span.trace_id is not None
+
+
+@pytest.mark.parametrize("name", [None, 42, b"bytes"])
+def test_span_name_that_is_not_a_string_is_stored(local_store: Path, name: Any) -> None:
+    """span(None) and other non-string names become strings at creation, so the span is stored."""
+    with glmtrace.span(name) as span:  # type: ignore[arg-type]
+        pass
+    glmtrace.force_flush()
+    assert span.trace_id is not None
+    assert [s["name"] for s in Store(local_store).spans(span.trace_id)] == [str(name)]
+    assert "dropped" not in glmtrace.stats().get("local", {})

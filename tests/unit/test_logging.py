@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def captured() -> Capture:
 
 
 def test_records_inside_a_span_carry_ecs_and_otel_ids(local_store: Path, captured: Capture) -> None:
-    """Inside a span: trace.id/span.id and otelTraceID/otelSpanID; outside: absent."""
+    """Inside a span: trace.id/span.id and otelTraceID/otelSpanID; outside: empty strings."""
     with glmtrace.span("work") as span:
         log.info("inside")
     log.info("outside")
@@ -40,7 +41,21 @@ def test_records_inside_a_span_carry_ecs_and_otel_ids(local_store: Path, capture
     assert inside.__dict__["trace.id"] == inside.otelTraceID == span.trace_id
     assert inside.__dict__["span.id"] == inside.otelSpanID == span.span_id
     for name in ("trace.id", "span.id", "otelTraceID", "otelSpanID"):
-        assert name not in outside.__dict__
+        assert outside.__dict__[name] == ""
+
+
+def test_format_naming_trace_id_works_outside_a_span(local_store: Path, captured: Capture) -> None:
+    """'%(trace.id)s' formats inside and outside spans; the stored document omits empty ids."""
+    formatter = logging.Formatter("[%(trace.id)s/%(span.id)s] %(message)s")
+    with glmtrace.span("work") as span:
+        log.info("inside")
+    log.info("outside")
+    inside, outside = (formatter.format(r) for r in captured.records)
+    assert inside == f"[{span.trace_id}/{span.span_id}] inside"
+    assert outside == "[/] outside"
+    glmtrace.force_flush()
+    (document,) = [d for d in Store(local_store).all_logs() if d["message"] == "outside"]
+    assert "trace.id" not in document and "span.id" not in document
 
 
 def test_formatter_can_print_trace_id(local_store: Path, captured: Capture) -> None:
@@ -169,3 +184,103 @@ def test_one_record_reaches_every_sink(tmp_path: Path) -> None:
         assert fluent_seen() - before == 1
     finally:
         glmtrace.shutdown()
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+def _log_unprintable_argument() -> None:
+    log.warning("value %s", _Unprintable())
+
+
+def _log_int_key_in_extra() -> None:
+    log.warning("numbered", extra={1: "one"})
+
+
+def _log_unprintable_exception() -> None:
+    try:
+        raise _UnprintableError
+    except _UnprintableError:
+        log.exception("failed")
+
+
+@pytest.mark.parametrize(
+    ("emit", "expected"),
+    [
+        (_log_unprintable_argument, {"message": "'value %s' % (<_Unprintable instance at 0x"}),
+        (_log_int_key_in_extra, {"message": "numbered", "labels.1": "one"}),
+        (
+            _log_unprintable_exception,
+            {
+                "error.type": "_UnprintableError",
+                "error.message": "<_UnprintableError object: str() failed>",
+            },
+        ),
+    ],
+    ids=["argument-str-raises", "int-key-in-extra", "exception-str-raises"],
+)
+def test_hostile_record_is_repaired_not_lost(
+    local_store: Path, emit: Any, expected: dict[str, str]
+) -> None:
+    """A record with a bad part is stored with that part repaired, not dropped (the
+    expected values are prefixes)."""
+    root = logging.getLogger()
+    pytest_handlers = root.handlers[:]  # pytest's capture handlers raise on such records
+    for handler in pytest_handlers:
+        root.removeHandler(handler)
+    try:
+        emit()
+    finally:
+        for handler in pytest_handlers:
+            root.addHandler(handler)
+    glmtrace.force_flush()
+    (document,) = Store(local_store).all_logs()
+    for key, start in expected.items():
+        assert str(document.get(key)).startswith(start), (key, document.get(key))
+    assert "dropped" not in glmtrace.stats().get("logs-local", {})
+
+
+def test_url_passwords_are_scrubbed_from_logs_errors_and_attributes(local_store: Path) -> None:
+    """postgres://bob:hunter2@... never reaches the store: message, exception, attribute."""
+    try:
+        with glmtrace.span("query", {"dsn": "postgres://bob:hunter2@db:5432/x"}):
+            log.warning("connecting to %s", "postgres://bob:hunter2@db:5432/x")
+            raise ConnectionError("https://user:hunter2@host/ refused")
+    except ConnectionError:
+        log.exception("gave up on https://user:hunter2@host/")
+    glmtrace.force_flush()
+    store = Store(local_store)
+    everything = repr(store.all_logs()) + repr(store.all_spans())
+    assert "hunter2" not in everything
+    assert "postgres://[REDACTED]@db:5432/x" in everything
+
+
+def test_root_level_set_after_init_is_the_programs(tmp_path: Path) -> None:
+    """basicConfig(level=INFO) after init() makes the program's root handlers print INFO."""
+    root = logging.getLogger()
+    console = Capture()
+    root.addHandler(console)
+    old_level = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        glmtrace.init(store=tmp_path / "l.db")
+        logging.getLogger("lib").info("hidden")
+        root.setLevel(logging.INFO)  # what logging.basicConfig(level=logging.INFO) does
+        logging.getLogger("lib").info("shown")
+        assert [r.getMessage() for r in console.records] == ["shown"]
+        glmtrace.shutdown()
+        assert root.level == logging.INFO  # the program's choice stays
+    finally:
+        glmtrace.shutdown()
+        root.removeHandler(console)
+        root.setLevel(old_level)

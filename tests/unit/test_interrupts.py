@@ -1,0 +1,129 @@
+"""Spans a signal cuts short are marked interrupted; a signal during exit stays quiet."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import glmtrace
+from glmtrace._internal.store import Store
+from tests.conftest import Traced
+
+SIGTERM_PROGRAM = """
+import os, signal, sys, time
+import glmtrace
+
+glmtrace.init(service_name="interrupted", store=sys.argv[1])
+
+
+@glmtrace.stage("train")
+def train():
+    with glmtrace.span("step") as step:
+        print(step.trace_id, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
+
+train()
+"""
+
+
+def _interruption(span: dict[str, object]) -> tuple[object, ...]:
+    events = [
+        (e["name"], e["attributes"])  # type: ignore[index]
+        for e in span["events"]  # type: ignore[attr-defined]
+    ]
+    return span["status"], span["status_message"], events
+
+
+def test_spans_open_at_sigterm_end_in_error_naming_the_signal(tmp_path: Path) -> None:
+    """Every span open when SIGTERM arrives ends ERROR with a glmtrace.interrupted event."""
+    store = tmp_path / "t.db"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SIGTERM_PROGRAM), str(store)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    spans = {s["name"]: s for s in Store(store).spans(proc.stdout.split()[0])}
+    assert set(spans) == {"stage train", "step"}
+    for span in spans.values():
+        assert _interruption(span) == (
+            "ERROR",
+            "interrupted by SIGTERM",
+            [("glmtrace.interrupted", {"signal": "SIGTERM"})],
+        )
+
+
+def test_keyboard_interrupt_marks_spans_interrupted_by_sigint(traced: Traced) -> None:
+    """Ctrl-C (KeyboardInterrupt) through a span and a stage marks both interrupted."""
+
+    @glmtrace.stage("work")
+    def work() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), glmtrace.span("outer"):
+        work()
+    for name in ("outer", "stage work"):
+        assert _interruption(traced.one(name)) == (
+            "ERROR",
+            "interrupted by SIGINT",
+            [("glmtrace.interrupted", {"signal": "SIGINT"})],
+        )
+
+
+def test_sys_exit_is_no_failure(traced: Traced) -> None:
+    """sys.exit() through a span leaves its status alone."""
+    with pytest.raises(SystemExit), glmtrace.span("done"):
+        sys.exit(0)
+    assert _interruption(traced.one("done")) == ("UNSET", None, [])
+
+
+SLOW_EXIT_PROGRAM = """
+import sys, time
+import glmtrace
+from glmtrace._internal.runtime import DEFAULT
+
+
+class SlowPart:
+    name = "slow"
+
+    def flush(self, timeout):
+        print("flushing", flush=True)
+        time.sleep(60)
+        return True
+
+
+glmtrace.init(service_name="slow-exit", store=sys.argv[1], shutdown_timeout=60)
+DEFAULT.register(SlowPart())
+print("exiting", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_exit_time_shutdown_is_quiet(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C or SIGTERM while the exit hook flushes ends the program without a traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SLOW_EXIT_PROGRAM), str(tmp_path / "s.db")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "exiting\n"
+        assert proc.stdout.readline() == "flushing\n"  # the atexit hook is waiting now
+        os.kill(proc.pid, signum)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "Exception ignored" not in stderr
+    assert "Traceback" not in stderr
