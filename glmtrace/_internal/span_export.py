@@ -55,20 +55,28 @@ class StoreSpanExporter(SpanExporter):
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def store(self, spans: Sequence[ReadableSpan]) -> int:
+        """Write ``spans`` in one committed transaction; the number that could not be stored."""
         rows = [span_to_row(s) for s in spans]
         pid = os.getpid()  # the resource predates a fork; the exporting process is the writer
         for row in rows:
             row["resource"]["process.pid"] = pid
-        self._store.write_spans(rows)
-        return SpanExportResult.SUCCESS
+        return self._store.write_spans(rows)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lost = self.store(spans)
+        return SpanExportResult.SUCCESS if not lost else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         self._store.close()
 
 
 class CountingExporter(SpanExporter):
-    """Counts exported and failed spans of the wrapped exporter; never raises."""
+    """Counts exported and failed spans of the wrapped exporter; never raises.
+
+    The store reports how many spans of a batch it could not keep, so only those are counted
+    dropped; any other exporter's failure counts its whole batch.
+    """
 
     def __init__(self, sink: str, inner: SpanExporter) -> None:
         self.sink = sink
@@ -76,14 +84,17 @@ class CountingExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            result = self._inner.export(spans)
+            if isinstance(self._inner, StoreSpanExporter):
+                lost = self._inner.store(spans)
+            else:
+                ok = self._inner.export(spans) is SpanExportResult.SUCCESS
+                lost = 0 if ok else len(spans)
         except Exception as exc:
             report(f"export to {self.sink}", exc)
-            result = SpanExportResult.FAILURE
-        STATS.add(
-            self.sink, "exported" if result is SpanExportResult.SUCCESS else "dropped", len(spans)
-        )
-        return result
+            lost = len(spans)
+        STATS.add(self.sink, "exported", len(spans) - lost)
+        STATS.add(self.sink, "dropped", lost)
+        return SpanExportResult.SUCCESS if not lost else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)

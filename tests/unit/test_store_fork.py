@@ -1,0 +1,124 @@
+"""Processes forked while other threads write to the store can write to it themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from glmtrace._internal.store import Store
+
+# Three threads trace spans and log records into the local store without pause while the main
+# thread forks 40 children (os.fork) and runs 16 tasks on a forked ProcessPoolExecutor through
+# glmtrace.propagate. Every child writes its own span and record. Run in a fresh interpreter:
+# pytest's own threads and state stay out of the forks.
+_LOAD = textwrap.dedent(
+    """
+    import json, logging, os, sys, threading, time
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    import glmtrace
+
+    store, out = sys.argv[1], sys.argv[2]
+    glmtrace.init(service_name="load", store=store, shutdown_timeout=3)
+    log = logging.getLogger("load")
+    stop = threading.Event()
+
+    def busy(n):
+        i = 0
+        while not stop.is_set():
+            with glmtrace.span("busy", {"thread": n}):
+                log.info("busy %d %d", n, i)
+            i += 1
+            if i % 20 == 0:
+                glmtrace.force_flush(3)  # many small transactions: forks land inside them
+
+    def pool_work(k):
+        with glmtrace.span("pool-work", {"k": k}):
+            log.info("pool-work %d", k)
+        return os.getpid()
+
+    threads = [threading.Thread(target=busy, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    children = {}
+    for k in range(40):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                with glmtrace.span("child", {"k": k}):
+                    log.info("child %d", k)
+                done = glmtrace.shutdown(5)
+                with open(os.path.join(out, f"{k}.json"), "w") as f:
+                    json.dump({"done": done, "stats": glmtrace.stats()}, f)
+                code = 0
+            finally:
+                os._exit(code)
+        children[k] = pid
+        time.sleep(0.02)
+    with glmtrace.span("fan-out"):
+        with ProcessPoolExecutor(4, mp_context=get_context("fork")) as pool:
+            futures = [pool.submit(glmtrace.propagate(pool_work), k) for k in range(16)]
+            pool_ok = all(f.result(timeout=30) for f in futures)
+    deadline = time.monotonic() + 30
+    hung = []
+    for k, pid in children.items():
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                hung.append(k)
+                break
+            time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    done = glmtrace.shutdown(10)
+    print(json.dumps({"hung": hung, "pool_ok": pool_ok, "done": done, "stats": glmtrace.stats()}))
+    """
+)
+
+
+def _drops(stats: dict[str, dict[str, int]]) -> dict[str, int]:
+    return {sink: counts["dropped"] for sink, counts in stats.items() if counts.get("dropped")}
+
+
+def test_children_forked_under_load_store_everything(tmp_path: Path) -> None:
+    """40 forks and a process pool under three tracing threads: every child's span and record."""
+    store, out = tmp_path / "glmtrace.db", tmp_path / "children"
+    out.mkdir()
+    run = subprocess.run(
+        [sys.executable, "-c", _LOAD, str(store), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GLMTRACE_STRICT": "0"},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    parent = json.loads(run.stdout.strip().splitlines()[-1])
+    assert parent["hung"] == []
+    assert parent["pool_ok"] and parent["done"]
+    assert _drops(parent["stats"]) == {}
+
+    reports = {int(p.stem): json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert sorted(reports) == list(range(40))
+    assert {k: _drops(r["stats"]) for k, r in reports.items() if _drops(r["stats"])} == {}
+    assert [k for k, r in reports.items() if not r["done"]] == []
+
+    spans = Store(store).all_spans()
+    children = sorted(s["attributes"]["k"] for s in spans if s["name"] == "child")
+    pooled = sorted(s["attributes"]["k"] for s in spans if s["name"] == "pool-work")
+    messages = {d["message"] for d in Store(store).all_logs()}
+    assert children == list(range(40))
+    assert pooled == list(range(16))
+    assert {f"child {k}" for k in range(40)} <= messages
+    assert {f"pool-work {k}" for k in range(16)} <= messages
