@@ -82,6 +82,17 @@ def repaired(value: Any, *, int64: bool = False) -> Any:
     return value
 
 
+def otlp_ok(value: Any) -> bool:
+    """True when an attribute value encodes as OTLP as it is: UTF-8 text, 64-bit integers."""
+    if isinstance(value, str):
+        return utf8_ok(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, list | tuple):
+        return all(otlp_ok(v) for v in value)
+    return True
+
+
 def _key(key: object) -> object:
     if isinstance(key, str | float | bool) or key is None:
         return text(key) if isinstance(key, str) else key

@@ -8,10 +8,11 @@ from typing import Any
 
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import Link, Status, format_span_id, format_trace_id
 
 from .config import Options, otlp_traces_url
 from .guard import report
+from .repair import otlp_ok, repaired, text, utf8_ok
 from .stats import STATS
 from .store import Store
 
@@ -171,11 +172,54 @@ def _shrink(span: ReadableSpan) -> ReadableSpan:
     )
 
 
+def _otlp_ok(span: ReadableSpan) -> bool:
+    def attrs(values: Any) -> bool:
+        return all(utf8_ok(k) and otlp_ok(v) for k, v in (values or {}).items())
+
+    return (
+        utf8_ok(span.name)
+        and utf8_ok(span.status.description or "")
+        and attrs(span.attributes)
+        and all(utf8_ok(e.name) and attrs(e.attributes) for e in span.events)
+        and all(attrs(link.attributes) for link in span.links)
+    )
+
+
+def _repaired(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` that OTLP can encode: no lone surrogates, no integers past 64 bits.
+
+    The protobuf encoder fails the whole request on a bad span name and drops (with a
+    traceback) any attribute it cannot encode; the span is repaired instead.
+    """
+
+    def attrs(values: Any) -> dict[str, Any]:
+        return {text(k): repaired(v, int64=True) for k, v in (values or {}).items()}
+
+    status = span.status
+    if status.description is not None:
+        status = Status(status.status_code, text(status.description))
+    return ReadableSpan(
+        name=text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attrs(span.attributes),
+        events=[Event(text(e.name), attrs(e.attributes), e.timestamp) for e in span.events],
+        links=[Link(link.context, attrs(link.attributes)) for link in span.links],
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 class SizeBoundedExporter(SpanExporter):
     """Splits batches so no export request exceeds ``max_bytes``; shrinks oversized spans.
 
     One span bigger than the limit would make the receiver reject its whole batch; it is
-    truncated (and counted) instead of silently lost with its neighbours.
+    truncated (and counted) instead of silently lost with its neighbours. A span that cannot
+    be encoded (lone surrogates, huge integers) is repaired for the same reason.
     """
 
     def __init__(self, sink: str, inner: SpanExporter, max_bytes: int = MAX_REQUEST_BYTES) -> None:
@@ -188,6 +232,8 @@ class SizeBoundedExporter(SpanExporter):
         chunk: list[ReadableSpan] = []
         size = 0
         for span in spans:
+            if not _otlp_ok(span):
+                span = _repaired(span)
             n = estimated_size(span)
             if n > self._max_bytes:
                 span = _shrink(span)

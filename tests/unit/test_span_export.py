@@ -1,0 +1,134 @@
+"""One span that cannot be encoded or stored never costs the spans exported with it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import SpanContext, Status, StatusCode
+
+from glmtrace._internal.config import Options
+from glmtrace._internal.span_convert import readable_span
+from glmtrace._internal.span_export import (
+    CountingExporter,
+    SizeBoundedExporter,
+    StoreSpanExporter,
+    otlp_exporter,
+    span_to_row,
+)
+from glmtrace._internal.stats import STATS
+from glmtrace._internal.store import Store
+
+
+def _span(i: int, name: str | None = None, **fields: Any) -> ReadableSpan:
+    return ReadableSpan(
+        name=name if name is not None else f"span {i}",  # type: ignore[arg-type]
+        context=SpanContext(0xAB, i + 1, is_remote=False),
+        start_time=fields.pop("start_time", i + 1),
+        end_time=i + 2,
+        **fields,
+    )
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver keeping the spans of every request it could decode."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: a.value for a in span.attributes}
+                    self.received.append({"name": span.name, "attributes": attributes})
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: ClassVar[list[dict[str, Any]]] = []
+    handler = type("Handler", (_Collector,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_otlp_batch_survives_unencodable_spans(
+    collector: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """Surrogates and a 5000-digit integer in two of 102 spans: all 102 reach the receiver."""
+    url, received = collector
+    options = Options(endpoint=url, protocol="http/protobuf")
+    exporter = SizeBoundedExporter("otlp-test", otlp_exporter(options, timeout=5))
+    bad_name = _span(
+        100,
+        name="open \udcff.txt",
+        status=Status(StatusCode.ERROR, "no file '\udcff'"),
+        events=[Event("exception", {"exception.message": "\udcff"}, 5)],
+    )
+    big = _span(101, attributes={"big": 10**5000, "wide": 2**64, "ok": 1})
+    spans = [_span(i) for i in range(100)] + [bad_name, big]
+    try:
+        exporter.export(spans)
+    finally:
+        exporter.shutdown()
+    names = [s["name"] for s in received]
+    assert len(names) == 102
+    assert "open \ufffd.txt" in names
+    (sent,) = [s for s in received if s["name"] == "span 101"]
+    assert sent["attributes"]["big"].string_value.startswith("1000")
+    assert sent["attributes"]["wide"].string_value == str(2**64)
+    assert sent["attributes"]["ok"].int_value == 1
+
+
+def test_pushed_store_rows_with_wide_integers_keep_them(tmp_path: Path) -> None:
+    """A stored integer past 64 bits goes to OTLP as text instead of being dropped."""
+    row = span_to_row(_span(1, attributes={"ok": 1}))
+    row["attributes"]["wide"] = 2**64
+    request = encode_spans([readable_span(row)])
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    values = {a.key: a.value for a in span.attributes}
+    assert values["wide"].string_value == str(2**64)
+
+
+def _counts(sink: str) -> tuple[int, int]:
+    counts = STATS.snapshot().get(sink, {})
+    return counts.get("exported", 0), counts.get("dropped", 0)
+
+
+def test_store_export_counts_only_what_was_stored(tmp_path: Path) -> None:
+    """A span the store refuses is counted dropped; the ten stored with it count as exported."""
+    store = Store(tmp_path / "s.db")
+    exporter = CountingExporter("local-refused", StoreSpanExporter(store))
+    before = _counts("local-refused")
+    exporter.export([_span(i) for i in range(10)] + [_span(10, start_time=2**70)])
+    after = _counts("local-refused")
+    assert (after[0] - before[0], after[1] - before[1]) == (10, 1)
+    assert len(store.all_spans()) == 10
+
+
+def test_nameless_span_counted_exported_is_stored(tmp_path: Path) -> None:
+    """``span(None)``'s span, counted exported, is really in the store."""
+    store = Store(tmp_path / "s.db")
+    exporter = CountingExporter("local-nameless", StoreSpanExporter(store))
+    before = _counts("local-nameless")
+    exporter.export([_span(1), ReadableSpan(name=None, context=SpanContext(1, 2, False))])  # type: ignore[arg-type]
+    exported = _counts("local-nameless")[0] - before[0]
+    assert exported == len(store.all_spans()) == 2
