@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import decimal
 import multiprocessing
+import os
+import signal
+import stat
+import time
 from pathlib import Path
 from typing import Any
 
-from glmtrace._internal.store import Store
+import pytest
+
+import glmtrace
+from glmtrace._internal import sqlite_fork
+from glmtrace._internal.store import Store, StoreError
 
 
 def _write(path: Path, worker: int) -> None:
@@ -132,3 +140,89 @@ def test_nameless_span_and_message_are_stored(tmp_path: Path) -> None:
     assert [s["name"] for s in store.all_spans()] == [""]
     assert len(store.all_logs()) == 1
     assert lost == (0, 0)
+
+
+def test_store_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    """GLMTRACE_STORE naming a directory: a StoreError that says so, for reads and writes."""
+    for call in (lambda s: s.recent(5), lambda s: s.write_spans([_span(1)])):
+        with pytest.raises(StoreError, match="is a directory; GLMTRACE_STORE must name a file"):
+            call(Store(tmp_path))
+
+
+def test_store_files_are_private(tmp_path: Path) -> None:
+    """A new store's directory is 0700 and its database, WAL and shared-memory files 0600."""
+    path = tmp_path / "new" / "glmtrace.db"
+    store = Store(path)
+    store.write_spans([_span(1)])
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert modes == {"glmtrace.db": 0o600, "glmtrace.db-wal": 0o600, "glmtrace.db-shm": 0o600}
+
+
+def _exported(run: tuple[int, int, str, dict[str, dict[str, int]]]) -> int:
+    return run[3].get("local", {}).get("exported", 0)
+
+
+def test_each_run_records_only_its_own_counts(tmp_path: Path) -> None:
+    """Two init/shutdown cycles in one process: doctor's rows show 3 and 2 spans, not 3 and 5."""
+    path = tmp_path / "s.db"
+    for service, count in (("first", 3), ("second", 2)):
+        glmtrace.init(service_name=service, store=path, logs="none")
+        for i in range(count):
+            with glmtrace.span("work", {"i": i}):
+                pass
+        glmtrace.shutdown()
+    runs = Store(path).recent_runs()
+    assert [(r[2], _exported(r)) for r in runs] == [("second", 2), ("first", 3)]
+
+
+def _child_traces(path: Path) -> None:
+    with glmtrace.span("child"):
+        pass
+    glmtrace.shutdown()
+
+
+def test_forked_child_records_only_its_own_counts(tmp_path: Path) -> None:
+    """A child forked after its parent exported 4 spans records its 1 span, not 5."""
+    path = tmp_path / "s.db"
+    glmtrace.init(service_name="parent", store=path, logs="none")
+    try:
+        for i in range(4):
+            with glmtrace.span("parent", {"i": i}):
+                pass
+        glmtrace.force_flush()
+        child = multiprocessing.get_context("fork").Process(target=_child_traces, args=(path,))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        (run,) = Store(path).recent_runs()
+        assert (run[1], _exported(run)) == (child.pid, 1)
+    finally:
+        glmtrace.shutdown()
+
+
+def test_child_forked_while_the_store_is_busy_is_refused_not_hung(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork that cannot wait for a store call to end: the child's writes fail at once, loudly."""
+    monkeypatch.setattr(sqlite_fork, "FORK_WAIT_S", 0.1)
+    store = Store(tmp_path / "s.db")
+    store.write_spans([_span(1)])
+    with sqlite_fork.lock():  # a store call in progress for the whole fork
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                store.write_spans([_span(2)])
+            except StoreError:
+                code = 0
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0
+    assert len(store.all_spans()) == 1
