@@ -38,7 +38,7 @@ class Holder(Protocol):
 
 _lock = threading.Lock()
 _holders: weakref.WeakSet[Holder] = weakref.WeakSet()
-_held_for_fork = False
+_forking = threading.local()  # per thread: two threads may fork at once
 _unusable = False
 # Connections a child inherited open: closing them would act on the parent's transactions and
 # locks, so they are kept, unused, for the life of the process.
@@ -65,9 +65,8 @@ def connect(holder: Holder, path: Path) -> sqlite3.Connection:
 
 
 def _before_fork() -> None:
-    global _held_for_fork
-    _held_for_fork = _lock.acquire(timeout=FORK_WAIT_S)
-    if not _held_for_fork:
+    _forking.held = _lock.acquire(timeout=FORK_WAIT_S)
+    if not _forking.held:
         return
     for holder in list(_holders):
         conn = holder.forget_connection()
@@ -80,13 +79,13 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_parent() -> None:
-    if _held_for_fork:
+    if getattr(_forking, "held", False):
         _lock.release()
 
 
 def _after_fork_in_child() -> None:
     global _lock, _unusable
-    if _held_for_fork:
+    if getattr(_forking, "held", False):
         _lock.release()
         return
     _lock = threading.Lock()  # held by a parent thread the child does not have

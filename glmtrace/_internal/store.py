@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from . import sqlite_fork
 from .guard import warn_once
-from .repair import repaired, safe_str, utf8_ok
 from .stats import STATS
+from .store_rows import SPAN_COLUMNS, encoded, log_values, span_row, span_values
 
 R = TypeVar("R")
 
@@ -67,23 +67,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-SPAN_COLUMNS = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "start_ns",
-    "end_ns",
-    "status",
-    "status_message",
-    "service_name",
-    "attributes",
-    "events",
-    "links",
-    "resource",
-)
-
 
 @dataclass(frozen=True)
 class TraceSummary:
@@ -101,7 +84,6 @@ class StoreError(Exception):
     """The store file is missing, unreadable, or does not hold what was asked for."""
 
 
-_JSON_COLUMNS = frozenset(("attributes", "events", "links", "resource"))
 _SPAN_INSERT = (
     f"INSERT INTO spans ({','.join(SPAN_COLUMNS)}) VALUES ({','.join('?' * len(SPAN_COLUMNS))})"
     " ON CONFLICT (trace_id, span_id) DO NOTHING"
@@ -150,8 +132,11 @@ class Store:
         if not create:
             raise StoreError(f"no glmtrace store at {self.path} (run a traced program first)")
         # Spans and logs can hold anything the program saw: readable by its owner only.
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # -wal/-shm copy its mode
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # -wal/-shm copy it
+        except OSError as exc:
+            raise StoreError(f"cannot create the glmtrace store {self.path}: {exc}") from None
 
     def forget_connection(self) -> sqlite3.Connection | None:
         """Let go of the connection (the process lock is held); it is returned, not closed."""
@@ -189,11 +174,11 @@ class Store:
 
         A value that cannot be encoded is repaired; a row that still fails costs only itself.
         """
-        return self._insert(_SPAN_INSERT, [_encoded(_span_values, r) for r in rows], "span")
+        return self._insert(_SPAN_INSERT, [encoded(span_values, r) for r in rows], "span")
 
     def write_logs(self, documents: Sequence[dict[str, Any]]) -> int:
         """Store ECS log documents like :meth:`write_spans`; the number not stored."""
-        return self._insert(_LOG_INSERT, [_encoded(_log_values, d) for d in documents], "log")
+        return self._insert(_LOG_INSERT, [encoded(log_values, d) for d in documents], "log")
 
     def _insert(self, sql: str, rows: list[tuple[Any, ...] | None], what: str) -> int:
         good = [r for r in rows if r is not None]
@@ -222,14 +207,10 @@ class Store:
         """
         global _recorded
         share = _difference(stats, _recorded)
-        _recorded = {sink: dict(events) for sink, events in stats.items()}
         row = (time.time_ns(), os.getpid(), service_name, json.dumps(share))
-        self._run(
-            True,
-            lambda conn: _transaction(
-                conn, lambda: conn.execute("INSERT INTO runs VALUES (?,?,?,?)", row)
-            ),
-        )
+        sql = "INSERT INTO runs VALUES (?,?,?,?)"
+        self._run(True, lambda conn: _transaction(conn, lambda: conn.execute(sql, row)))
+        _recorded = {sink: dict(events) for sink, events in stats.items()}
 
     def recent_runs(self, limit: int = 5) -> list[tuple[int, int, str, dict[str, dict[str, int]]]]:
         """The last ``limit`` recorded runs: (ended_ns, pid, service, stats), newest first."""
@@ -274,7 +255,7 @@ class Store:
             f"SELECT {','.join(SPAN_COLUMNS)} FROM spans WHERE trace_id = ? ORDER BY start_ns",
             (trace_id,),
         )
-        return [_span_row(row) for row in rows]
+        return [span_row(row) for row in rows]
 
     def logs(self, trace_id: str) -> list[dict[str, Any]]:
         rows = self._query(
@@ -301,7 +282,7 @@ class Store:
             f"SELECT {','.join(SPAN_COLUMNS)} FROM spans WHERE start_ns >= ? ORDER BY start_ns",
             (after_ns,),
         )
-        return [_span_row(row) for row in rows]
+        return [span_row(row) for row in rows]
 
     def all_logs(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT document FROM logs ORDER BY timestamp_ns")
@@ -369,52 +350,6 @@ def _each(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> in
     return failed
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=safe_str)
-
-
-def _span_values(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(
-        _json(row[c]) if c in _JSON_COLUMNS else _not_null(c, row[c]) for c in SPAN_COLUMNS
-    )
-
-
-def _log_values(doc: dict[str, Any]) -> tuple[Any, ...]:
-    return (
-        doc["log.id"],
-        doc["timestamp_ns"],
-        doc.get("trace.id"),
-        doc.get("span.id"),
-        _not_null("level", doc["log.level"]),
-        _not_null("logger", doc["log.logger"]),
-        _not_null("message", doc["message"]),
-        _json(doc),
-    )
-
-
-def _not_null(column: str, value: Any) -> Any:
-    # A span or record without a name/message is still stored (and counted), with empty text.
-    if value is None and column in ("name", "status", "level", "logger", "message"):
-        return ""
-    return value
-
-
-def _encoded(
-    encode: Callable[[dict[str, Any]], tuple[Any, ...]], item: dict[str, Any]
-) -> tuple[Any, ...] | None:
-    """The column values of ``item``, from a repaired copy if needed; None if even that fails."""
-    try:
-        values = encode(item)
-        if all(utf8_ok(v) for v in values if isinstance(v, str)):
-            return values
-    except (ValueError, TypeError, RecursionError):
-        pass
-    try:
-        return encode(repaired(item))
-    except Exception:
-        return None
-
-
 def _initialise(conn: sqlite3.Connection) -> None:
     """Switch to WAL and create the tables.
 
@@ -423,10 +358,3 @@ def _initialise(conn: sqlite3.Connection) -> None:
     """
     conn.execute("PRAGMA journal_mode = WAL")
     conn.executescript(_SCHEMA)
-
-
-def _span_row(row: Sequence[Any]) -> dict[str, Any]:
-    span = dict(zip(SPAN_COLUMNS, row, strict=True))
-    for key in ("attributes", "events", "links", "resource"):
-        span[key] = json.loads(span[key])
-    return span
