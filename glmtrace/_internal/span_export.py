@@ -50,23 +50,31 @@ def span_to_row(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-class StoreSpanExporter(SpanExporter):
+class PartialExporter(SpanExporter):
+    """An exporter that knows how many spans of a batch it lost; the others were delivered."""
+
+    def export_lost(self, spans: Sequence[ReadableSpan]) -> int:
+        """Export ``spans``; the number that did not reach the sink."""
+        raise NotImplementedError
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lost = self.export_lost(spans)
+        return SpanExportResult.SUCCESS if not lost else SpanExportResult.FAILURE
+
+
+class StoreSpanExporter(PartialExporter):
     """Writes finished spans into the local SQLite store."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def store(self, spans: Sequence[ReadableSpan]) -> int:
+    def export_lost(self, spans: Sequence[ReadableSpan]) -> int:
         """Write ``spans`` in one committed transaction; the number that could not be stored."""
         rows = [span_to_row(s) for s in spans]
         pid = os.getpid()  # the resource predates a fork; the exporting process is the writer
         for row in rows:
             row["resource"]["process.pid"] = pid
         return self._store.write_spans(rows)
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lost = self.store(spans)
-        return SpanExportResult.SUCCESS if not lost else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         self._store.close()
@@ -75,8 +83,8 @@ class StoreSpanExporter(SpanExporter):
 class CountingExporter(SpanExporter):
     """Counts exported and failed spans of the wrapped exporter; never raises.
 
-    The store reports how many spans of a batch it could not keep, so only those are counted
-    dropped; any other exporter's failure counts its whole batch.
+    A :class:`PartialExporter` says how many spans of a batch it lost, so only those are
+    counted dropped; any other exporter's failure counts its whole batch.
     """
 
     def __init__(self, sink: str, inner: SpanExporter) -> None:
@@ -85,8 +93,8 @@ class CountingExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            if isinstance(self._inner, StoreSpanExporter):
-                lost = self._inner.store(spans)
+            if isinstance(self._inner, PartialExporter):
+                lost = self._inner.export_lost(spans)
             else:
                 ok = self._inner.export(spans) is SpanExportResult.SUCCESS
                 lost = 0 if ok else len(spans)
@@ -131,6 +139,7 @@ def otlp_exporter(options: Options, timeout: float | None = None) -> SpanExporte
 # gRPC's default receive limit is 4 MiB per message; keep headroom for the envelope.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 256 * 1024
 _TRUNCATED_VALUE = 1024
+_TRUNCATED_ITEMS = 256
 _MAX_EVENTS = 32
 
 
@@ -151,10 +160,15 @@ def estimated_size(span: ReadableSpan) -> int:
 def _shrink(span: ReadableSpan) -> ReadableSpan:
     """A copy of ``span`` with long values cut and surplus events dropped, marked truncated."""
 
+    def cut_value(value: Any) -> Any:
+        if isinstance(value, str):
+            return value[:_TRUNCATED_VALUE]
+        if isinstance(value, tuple | list):  # a long sequence is as heavy as a long string
+            return tuple(cut_value(v) for v in value[:_TRUNCATED_ITEMS])
+        return value
+
     def cut(values: Any) -> dict[str, Any]:
-        return {
-            k: v[:_TRUNCATED_VALUE] if isinstance(v, str) else v for k, v in (values or {}).items()
-        }
+        return {k: cut_value(v) for k, v in (values or {}).items()}
 
     return ReadableSpan(
         name=span.name,
@@ -214,7 +228,7 @@ def _repaired(span: ReadableSpan) -> ReadableSpan:
     )
 
 
-class SizeBoundedExporter(SpanExporter):
+class SizeBoundedExporter(PartialExporter):
     """Splits batches so no export request exceeds ``max_bytes``; shrinks oversized spans.
 
     One span bigger than the limit would make the receiver reject its whole batch; it is
@@ -248,10 +262,17 @@ class SizeBoundedExporter(SpanExporter):
             out.append(chunk)
         return out
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        results = [self._inner.export(chunk) for chunk in self.chunks(spans)]
-        ok = all(r is SpanExportResult.SUCCESS for r in results)
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+    def export_lost(self, spans: Sequence[ReadableSpan]) -> int:
+        """Send each chunk on its own: a refused or failed request costs only its own spans."""
+        lost = 0
+        for chunk in self.chunks(spans):
+            try:
+                ok = self._inner.export(chunk) is SpanExportResult.SUCCESS
+            except Exception as exc:
+                report(f"export to {self.sink}", exc)
+                ok = False
+            lost += 0 if ok else len(chunk)
+        return lost
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
 from glmtrace._internal.config import Options
@@ -132,3 +133,52 @@ def test_nameless_span_counted_exported_is_stored(tmp_path: Path) -> None:
     exporter.export([_span(1), ReadableSpan(name=None, context=SpanContext(1, 2, False))])  # type: ignore[arg-type]
     exported = _counts("local-nameless")[0] - before[0]
     assert exported == len(store.all_spans()) == 2
+
+
+class _Refusing(SpanExporter):
+    """Accepts every request except one holding a span named ``bad``, which it fails."""
+
+    def __init__(self, fail_by_raising: bool) -> None:
+        self.fail_by_raising = fail_by_raising
+        self.delivered: list[str] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if any(s.name == "bad" for s in spans):
+            if self.fail_by_raising:
+                raise ConnectionError("request refused")
+            return SpanExportResult.FAILURE
+        self.delivered += [s.name for s in spans]
+        return SpanExportResult.SUCCESS
+
+
+@pytest.mark.parametrize("fail_by_raising", [False, True])
+def test_a_refused_request_costs_only_its_own_spans(
+    fail_by_raising: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches split into requests: one refused request is counted dropped, the rest exported."""
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")
+    inner = _Refusing(fail_by_raising)
+    sink = f"otlp-refused-{fail_by_raising}"
+    exporter = CountingExporter(sink, SizeBoundedExporter(sink, inner, max_bytes=150))
+    spans = [_span(0), _span(1), _span(2, name="bad"), _span(3)]
+    before = _counts(sink)
+    exporter.export(spans)
+    after = _counts(sink)
+    assert inner.delivered == ["span 0", "span 1", "span 3"]
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+
+
+def test_oversized_sequence_attribute_is_truncated_under_the_limit() -> None:
+    """A 10 MB tuple attribute is cut like a long string, so its request stays under 4 MiB."""
+    sent: list[ReadableSpan] = []
+
+    class Recorder(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            sent.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    big = _span(1, attributes={"rows": tuple("x" * 100 for _ in range(100_000))})
+    SizeBoundedExporter("otlp-seq", Recorder()).export([big])
+    (span,) = sent
+    assert span.attributes is not None and span.attributes["glmtrace.truncated"] is True
+    assert encode_spans(sent).ByteSize() < 4 * 1024 * 1024
