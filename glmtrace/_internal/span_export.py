@@ -12,7 +12,7 @@ from opentelemetry.trace import Link, Status, format_span_id, format_trace_id
 
 from .config import Options, otlp_traces_url
 from .guard import report
-from .repair import otlp_ok, repaired, text, utf8_ok
+from .repair import otlp_ok, repaired, safe_str, text, utf8_ok
 from .stats import STATS
 from .store import Store
 
@@ -191,12 +191,20 @@ def _otlp_ok(span: ReadableSpan) -> bool:
         return all(utf8_ok(k) and otlp_ok(v) for k, v in (values or {}).items())
 
     return (
-        utf8_ok(span.name)
+        _name_ok(span.name)
         and utf8_ok(span.status.description or "")
         and attrs(span.attributes)
-        and all(utf8_ok(e.name) and attrs(e.attributes) for e in span.events)
+        and all(_name_ok(e.name) and attrs(e.attributes) for e in span.events)
         and all(attrs(link.attributes) for link in span.links)
     )
+
+
+def _name_ok(name: object) -> bool:
+    return isinstance(name, str) and utf8_ok(name)
+
+
+def _name(name: object) -> str:
+    return "" if name is None else safe_str(name)  # span(None) is still a span
 
 
 def _repaired(span: ReadableSpan) -> ReadableSpan:
@@ -213,12 +221,12 @@ def _repaired(span: ReadableSpan) -> ReadableSpan:
     if status.description is not None:
         status = Status(status.status_code, text(status.description))
     return ReadableSpan(
-        name=text(span.name),
+        name=_name(span.name),
         context=span.context,
         parent=span.parent,
         resource=span.resource,
         attributes=attrs(span.attributes),
-        events=[Event(text(e.name), attrs(e.attributes), e.timestamp) for e in span.events],
+        events=[Event(_name(e.name), attrs(e.attributes), e.timestamp) for e in span.events],
         links=[Link(link.context, attrs(link.attributes)) for link in span.links],
         kind=span.kind,
         status=status,

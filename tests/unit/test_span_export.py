@@ -182,3 +182,17 @@ def test_oversized_sequence_attribute_is_truncated_under_the_limit() -> None:
     (span,) = sent
     assert span.attributes is not None and span.attributes["glmtrace.truncated"] is True
     assert encode_spans(sent).ByteSize() < 4 * 1024 * 1024
+
+
+def test_nameless_span_reaches_otlp(collector: tuple[str, list[dict[str, Any]]]) -> None:
+    """``span(None)``'s span goes out over OTLP (named ""), and its batch with it."""
+    url, received = collector
+    options = Options(endpoint=url, protocol="http/protobuf")
+    exporter = SizeBoundedExporter("otlp-nameless", otlp_exporter(options, timeout=5))
+    nameless = ReadableSpan(name=None, context=SpanContext(1, 2, False))  # type: ignore[arg-type]
+    try:
+        lost = exporter.export_lost([_span(1), nameless])
+    finally:
+        exporter.shutdown()
+    assert sorted(s["name"] for s in received) == ["", "span 1"]
+    assert lost == 0
