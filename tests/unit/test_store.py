@@ -170,6 +170,7 @@ def _exported(run: tuple[int, int, str, dict[str, dict[str, int]]]) -> int:
 def test_each_run_records_only_its_own_counts(tmp_path: Path) -> None:
     """Two init/shutdown cycles in one process: doctor's rows show 3 and 2 spans, not 3 and 5."""
     path = tmp_path / "s.db"
+    Store(tmp_path / "earlier.db").record_run("earlier", STATS.snapshot())  # earlier tests' counts
     for service, count in (("first", 3), ("second", 2)):
         glmtrace.init(service_name=service, store=path, logs="none")
         for i in range(count):
