@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from glmtrace._internal.store import Store
 
 # Three threads trace spans and log records into the local store without pause while the main
@@ -122,3 +124,54 @@ def test_children_forked_under_load_store_everything(tmp_path: Path) -> None:
     assert pooled == list(range(16))
     assert {f"child {k}" for k in range(40)} <= messages
     assert {f"pool-work {k}" for k in range(16)} <= messages
+
+
+def _posix_locks(pid: int, inode: int) -> list[str]:
+    """The POSIX locks ``pid`` holds on the file with ``inode``, from /proc/locks."""
+    held = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.replace(" -> ", " ").split()
+        if fields[4] == str(pid) and fields[5].endswith(f":{inode}"):
+            held.append(line)
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+def test_forked_child_holds_its_own_file_locks(tmp_path: Path) -> None:
+    """A child writes under real POSIX locks of its own, not SQLite's memory of its parent's."""
+    store = Store(tmp_path / "s.db")
+    store.write_logs(
+        [
+            {
+                "log.id": "1",
+                "timestamp_ns": 1,
+                "log.level": "I",
+                "log.logger": "t",
+                "message": "parent",
+            }
+        ]
+    )
+    inode = (tmp_path / "s.db").stat().st_ino
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            store.write_logs(
+                [
+                    {
+                        "log.id": "2",
+                        "timestamp_ns": 2,
+                        "log.level": "I",
+                        "log.logger": "t",
+                        "message": "child",
+                    }
+                ]
+            )
+            os.write(write, json.dumps(_posix_locks(os.getpid(), inode)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_locks = json.loads(pipe.read() or "null")
+    os.waitpid(pid, 0)
+    assert child_locks, "the child wrote without holding any lock on the database file"
