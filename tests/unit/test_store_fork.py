@@ -36,7 +36,7 @@ _LOAD = textwrap.dedent(
             with glmtrace.span("busy", {"thread": n}):
                 log.info("busy %d %d", n, i)
             i += 1
-            if i % 20 == 0:
+            if i % 5 == 0:
                 glmtrace.force_flush()  # many small transactions: forks land inside them
 
     def pool_work(k):
