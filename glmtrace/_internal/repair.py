@@ -14,7 +14,7 @@ from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Past this many bits even the decimal string is more work than a telemetry value is worth.
-_MAX_DIGITS_BITS = 1 << 17
+_MAX_DIGITS_BITS = 1 << 15
 _LOG10_2 = 0.30103
 
 
@@ -36,14 +36,19 @@ def text(value: str) -> str:
     return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def _digits_limit() -> int:
+    get = getattr(sys, "get_int_max_str_digits", None)  # absent before Python 3.10.7
+    return int(get()) if get is not None else 0
+
+
 def printable(value: int) -> bool:
     """True when ``str(value)`` works under the interpreter's integer-digits limit."""
-    limit = sys.get_int_max_str_digits()
+    limit = _digits_limit()
     return limit == 0 or value.bit_length() * _LOG10_2 < limit - 1
 
 
 def int_text(value: int) -> str:
-    """The decimal string of ``value``, whatever its size (or its size, past ~40,000 digits)."""
+    """The decimal string of ``value``, whatever its size (or its size, past ~10,000 digits)."""
     bits = value.bit_length()
     if bits > _MAX_DIGITS_BITS:
         return f"<integer of {bits} bits>"
