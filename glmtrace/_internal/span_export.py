@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status, format_span_id, format_trace_id
@@ -193,6 +194,7 @@ def _otlp_ok(span: ReadableSpan) -> bool:
     return (
         _name_ok(span.name)
         and utf8_ok(span.status.description or "")
+        and attrs(span.resource.attributes)  # GLMTRACE_SERVICE_NAME may hold undecodable bytes
         and attrs(span.attributes)
         and all(_name_ok(e.name) and attrs(e.attributes) for e in span.events)
         and all(attrs(link.attributes) for link in span.links)
@@ -224,7 +226,7 @@ def _repaired(span: ReadableSpan) -> ReadableSpan:
         name=_name(span.name),
         context=span.context,
         parent=span.parent,
-        resource=span.resource,
+        resource=Resource(attrs(span.resource.attributes), span.resource.schema_url),
         attributes=attrs(span.attributes),
         events=[Event(_name(e.name), attrs(e.attributes), e.timestamp) for e in span.events],
         links=[Link(link.context, attrs(link.attributes)) for link in span.links],

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, Status, StatusCode
@@ -195,4 +196,20 @@ def test_nameless_span_reaches_otlp(collector: tuple[str, list[dict[str, Any]]])
     finally:
         exporter.shutdown()
     assert sorted(s["name"] for s in received) == ["", "span 1"]
+    assert result is SpanExportResult.SUCCESS
+
+
+def test_undecodable_service_name_reaches_otlp(
+    collector: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """A service name with undecodable bytes (from the environment) is repaired, not fatal."""
+    url, received = collector
+    options = Options(endpoint=url, protocol="http/protobuf")
+    exporter = SizeBoundedExporter("otlp-service", otlp_exporter(options, timeout=5))
+    resource = Resource({"service.name": "train-\udcff"})
+    try:
+        result = exporter.export([_span(i, resource=resource) for i in range(3)])
+    finally:
+        exporter.shutdown()
+    assert len(received) == 3
     assert result is SpanExportResult.SUCCESS
