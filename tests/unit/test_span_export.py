@@ -48,10 +48,13 @@ class _Collector(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         request = ExportTraceServiceRequest.FromString(body)
         for resource_spans in request.resource_spans:
+            resource = {a.key: a.value for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
                     attributes = {a.key: a.value for a in span.attributes}
-                    self.received.append({"name": span.name, "attributes": attributes})
+                    self.received.append(
+                        {"name": span.name, "attributes": attributes, "resource": resource}
+                    )
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -202,7 +205,7 @@ def test_nameless_span_reaches_otlp(collector: tuple[str, list[dict[str, Any]]])
 def test_undecodable_service_name_reaches_otlp(
     collector: tuple[str, list[dict[str, Any]]],
 ) -> None:
-    """A service name with undecodable bytes (from the environment) is repaired, not fatal."""
+    """A service name with undecodable bytes (from the environment) arrives repaired, not lost."""
     url, received = collector
     options = Options(endpoint=url, protocol="http/protobuf")
     exporter = SizeBoundedExporter("otlp-service", otlp_exporter(options, timeout=5))
@@ -211,5 +214,6 @@ def test_undecodable_service_name_reaches_otlp(
         result = exporter.export([_span(i, resource=resource) for i in range(3)])
     finally:
         exporter.shutdown()
-    assert len(received) == 3
+    services = [s["resource"]["service.name"].string_value for s in received]
+    assert services == ["train-\ufffd"] * 3
     assert result is SpanExportResult.SUCCESS
