@@ -31,6 +31,8 @@ _BUSY_MS = 50
 
 
 class Holder(Protocol):
+    """What owns a connection made here (a :class:`~glmtrace._internal.store.Store`)."""
+
     def forget_connection(self) -> sqlite3.Connection | None:
         """Give up the open connection (the process lock is held) without closing it."""
         ...
