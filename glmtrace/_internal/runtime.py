@@ -360,11 +360,12 @@ def _record_run(options: Options | None, service_name: str) -> None:
 
 
 def _counting(
-    sink: str, send: Callable[[list[dict[str, Any]]], None]
+    sink: str, send: Callable[[list[dict[str, Any]]], int]
 ) -> Callable[[list[dict[str, Any]]], None]:
     def counted(batch: list[dict[str, Any]]) -> None:
-        send(batch)
-        STATS.add(f"logs-{sink}", "exported", len(batch))
+        lost = send(batch)  # the store says how many records it could not keep
+        STATS.add(f"logs-{sink}", "exported", len(batch) - lost)
+        STATS.add(f"logs-{sink}", "dropped", lost)
 
     return counted
 

@@ -15,6 +15,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from .repair import repaired, text
+
 _KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
@@ -109,7 +111,11 @@ def _row(span: Mapping[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
 
 def _attrs(values: Mapping[str, Any]) -> dict[str, Any]:
     # JSON turned tuples into lists; OpenTelemetry wants homogeneous sequences as tuples.
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    # The store keeps integers past 64 bits, which OTLP cannot carry: they go as text.
+    return {
+        text(k): repaired(tuple(v) if isinstance(v, list) else v, int64=True)
+        for k, v in values.items()
+    }
 
 
 def _context(trace_id: str, span_id: str) -> SpanContext:
@@ -128,7 +134,7 @@ def readable_span(row: Mapping[str, Any]) -> ReadableSpan:
     status = Status(code, row.get("status_message") if code is StatusCode.ERROR else None)
     parent = row.get("parent_span_id")
     return ReadableSpan(
-        name=row["name"],
+        name=text(row["name"] or ""),
         context=_context(row["trace_id"], row["span_id"]),
         parent=_context(row["trace_id"], parent) if parent else None,
         resource=Resource(_attrs(row.get("resource") or {})),

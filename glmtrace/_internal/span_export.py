@@ -6,12 +6,14 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import Link, Status, format_span_id, format_trace_id
 
 from .config import Options, otlp_traces_url
 from .guard import report
+from .repair import otlp_ok, repaired, safe_str, text, utf8_ok
 from .stats import STATS
 from .store import Store
 
@@ -49,26 +51,42 @@ def span_to_row(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
-class StoreSpanExporter(SpanExporter):
+class PartialExporter(SpanExporter):
+    """An exporter that knows how many spans of a batch it lost; the others were delivered."""
+
+    def export_lost(self, spans: Sequence[ReadableSpan]) -> int:
+        """Export ``spans``; the number that did not reach the sink."""
+        raise NotImplementedError
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lost = self.export_lost(spans)
+        return SpanExportResult.SUCCESS if not lost else SpanExportResult.FAILURE
+
+
+class StoreSpanExporter(PartialExporter):
     """Writes finished spans into the local SQLite store."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export_lost(self, spans: Sequence[ReadableSpan]) -> int:
+        """Write ``spans`` in one committed transaction; the number that could not be stored."""
         rows = [span_to_row(s) for s in spans]
         pid = os.getpid()  # the resource predates a fork; the exporting process is the writer
         for row in rows:
             row["resource"]["process.pid"] = pid
-        self._store.write_spans(rows)
-        return SpanExportResult.SUCCESS
+        return self._store.write_spans(rows)
 
     def shutdown(self) -> None:
         self._store.close()
 
 
 class CountingExporter(SpanExporter):
-    """Counts exported and failed spans of the wrapped exporter; never raises."""
+    """Counts exported and failed spans of the wrapped exporter; never raises.
+
+    A :class:`PartialExporter` says how many spans of a batch it lost, so only those are
+    counted dropped; any other exporter's failure counts its whole batch.
+    """
 
     def __init__(self, sink: str, inner: SpanExporter) -> None:
         self.sink = sink
@@ -76,14 +94,17 @@ class CountingExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            result = self._inner.export(spans)
+            if isinstance(self._inner, PartialExporter):
+                lost = self._inner.export_lost(spans)
+            else:
+                ok = self._inner.export(spans) is SpanExportResult.SUCCESS
+                lost = 0 if ok else len(spans)
         except Exception as exc:
             report(f"export to {self.sink}", exc)
-            result = SpanExportResult.FAILURE
-        STATS.add(
-            self.sink, "exported" if result is SpanExportResult.SUCCESS else "dropped", len(spans)
-        )
-        return result
+            lost = len(spans)
+        STATS.add(self.sink, "exported", len(spans) - lost)
+        STATS.add(self.sink, "dropped", lost)
+        return SpanExportResult.SUCCESS if not lost else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)
@@ -119,6 +140,7 @@ def otlp_exporter(options: Options, timeout: float | None = None) -> SpanExporte
 # gRPC's default receive limit is 4 MiB per message; keep headroom for the envelope.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 256 * 1024
 _TRUNCATED_VALUE = 1024
+_TRUNCATED_ITEMS = 256
 _MAX_EVENTS = 32
 
 
@@ -139,10 +161,15 @@ def estimated_size(span: ReadableSpan) -> int:
 def _shrink(span: ReadableSpan) -> ReadableSpan:
     """A copy of ``span`` with long values cut and surplus events dropped, marked truncated."""
 
+    def cut_value(value: Any) -> Any:
+        if isinstance(value, str):
+            return value[:_TRUNCATED_VALUE]
+        if isinstance(value, tuple | list):  # a long sequence is as heavy as a long string
+            return tuple(cut_value(v) for v in value[:_TRUNCATED_ITEMS])
+        return value
+
     def cut(values: Any) -> dict[str, Any]:
-        return {
-            k: v[:_TRUNCATED_VALUE] if isinstance(v, str) else v for k, v in (values or {}).items()
-        }
+        return {k: cut_value(v) for k, v in (values or {}).items()}
 
     return ReadableSpan(
         name=span.name,
@@ -160,11 +187,63 @@ def _shrink(span: ReadableSpan) -> ReadableSpan:
     )
 
 
-class SizeBoundedExporter(SpanExporter):
+def _otlp_ok(span: ReadableSpan) -> bool:
+    def attrs(values: Any) -> bool:
+        return all(utf8_ok(k) and otlp_ok(v) for k, v in (values or {}).items())
+
+    return (
+        _name_ok(span.name)
+        and utf8_ok(span.status.description or "")
+        and attrs(span.resource.attributes)  # GLMTRACE_SERVICE_NAME may hold undecodable bytes
+        and attrs(span.attributes)
+        and all(_name_ok(e.name) and attrs(e.attributes) for e in span.events)
+        and all(attrs(link.attributes) for link in span.links)
+    )
+
+
+def _name_ok(name: object) -> bool:
+    return isinstance(name, str) and utf8_ok(name)
+
+
+def _name(name: object) -> str:
+    return "" if name is None else safe_str(name)  # span(None) is still a span
+
+
+def _repaired(span: ReadableSpan) -> ReadableSpan:
+    """A copy of ``span`` that OTLP can encode: no lone surrogates, no integers past 64 bits.
+
+    The protobuf encoder fails the whole request on a bad span name and drops (with a
+    traceback) any attribute it cannot encode; the span is repaired instead.
+    """
+
+    def attrs(values: Any) -> dict[str, Any]:
+        return {text(k): repaired(v, int64=True) for k, v in (values or {}).items()}
+
+    status = span.status
+    if status.description is not None:
+        status = Status(status.status_code, text(status.description))
+    return ReadableSpan(
+        name=_name(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=Resource(attrs(span.resource.attributes), span.resource.schema_url),
+        attributes=attrs(span.attributes),
+        events=[Event(_name(e.name), attrs(e.attributes), e.timestamp) for e in span.events],
+        links=[Link(link.context, attrs(link.attributes)) for link in span.links],
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class SizeBoundedExporter(PartialExporter):
     """Splits batches so no export request exceeds ``max_bytes``; shrinks oversized spans.
 
     One span bigger than the limit would make the receiver reject its whole batch; it is
-    truncated (and counted) instead of silently lost with its neighbours.
+    truncated (and counted) instead of silently lost with its neighbours. A span that cannot
+    be encoded (lone surrogates, huge integers) is repaired for the same reason.
     """
 
     def __init__(self, sink: str, inner: SpanExporter, max_bytes: int = MAX_REQUEST_BYTES) -> None:
@@ -177,6 +256,8 @@ class SizeBoundedExporter(SpanExporter):
         chunk: list[ReadableSpan] = []
         size = 0
         for span in spans:
+            if not _otlp_ok(span):
+                span = _repaired(span)
             n = estimated_size(span)
             if n > self._max_bytes:
                 span = _shrink(span)
@@ -191,10 +272,17 @@ class SizeBoundedExporter(SpanExporter):
             out.append(chunk)
         return out
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        results = [self._inner.export(chunk) for chunk in self.chunks(spans)]
-        ok = all(r is SpanExportResult.SUCCESS for r in results)
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+    def export_lost(self, spans: Sequence[ReadableSpan]) -> int:
+        """Send each chunk on its own: a refused or failed request costs only its own spans."""
+        lost = 0
+        for chunk in self.chunks(spans):
+            try:
+                ok = self._inner.export(chunk) is SpanExportResult.SUCCESS
+            except Exception as exc:
+                report(f"export to {self.sink}", exc)
+                ok = False
+            lost += 0 if ok else len(chunk)
+        return lost
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)

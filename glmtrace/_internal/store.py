@@ -1,20 +1,27 @@
 """The embedded default: one SQLite file holding spans and log records.
 
-Several processes (workers, ranks) may write at once: WAL journaling plus a busy timeout
-serialise their writers, and every connection belongs to one process (reopened after fork).
+Several processes (workers, ranks) may write at once: WAL journaling plus retries on a busy
+file serialise their writers. Connections never cross a fork (see :mod:`.sqlite_fork`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from . import sqlite_fork
+from .guard import warn_once
+from .stats import STATS
+from .store_rows import SPAN_COLUMNS, encoded, log_values, span_row, span_values
+
+R = TypeVar("R")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spans (
@@ -60,23 +67,6 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 """
 
-SPAN_COLUMNS = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "start_ns",
-    "end_ns",
-    "status",
-    "status_message",
-    "service_name",
-    "attributes",
-    "events",
-    "links",
-    "resource",
-)
-
 
 @dataclass(frozen=True)
 class TraceSummary:
@@ -94,127 +84,165 @@ class StoreError(Exception):
     """The store file is missing, unreadable, or does not hold what was asked for."""
 
 
+_SPAN_INSERT = (
+    f"INSERT INTO spans ({','.join(SPAN_COLUMNS)}) VALUES ({','.join('?' * len(SPAN_COLUMNS))})"
+    " ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
+_LOG_INSERT = "INSERT INTO logs VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (log_id) DO NOTHING"
+# How long a call waits for other processes' writers before it gives up (the batch is dropped).
+_WAIT_S = 30.0
+
+
 class Store:
-    """Reads and writes one glmtrace SQLite file."""
+    """Reads and writes one glmtrace SQLite file.
+
+    One connection per store and process, used under the process-wide lock of
+    :mod:`.sqlite_fork`, which closes it around every ``fork()``: a child never inherits a
+    connection or SQLite's lock bookkeeping for it.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._local = threading.local()
-        self._pid = os.getpid()
+        self._conn: sqlite3.Connection | None = None
+        self._ready = False  # the connection made sure the tables exist
 
     # ------------------------------------------------------------------ connections
 
-    def _connect(self, create: bool) -> sqlite3.Connection:
-        if os.getpid() != self._pid:  # forked: never share a connection with the parent
-            self._local = threading.local()
-            self._pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        elif not self.path.exists():
+    def _connection(self, create: bool) -> sqlite3.Connection:
+        """The open connection, opening it first; the caller holds the process lock."""
+        if sqlite_fork.unusable():
+            raise StoreError(
+                f"this process was forked while its parent was writing {self.path}; "
+                "its spans and logs cannot be stored"
+            )
+        if self._conn is None:
+            self._prepare_path(create)
+            self._conn = sqlite_fork.connect(self, self.path)
+            self._ready = False
+        if create and not self._ready:
+            _initialise(self._conn)
+            self._ready = True
+        return self._conn
+
+    def _prepare_path(self, create: bool) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory; GLMTRACE_STORE must name a file")
+        if self.path.exists():
+            return
+        if not create:
             raise StoreError(f"no glmtrace store at {self.path} (run a traced program first)")
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 30000")
-        if create:
-            _initialise(conn)
-        self._local.conn = conn
+        # Spans and logs can hold anything the program saw: readable by its owner only.
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # -wal/-shm copy it
+        except OSError as exc:
+            raise StoreError(f"cannot create the glmtrace store {self.path}: {exc}") from None
+
+    def forget_connection(self) -> sqlite3.Connection | None:
+        """Let go of the connection (the process lock is held); it is returned, not closed."""
+        conn, self._conn = self._conn, None
         return conn
 
+    def _run(self, create: bool, work: Callable[[sqlite3.Connection], R]) -> R:
+        """``work(conn)`` under the process lock, retried while other processes hold the file.
+
+        SQLite's own busy wait is kept short and the lock is let go between tries, so a
+        ``fork()`` waiting for the lock is held up by one short call, not by a queue of writers.
+        """
+        deadline = time.monotonic() + _WAIT_S
+        while True:
+            with sqlite_fork.lock():
+                try:
+                    return work(self._connection(create))
+                except sqlite3.OperationalError as exc:
+                    if self._conn is not None and self._conn.in_transaction:
+                        self._conn.rollback()
+                    if not _busy(exc) or time.monotonic() > deadline:
+                        raise
+            time.sleep(random.uniform(0.002, 0.02))
+
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
+        with sqlite_fork.lock():
+            conn = self.forget_connection()
         if conn is not None:
             conn.close()
-            self._local.conn = None
 
     # ------------------------------------------------------------------ writes
 
-    def write_spans(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        conn = self._connect(create=True)
-        values = [
-            tuple(
-                json.dumps(r[c]) if c in ("attributes", "events", "links", "resource") else r[c]
-                for c in SPAN_COLUMNS
-            )
-            for r in rows
-        ]
-        marks = ",".join("?" * len(SPAN_COLUMNS))
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                f"INSERT OR IGNORE INTO spans ({','.join(SPAN_COLUMNS)}) VALUES ({marks})", values
-            )
+    def write_spans(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Store ``rows`` (span dicts) in one transaction; the number that could not be stored.
 
-    def write_logs(self, documents: Sequence[dict[str, Any]]) -> None:
-        if not documents:
-            return
-        conn = self._connect(create=True)
-        values = [
-            (
-                d["log.id"],
-                d["timestamp_ns"],
-                d.get("trace.id"),
-                d.get("span.id"),
-                d["log.level"],
-                d["log.logger"],
-                d["message"],
-                json.dumps(d, default=str),
-            )
-            for d in documents
-        ]
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR IGNORE INTO logs VALUES (?,?,?,?,?,?,?,?)", values)
+        A value that cannot be encoded is repaired; a row that still fails costs only itself.
+        """
+        return self._insert(_SPAN_INSERT, [encoded(span_values, r) for r in rows], "span")
+
+    def write_logs(self, documents: Sequence[dict[str, Any]]) -> int:
+        """Store ECS log documents like :meth:`write_spans`; the number not stored."""
+        return self._insert(_LOG_INSERT, [encoded(log_values, d) for d in documents], "log")
+
+    def _insert(self, sql: str, rows: list[tuple[Any, ...] | None], what: str) -> int:
+        good = [r for r in rows if r is not None]
+        lost = len(rows) - len(good)
+        if lost:
+            warn_once(f"store-encode:{what}", "glmtrace could not encode a %s for the store", what)
+        if not good:
+            return lost
+        try:
+            self._run(True, lambda conn: _transaction(conn, lambda: conn.executemany(sql, good)))
+            return lost
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                raise
+        # One row the database refuses: store the others, one statement each.
+        failed = self._run(True, lambda conn: _transaction(conn, lambda: _each(conn, sql, good)))
+        if failed:
+            warn_once(f"store-insert:{what}", "glmtrace's store refused a %s", what)
+        return lost + failed
 
     def record_run(self, service_name: str, stats: dict[str, dict[str, int]]) -> None:
-        """Keep one process's final counters, so ``glmtrace doctor`` can show them later."""
-        conn = self._connect(create=True)
-        with conn:
-            conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?)",
-                (time.time_ns(), os.getpid(), service_name, json.dumps(stats)),
-            )
+        """Keep what this process counted since it last recorded, for ``glmtrace doctor``.
+
+        ``stats`` is the process's running total: a process that initialises twice, or a forked
+        child whose counters began at its parent's, records only its own share.
+        """
+        global _recorded
+        share = _difference(stats, _recorded)
+        row = (time.time_ns(), os.getpid(), service_name, json.dumps(share))
+        sql = "INSERT INTO runs VALUES (?,?,?,?)"
+        self._run(True, lambda conn: _transaction(conn, lambda: conn.execute(sql, row)))
+        _recorded = {sink: dict(events) for sink, events in stats.items()}
 
     def recent_runs(self, limit: int = 5) -> list[tuple[int, int, str, dict[str, dict[str, int]]]]:
         """The last ``limit`` recorded runs: (ended_ns, pid, service, stats), newest first."""
-        cur = self._read().execute(
+        rows = self._query(
             "SELECT ended_ns, pid, service_name, stats FROM runs ORDER BY ended_ns DESC LIMIT ?",
             (limit,),
         )
-        return [(r[0], r[1], r[2], json.loads(r[3])) for r in cur]
+        return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def mark_pushed(self, destination: str, kind: str, ids: Iterable[str]) -> None:
-        conn = self._connect(create=True)
-        with conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO pushed VALUES (?,?,?)",
-                [(destination, kind, i) for i in ids],
-            )
+        values = [(destination, kind, i) for i in ids]
+        sql = "INSERT OR IGNORE INTO pushed VALUES (?,?,?)"
+        self._run(True, lambda conn: _transaction(conn, lambda: conn.executemany(sql, values)))
 
     # ------------------------------------------------------------------ reads
 
-    def _read(self) -> sqlite3.Connection:
-        conn = self._connect(create=False)
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of one query, fetched under the lock (no read left open across a fork)."""
         try:
-            conn.execute("SELECT 1 FROM spans LIMIT 1")
+            return self._run(False, lambda conn: conn.execute(sql, params).fetchall())
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                raise StoreError(f"{self.path} is busy: {exc}") from None
             raise StoreError(f"{self.path} is not a glmtrace store: {exc}") from None
-        return conn
 
     def resolve_trace_id(self, prefix: str) -> str:
         """Full trace id for a full id or a unique prefix of 8+ hex characters."""
         text = prefix.strip().lower()
         if len(text) < 8 or any(c not in "0123456789abcdef" for c in text):
             raise StoreError(f"{prefix!r} is not a trace id (give 8 to 32 hex characters)")
-        rows = (
-            self._read()
-            .execute(
-                "SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ? LIMIT 2", (text + "%",)
-            )
-            .fetchall()
+        rows = self._query(
+            "SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ? LIMIT 2", (text + "%",)
         )
         if not rows:
             raise StoreError(f"no trace {prefix} in {self.path}")
@@ -223,20 +251,20 @@ class Store:
         return str(rows[0][0])
 
     def spans(self, trace_id: str) -> list[dict[str, Any]]:
-        cur = self._read().execute(
+        rows = self._query(
             f"SELECT {','.join(SPAN_COLUMNS)} FROM spans WHERE trace_id = ? ORDER BY start_ns",
             (trace_id,),
         )
-        return [_span_row(row) for row in cur]
+        return [span_row(row) for row in rows]
 
     def logs(self, trace_id: str) -> list[dict[str, Any]]:
-        cur = self._read().execute(
+        rows = self._query(
             "SELECT document FROM logs WHERE trace_id = ? ORDER BY timestamp_ns", (trace_id,)
         )
-        return [json.loads(row[0]) for row in cur]
+        return [json.loads(row[0]) for row in rows]
 
     def recent(self, limit: int) -> list[TraceSummary]:
-        cur = self._read().execute(
+        rows = self._query(
             """
             SELECT trace_id,
                    (SELECT name FROM spans r WHERE r.trace_id = s.trace_id
@@ -247,59 +275,86 @@ class Store:
             """,
             (limit,),
         )
-        return [TraceSummary(r[0], r[1], r[2], r[3], r[4], r[5] or 0) for r in cur]
+        return [TraceSummary(r[0], r[1], r[2], r[3], r[4], r[5] or 0) for r in rows]
 
     def all_spans(self, after_ns: int = 0) -> list[dict[str, Any]]:
-        cur = self._read().execute(
+        rows = self._query(
             f"SELECT {','.join(SPAN_COLUMNS)} FROM spans WHERE start_ns >= ? ORDER BY start_ns",
             (after_ns,),
         )
-        return [_span_row(row) for row in cur]
+        return [span_row(row) for row in rows]
 
     def all_logs(self) -> list[dict[str, Any]]:
-        cur = self._read().execute("SELECT document FROM logs ORDER BY timestamp_ns")
-        return [json.loads(row[0]) for row in cur]
+        rows = self._query("SELECT document FROM logs ORDER BY timestamp_ns")
+        return [json.loads(row[0]) for row in rows]
 
     def pushed(self, destination: str, kind: str) -> set[str]:
-        cur = self._read().execute(
+        rows = self._query(
             "SELECT item_id FROM pushed WHERE destination = ? AND kind = ?", (destination, kind)
         )
-        return {row[0] for row in cur}
+        return {row[0] for row in rows}
 
 
-_init_lock = threading.Lock()
+# What this process's record_run calls have recorded so far; a forked child starts from the
+# counters it inherited, which are its parent's to record.
+_recorded: dict[str, dict[str, int]] = {}
 
 
-def _after_fork() -> None:
-    global _init_lock
-    _init_lock = threading.Lock()  # the parent's may be held by a thread the child lacks
+def _after_fork_in_child() -> None:
+    global _recorded
+    _recorded = STATS.snapshot()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _initialise(conn: sqlite3.Connection, deadline_s: float = 30.0) -> None:
-    """Switch to WAL and create the tables, waiting out other writers doing the same.
+def _difference(
+    now: dict[str, dict[str, int]], before: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    share: dict[str, dict[str, int]] = {}
+    for sink, events in now.items():
+        counts = {k: n - before.get(sink, {}).get(k, 0) for k, n in events.items()}
+        counts = {k: n for k, n in counts.items() if n > 0}
+        if counts:
+            share[sink] = counts
+    return share
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _transaction(conn: sqlite3.Connection, work: Callable[[], R]) -> R:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
+
+
+def _each(conn: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    """Insert ``rows`` one statement each; the number refused (a busy file still raises)."""
+    failed = 0
+    for row in rows:
+        try:
+            conn.execute(sql, row)
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                raise
+            failed += 1
+    return failed
+
+
+def _initialise(conn: sqlite3.Connection) -> None:
+    """Switch to WAL and create the tables.
 
     Changing the journal mode needs the database to itself, and SQLite reports "database is
-    locked" at once instead of calling its busy handler; exporter threads and worker
-    processes all open the store together, so wait and retry.
+    locked" at once instead of calling its busy handler; :meth:`Store._run` retries it.
     """
-    deadline = time.monotonic() + deadline_s
-    with _init_lock:
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(_SCHEMA)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-
-def _span_row(row: Sequence[Any]) -> dict[str, Any]:
-    span = dict(zip(SPAN_COLUMNS, row, strict=True))
-    for key in ("attributes", "events", "links", "resource"):
-        span[key] = json.loads(span[key])
-    return span
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(_SCHEMA)
