@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import DEFAULT_REDACT_KEYS
+from .repair import INT64_MAX, INT64_MIN, int64_or_text
 
 REDACTED = "[REDACTED]"
 AttributeValue = str | bool | int | float | tuple[str, ...] | tuple[int, ...] | tuple[float, ...]
@@ -28,7 +29,6 @@ _MAX_ITEMS = 64
 # Total containers and items one value may make coercion visit: shared references multiply
 # the work (64 wide x 4 deep is 16 million visits) while depth and width stay within bounds.
 _MAX_NODES = 2048
-_INT64 = (-(2**63), 2**63 - 1)
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _repr = reprlib.Repr()
@@ -89,27 +89,6 @@ def scrub_urls(text: str) -> str:
     return _URL_USERINFO.sub(r"\1[REDACTED]@", text)
 
 
-def safe_str(value: object) -> str:
-    """``str(value)``, or a placeholder naming its type when ``__str__`` raises."""
-    try:
-        return str(value)
-    except Exception:
-        return f"<{type(value).__name__} object: str() failed>"
-
-
-def int_value(value: int) -> int | str:
-    """``value`` when OTLP and Elasticsearch can carry it (64 bits), else its string form.
-
-    Past 4300 digits ``str()`` raises (CPython's conversion limit), so those become hex.
-    """
-    if _INT64[0] <= value <= _INT64[1]:
-        return value
-    try:
-        return str(value)
-    except ValueError:
-        return hex(value)
-
-
 def tensor_summary(value: Any) -> dict[str, Any] | None:
     """``{shape, dtype, device}`` for a torch tensor or numpy array, else None."""
     torch = sys.modules.get("torch")
@@ -144,7 +123,7 @@ def _jsonable(
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return int_value(value)
+        return int64_or_text(value)
     if isinstance(value, float):
         return _float(value)
     # Strings nested in containers get a smaller share, so one long field cannot crowd
@@ -194,7 +173,7 @@ def coerce(value: Any, limits: Limits) -> AttributeValue:
         return value
     if isinstance(value, int):
         # OTLP carries 64-bit integers; a bigger one would be dropped with a traceback.
-        number = int_value(value)
+        number = int64_or_text(value)
         return truncate(number, limits.max_length) if isinstance(number, str) else number
     if isinstance(value, float):
         return value
@@ -203,7 +182,7 @@ def coerce(value: Any, limits: Limits) -> AttributeValue:
     if isinstance(value, list | tuple) and value and len(value) <= _MAX_ITEMS:
         items = list(value)
         if _homogeneous(items) and not (
-            isinstance(items[0], int) and not all(_INT64[0] <= v <= _INT64[1] for v in items)
+            isinstance(items[0], int) and not all(INT64_MIN <= v <= INT64_MAX for v in items)
         ):
             if isinstance(items[0], str):
                 return tuple(truncate(scrub_urls(v), limits.max_length) for v in items)

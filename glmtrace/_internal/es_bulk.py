@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from . import safe_json
+from . import repair
 from .config import ElasticsearchOptions
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ def repaired(doc: dict[str, Any], reason: str) -> dict[str, Any] | None:
         earlier = {}
     if isinstance(earlier, dict):
         moved = {**earlier, **moved}
-    kept[UNMAPPED] = safe_json.dumps(moved).decode()
+    kept[UNMAPPED] = repair.dumps(moved).decode()
     return kept
 
 
@@ -194,7 +194,7 @@ def chunks(index: str, docs: list[dict[str, Any]]) -> Iterator[tuple[list[dict[s
     size = 0
     for doc in docs:
         action = {"create": {"_index": index, "_id": doc["log.id"]}}
-        line = safe_json.dumps(action) + b"\n" + safe_json.dumps(_body(doc)) + b"\n"
+        line = repair.dumps(action) + b"\n" + repair.dumps(_body(doc)) + b"\n"
         if part and (size + len(line) > MAX_BULK_BYTES or len(part) >= MAX_BULK_DOCS):
             yield part, b"".join(lines)
             part, lines, size = [], [], 0

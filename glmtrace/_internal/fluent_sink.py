@@ -35,7 +35,7 @@ from typing import Any
 from .config import FluentOptions, Options
 from .errors import MissingDependencyError
 from .guard import warn_once
-from .safe_json import repair
+from .repair import json_ready
 from .stats import STATS
 
 SINK = "logs-fluent"
@@ -235,7 +235,7 @@ def _messages(tag: str, batch: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
             entry = packer.pack([when, record])
         except (ValueError, TypeError, OverflowError):  # a lone surrogate, a huge int
             packer.reset()
-            entry = packer.pack([when, repair(record)])
+            entry = packer.pack([when, json_ready(record)])
         if entries and size + len(entry) > MAX_MESSAGE_BYTES:
             out.append((len(entries), _forward(packer, tag, entries)))
             entries, size = [], 0

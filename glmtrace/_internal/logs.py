@@ -21,8 +21,9 @@ from typing import Any
 
 from opentelemetry import baggage, trace
 
-from .attributes import Limits, jsonable, safe_str, scrub, short_repr, truncate
+from .attributes import Limits, jsonable, scrub, short_repr, truncate
 from .keys import BAGGAGE_SESSION_ID
+from .repair import safe_str
 
 TRACE_ID = "trace.id"
 SPAN_ID = "span.id"

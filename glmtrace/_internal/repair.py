@@ -9,6 +9,8 @@ U+FFFD and the integer its decimal string.
 from __future__ import annotations
 
 import decimal
+import json
+import math
 import sys
 from typing import Any
 
@@ -62,7 +64,42 @@ def safe_str(value: object) -> str:
     try:
         return text(str(value))
     except Exception:
-        return f"<unprintable {type(value).__name__}>"
+        return f"<{type(value).__name__} object: str() failed>"
+
+
+def int64_or_text(value: int) -> int | str:
+    """``value`` when OTLP and Elasticsearch's ``long`` can carry it, else its string form."""
+    return value if INT64_MIN <= value <= INT64_MAX else int_text(value)
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON; what JSON cannot carry is repaired (:func:`json_ready`)."""
+    try:
+        out = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return out.encode("utf-8")
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        pass
+    return json.dumps(json_ready(value), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_ready(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` every JSON reader accepts: U+FFFD for lone surrogates, strings for
+    integers beyond 64 bits, NaN and infinities, and the text of anything not plain JSON."""
+    if isinstance(value, str):
+        return text(value)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int64_or_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if depth > 32:  # documents are built flat; anything this deep is a bug: keep its text
+        return safe_str(value)
+    if isinstance(value, dict):
+        return {safe_str(k): json_ready(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v, depth + 1) for v in value]
+    return safe_str(value)
 
 
 def repaired(value: Any, *, int64: bool = False) -> Any:

@@ -28,12 +28,13 @@ from opentelemetry.trace import Span
 
 from . import capture
 from . import provider as global_provider
-from .attributes import AttributeValue, Limits, safe_str
+from .attributes import AttributeValue, Limits
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
 from .log_sinks import create_log_sink
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
+from .repair import safe_str
 from .shipper import BackgroundShipper
 from .signals import sigterm_handler
 from .span_export import (

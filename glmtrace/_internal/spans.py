@@ -17,12 +17,12 @@ from .attributes import (
     Limits,
     coerce,
     coerce_attributes,
-    safe_str,
     scrub,
     truncate,
 )
 from .guard import report
 from .keys import BAGGAGE_SESSION_ID, INTERRUPTED, SESSION_ID, SIGNAL
+from .repair import safe_str
 from .signals import interrupting_signal
 
 if TYPE_CHECKING:

@@ -393,7 +393,7 @@ def test_one_unserialisable_value_costs_no_other_record(tmp_path: Path) -> None:
     sink._wake.set()
     wait_for(lambda: len(client.stored) == 200)
     assert client.stored["run-103"]["message"] == "file \ufffd.txt"
-    assert int(client.stored["run-107"]["labels.n"], 16) == 10**5000
+    assert client.stored["run-107"]["labels.n"] == "1" + "0" * 5000
     assert "dropped" not in counts()
 
 

@@ -233,7 +233,7 @@ def test_unpackable_values_are_repaired_not_fatal(receiver: Receiver) -> None:
     wait_for(lambda: len(receiver.events) == 3)
     records = [r for *_, r in receiver.events]
     assert records[1]["message"] == "file \ufffd.txt"
-    assert int(records[2]["labels.n"], 16) == 10**5000
+    assert records[2]["labels.n"] == "1" + "0" * 5000
     assert counts() == {"exported": 3}
     sink.close()
 

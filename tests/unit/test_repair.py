@@ -31,4 +31,4 @@ def test_repaired_values_serialise() -> None:
     json.dumps(out, ensure_ascii=False, default=safe_str).encode("utf-8")
     assert out["k\ufffd"][1] == ("\ufffd", str(2**64))
     assert out["(1, 2)"] is value[(1, 2)]
-    assert safe_str(value[(1, 2)]) == "<unprintable Unprintable>"
+    assert safe_str(value[(1, 2)]) == "<Unprintable object: str() failed>"

@@ -172,7 +172,7 @@ def test_unserialisable_values_are_repaired_not_fatal(tmp_path: Path) -> None:
     back = spool.read(segment)
     assert [d["log.id"] for d in back] == ["id-0", "id-1", "id-2"]
     assert back[1]["message"] == "bad \ufffd name"
-    assert isinstance(back[2]["labels.n"], str) and int(back[2]["labels.n"], 16) == 10**5000
+    assert isinstance(back[2]["labels.n"], str) and back[2]["labels.n"] == "1" + "0" * 5000
 
 
 def test_files_are_private_to_the_user(tmp_path: Path) -> None:
