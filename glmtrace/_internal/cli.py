@@ -66,8 +66,22 @@ def main() -> None:
     "--input-file", type=click.File("r"), help="Read the input from a file ('-' = stdin)."
 )
 @click.option("--session", help="Session id carried as baggage on every span.")
-def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | None) -> None:
-    """Run PIPELINE_FILE with tracing on; print the trace id and its tree."""
+@click.option(
+    "--allow-outside-modules",
+    is_flag=True,
+    help="Also run stage modules found on sys.path or linked from outside the file's folder.",
+)
+def run(
+    pipeline_file: Path,
+    text: str | None,
+    input_file: Any,
+    session: str | None,
+    allow_outside_modules: bool,
+) -> None:
+    """Run PIPELINE_FILE with tracing on; print the trace id and its tree.
+
+    Stage modules are looked up next to PIPELINE_FILE only, unless --allow-outside-modules.
+    """
     import glmtrace
 
     from . import pipeline as pipelines
@@ -77,7 +91,7 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
         raise click.UsageError("give exactly one of --input TEXT or --input-file FILE")
     payload = text if text is not None else input_file.read()
     with _clear_errors():
-        spec = pipelines.load(pipeline_file)
+        spec = pipelines.load(pipeline_file, allow_outside_modules=allow_outside_modules)
         named = os.environ.get("GLMTRACE_SERVICE_NAME") or os.environ.get("OTEL_SERVICE_NAME")
         options = glmtrace.init(service_name=None if named else spec.name)
         result = pipelines.run(DEFAULT, spec, pipelines.new_envelope(payload, session))
@@ -99,6 +113,8 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
         console.print(
             f"spans sent to {options.endpoint}; view: glmtrace show {result.trace_id} --jaeger URL"
         )
+    if isinstance(result.error, pipelines.StageImportError):
+        raise click.ClickException(str(result.error))
     if result.error is not None:
         raise click.ClickException(f"a stage failed: {type(result.error).__name__}: {result.error}")
 

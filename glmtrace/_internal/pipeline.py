@@ -13,23 +13,31 @@ pipeline:
 Each stage module exposes ``invoke(envelope, config) -> envelope``. Every stage runs in a span
 ``stage <name>`` whose parent is read from the envelope's ``metadata`` (W3C ``traceparent``),
 so the same envelope could as well cross a queue or a process between stages.
+
+A module is a (dotted) name looked up as a ``.py`` file in the pipeline file's folder; a
+pipeline file is code, and one that reaches outside its folder (``sys.path``, a symlink out)
+runs only when the caller says so (``allow_outside_modules``, the CLI's
+``--allow-outside-modules``). Every module is checked for a top-level ``invoke`` by parsing it,
+before anything is imported.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
+import re
 import sys
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypedDict
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, GlmtraceError
 from .keys import CONFIG_PREFIX, MODULE, PAYLOAD, STAGE
 from .propagation import attach, inject
 from .runtime import Runtime
@@ -42,6 +50,14 @@ _STAGE_KEYS = {
     "capture_payload": bool,
 }
 _TOP_KEYS = {"pipeline", "name"}
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
+# A pipeline file has tens of values; aliases can make a few hundred bytes expand to
+# billions (and every value ends up in span attributes), so the expanded size is bounded.
+MAX_YAML_NODES = 100_000
+
+
+class StageImportError(GlmtraceError):
+    """A stage module raised while being imported (its span in the trace holds the error)."""
 
 
 class Envelope(TypedDict):
@@ -54,12 +70,17 @@ class Envelope(TypedDict):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One validated stage of a pipeline file."""
+    """One validated stage of a pipeline file.
+
+    ``source`` is the module's file (``None`` for a module without Python source, found on
+    ``sys.path`` when outside modules are allowed).
+    """
 
     name: str
     module: str
     config: Mapping[str, Any] = field(default_factory=dict)
     capture_payload: bool = False
+    source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -71,16 +92,20 @@ class Pipeline:
     stages: tuple[StageSpec, ...]
 
 
-def load(path: str | Path) -> Pipeline:
-    """Read and validate a pipeline file; errors name the file, stage index and key."""
+def load(path: str | Path, *, allow_outside_modules: bool = False) -> Pipeline:
+    """Read and validate a pipeline file; errors name the file, stage index and key.
+
+    Nothing is imported: each stage's module is found (in the file's folder, or also on
+    ``sys.path`` with ``allow_outside_modules``) and parsed to check it defines ``invoke``.
+    """
     file = Path(path)
     where = str(file)
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        document = _parse(file.read_text(encoding="utf-8"), where)
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such pipeline file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read the pipeline file: {exc}") from None
     if not isinstance(document, dict) or "pipeline" not in document:
         raise ConfigError(f"{where}: expected a mapping with a 'pipeline' list at the top")
     extra = set(document) - _TOP_KEYS
@@ -91,11 +116,77 @@ def load(path: str | Path) -> Pipeline:
     stages = document["pipeline"]
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{where}: 'pipeline' must be a non-empty list of stages")
-    specs = tuple(_stage(where, i, raw) for i, raw in enumerate(stages))
+    specs = [_stage(where, i, raw) for i, raw in enumerate(stages)]
+    folder = file.parent.resolve()
+    found = tuple(
+        replace(
+            s,
+            source=_find_module(
+                f"{where}: pipeline[{i}].module", s.module, folder, allow_outside_modules
+            ),
+        )
+        for i, s in enumerate(specs)
+    )
     name = document.get("name", file.stem)
     if not isinstance(name, str):
         raise ConfigError(f"{where}: 'name' must be a string, got {name!r}")
-    return Pipeline(name=name, path=file, stages=specs)
+    return Pipeline(name=name, path=file, stages=found)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents too large once aliases are expanded."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expanded_size(node, MAX_YAML_NODES)
+        return super().construct_document(node)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _parse(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except _TooLarge as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: the YAML is nested too deeply") from None
+
+
+def _check_expanded_size(root: yaml.Node, limit: int) -> None:
+    """Count the nodes of ``root`` as if every alias were a copy (each node visited once)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > limit:
+                raise _TooLarge(
+                    f"more than {limit} values once its aliases (*name) are expanded; "
+                    "refusing a file this large"
+                )
+        elif key not in sizes:
+            if key in open_nodes:  # only a node's own descendants are on the stack above it
+                raise _TooLarge("an alias refers to a node that contains it (a cycle)")
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
 
 
 def _stage(where: str, index: int, raw: Any) -> StageSpec:
@@ -119,20 +210,90 @@ def _stage(where: str, index: int, raw: Any) -> StageSpec:
     return StageSpec(raw["stage"], raw["module"], config, raw.get("capture_payload", False))
 
 
-def import_stage_module(name: str, folder: Path) -> ModuleType:
-    """Import ``name`` from ``folder`` first, then from ``sys.path``."""
-    candidate = folder / f"{name}.py"
+def _find_module(at: str, name: str, folder: Path, allow_outside: bool) -> Path | None:
+    """The file of module ``name``, checked to define ``invoke``; raises ConfigError."""
+    if not _MODULE_NAME.fullmatch(name) or name.endswith(".py"):
+        raise ConfigError(
+            f"{at}: {name!r} is not a module name (letters, digits, '_' and dots, "
+            f"e.g. 'text_cleaner' for text_cleaner.py next to the pipeline file)"
+        )
+    *packages, last = name.split(".")
+    candidate = folder.joinpath(*packages, f"{last}.py")
+    source: Path | None
     if candidate.is_file():
-        key = f"glmtrace_pipeline_{abs(hash(str(candidate.resolve())))}_{name}"
-        if key in sys.modules:
-            return sys.modules[key]
-        spec = importlib.util.spec_from_file_location(key, candidate)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(name)
+        source = candidate.resolve()
+        if not allow_outside and not source.is_relative_to(folder):
+            raise ConfigError(
+                f"{at}: {candidate} links to {source}, outside the pipeline's folder {folder}; "
+                "pass --allow-outside-modules to run it"
+            )
+    elif not allow_outside:
+        raise ConfigError(
+            f"{at}: no module {name!r} ({candidate.relative_to(folder)}) in the pipeline's "
+            f"folder {folder}; modules from elsewhere on sys.path run only with "
+            "--allow-outside-modules"
+        )
+    else:
+        source = _find_on_sys_path(at, name)
+    if source is not None and not _defines_invoke(at, name, source):
+        raise ConfigError(f"{at}: {name!r} ({source}) has no top-level invoke(envelope, config)")
+    return source
+
+
+def _find_on_sys_path(at: str, name: str) -> Path | None:
+    try:
+        spec = importlib.util.find_spec(name)  # imports the parent packages of a dotted name
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"{at}: cannot find module {name!r}: {exc}") from None
+    if spec is None:
+        raise ConfigError(f"{at}: cannot find module {name!r} next to the file or on sys.path")
+    origin = spec.origin
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+def _defines_invoke(at: str, name: str, source: Path) -> bool:
+    """Whether ``source`` binds ``invoke`` at top level; True when it does not even parse.
+
+    A module that does not parse is left for the import, which fails inside the stage's
+    span, so the trace records the error.
+    """
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except OSError as exc:
+        raise ConfigError(f"{at}: cannot read {name!r} ({source}): {exc}") from None
+    except (SyntaxError, ValueError):
+        return True
+    for statement in tree.body:
+        if isinstance(statement, ast.FunctionDef) and statement.name == "invoke":
+            return True
+        if isinstance(statement, ast.Assign | ast.AnnAssign):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            if any(isinstance(t, ast.Name) and t.id == "invoke" for t in targets):
+                return True
+        if isinstance(statement, ast.ImportFrom) and any(
+            (alias.asname or alias.name) == "invoke" for alias in statement.names
+        ):
+            return True
+    return False
+
+
+def import_stage_module(spec: StageSpec) -> ModuleType:
+    """Import the module of ``spec``: its file, or by name from ``sys.path``."""
+    if spec.source is None:
+        return importlib.import_module(spec.module)
+    key = f"glmtrace_pipeline_{abs(hash(str(spec.source)))}_{spec.module.replace('.', '_')}"
+    if key in sys.modules:
+        return sys.modules[key]
+    found = importlib.util.spec_from_file_location(key, spec.source)
+    assert found is not None and found.loader is not None
+    module = importlib.util.module_from_spec(found)
+    sys.modules[key] = module
+    try:
+        found.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[key]  # a broken module is imported afresh next time
+        raise
+    return module
 
 
 def new_envelope(payload: Any, session_id: str | None = None) -> Envelope:
@@ -152,24 +313,10 @@ class RunResult:
 def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
     """Run every stage in order under one root span ``pipeline <name>``.
 
-    A bad pipeline raises :class:`ConfigError` before anything runs; an exception from a
-    stage is recorded on its span and returned in :class:`RunResult` with the trace id.
+    Every module is imported before the first stage runs. A module that raises while being
+    imported, or an exception from a stage, is recorded on the stage's span and returned in
+    :class:`RunResult` with the trace id (an import failure as :class:`StageImportError`).
     """
-    modules = []
-    for index, spec in enumerate(pipeline.stages):
-        try:
-            module = import_stage_module(spec.module, pipeline.path.parent)
-        except ImportError as exc:
-            raise ConfigError(
-                f"{pipeline.path}: pipeline[{index}].module: cannot import {spec.module!r}: {exc}"
-            ) from None
-        if not callable(getattr(module, "invoke", None)):
-            raise ConfigError(
-                f"{pipeline.path}: pipeline[{index}].module: {spec.module!r} has no "
-                "invoke(envelope, config)"
-            )
-        modules.append(module)
-
     root_attributes = {
         "glmtrace.pipeline": pipeline.name,
         "glmtrace.pipeline.file": str(pipeline.path),
@@ -179,6 +326,10 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
         with attach(envelope), runtime.span(f"pipeline {pipeline.name}", root_attributes) as root:
             trace_id = root.trace_id
             inject(envelope)
+            modules = [
+                _import(runtime, pipeline, index, spec, envelope)
+                for index, spec in enumerate(pipeline.stages)
+            ]
             for spec, module in zip(pipeline.stages, modules, strict=True):
                 envelope = _dispatch(runtime, spec, module, envelope)
     except Exception as exc:
@@ -186,15 +337,38 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
     return RunResult(envelope, trace_id, None)
 
 
+def _import(
+    runtime: Runtime, pipeline: Pipeline, index: int, spec: StageSpec, envelope: Envelope
+) -> ModuleType:
+    try:
+        module = import_stage_module(spec)
+        if not callable(getattr(module, "invoke", None)):
+            raise TypeError(f"{spec.module}.invoke is not a function")
+        return module
+    except Exception as exc:
+        # The stage never runs, but its span carries the error so the trace shows it.
+        with attach(envelope), runtime.span(f"stage {spec.name}", _attributes(spec)) as span:
+            span.record_exception(exc)
+        where = spec.source or "sys.path"
+        raise StageImportError(
+            f"{pipeline.path}: pipeline[{index}] (stage {spec.name!r}): importing module "
+            f"{spec.module!r} ({where}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _attributes(spec: StageSpec) -> dict[str, Any]:
+    attributes: dict[str, Any] = {STAGE: spec.name, MODULE: spec.module}
+    attributes.update({f"{CONFIG_PREFIX}{k}": v for k, v in spec.config.items()})
+    return attributes
+
+
 def _dispatch(
     runtime: Runtime, spec: StageSpec, module: ModuleType, envelope: Envelope
 ) -> Envelope:
-    attributes: dict[str, Any] = {STAGE: spec.name, MODULE: spec.module}
-    attributes.update({f"{CONFIG_PREFIX}{k}": v for k, v in spec.config.items()})
     # The envelope's metadata, not the ambient context, decides the parent: this is what a
     # stage on the far side of a queue would see.
     metadata_before = dict(envelope["metadata"])
-    with attach(envelope), runtime.span(f"stage {spec.name}", attributes) as span:
+    with attach(envelope), runtime.span(f"stage {spec.name}", _attributes(spec)) as span:
         if spec.capture_payload:
             span.set_attribute(PAYLOAD, envelope["payload"])
         result = module.invoke(envelope, dict(spec.config))
