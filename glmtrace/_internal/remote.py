@@ -22,7 +22,6 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .config import (
@@ -369,17 +368,12 @@ def probe(
     """Whether the ``kind`` endpoint at ``url`` answers, and its version or the error.
 
     ``kind`` is one of ``elasticsearch``, ``jaeger`` (query API), ``otlp``/``collector``
-    (an OTLP receiver), ``fluent`` (``tcp://host:port``) or ``store`` (a file path).
+    (an OTLP receiver) or ``fluent`` (``tcp://host:port``).
     ``es`` supplies Elasticsearch credentials; ``protocol`` (``grpc`` or ``http/protobuf``)
     says how to talk to an OTLP endpoint (default: HTTP for port 4318, else gRPC).
     Never raises.
     """
     try:
-        if kind == "store":
-            path = Path(url)
-            if not path.exists():
-                return False, "no store yet (nothing recorded)"
-            return True, f"{path.stat().st_size} bytes"
         if kind == "elasticsearch":
             return _probe_es(es if es is not None and es.url == url else ElasticsearchOptions(url))
         if kind == "jaeger":
