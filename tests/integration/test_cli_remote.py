@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,9 +41,12 @@ def remote_run(
     return env, trace_id.group(1)
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    env: dict[str, str], *args: str, python_file: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``glmtrace ARGS`` (or ``python ARGS`` with ``python_file``), which must succeed."""
     done = subprocess.run(
-        [sys.executable, "-m", "glmtrace", *args],
+        [sys.executable, *args] if python_file else [sys.executable, "-m", "glmtrace", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -103,3 +107,68 @@ def test_doctor_reports_backend_versions(remote_run: tuple[dict[str, str], str])
     assert set(health) == {"jaeger", "elasticsearch", "otlp"}
     assert all(" ok " in line for line in health.values()), health
     assert re.search(r"9\.\d+\.\d+", health["elasticsearch"])
+
+
+BATCH_JOB = ROOT / "tests" / "unit" / "batch_job.py"
+
+
+@pytest.fixture(scope="module")
+def batch_in_jaeger(
+    tmp_path_factory: pytest.TempPathFactory, jaeger: Jaeger
+) -> tuple[dict[str, str], str, dict[str, Any]]:
+    """batch_job.py run twice, into Jaeger and into a local store.
+
+    Returns the CLI environment for Jaeger, the batch trace id there, and the local store's
+    ``show --json`` document of its own batch trace (for comparing shapes).
+    """
+    folder = tmp_path_factory.mktemp("batch-remote")
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{jaeger.otlp_grpc}",
+        "GLMTRACE_LOGS": "none",
+        "GLMTRACE_JAEGER_URL": jaeger.query_url,
+        "GLMTRACE_STORE": str(folder / "unused.db"),
+    }
+    remote_id = cli(env, str(BATCH_JOB), python_file=True).stdout.strip()
+    jaeger.trace(remote_id, min_spans=3)
+    local_env = {**os.environ, "COLUMNS": "200", "GLMTRACE_STORE": str(folder / "local.db")}
+    local_id = cli(local_env, str(BATCH_JOB), python_file=True).stdout.strip()
+    local = json.loads(cli(local_env, "show", local_id, "--json").stdout)
+    return env, remote_id, local
+
+
+def test_show_json_from_jaeger_has_the_local_store_fields(
+    batch_in_jaeger: tuple[dict[str, str], str, dict[str, Any]],
+) -> None:
+    """From Jaeger, show --json has the same fields as from the store: kind, status message,
+    service, resource, exception events with their stack trace, and links named."""
+    env, trace_id, local = batch_in_jaeger
+    doc = json.loads(cli(env, "show", trace_id, "--json").stdout)
+    spans = {s["name"]: s for s in doc["spans"]}
+    local_spans = {s["name"]: s for s in local["spans"]}
+    assert spans.keys() == local_spans.keys() == {"serve", "batch decode", "fail"}
+    for name, span in spans.items():
+        assert span.keys() == local_spans[name].keys()
+    fail = spans["fail"]
+    assert fail["status_message"] == "ValueError: bad value"
+    assert fail["kind"] == "INTERNAL" and fail["service_name"] == "batcher"
+    assert fail["resource"]["service.name"] == "batcher"
+    (event,) = fail["events"]
+    assert "raise ValueError" in event["attributes"]["exception.stacktrace"]
+    links = spans["batch decode"]["links"]
+    assert [li["name"] for li in links] == ["chat chatglm3"] * 3
+    assert {li["attributes"]["glmtrace.link.role"] for li in links} == {"request"}
+    assert spans["serve"]["attributes"]["loss"] == "NaN"
+
+
+def test_export_from_jaeger_draws_links(
+    batch_in_jaeger: tuple[dict[str, str], str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """export --jaeger brings the request traces along, one flow per link."""
+    env, trace_id, _ = batch_in_jaeger
+    target = tmp_path / "t.json"
+    out = cli(env, "export", trace_id, "-o", str(target)).stdout
+    assert "6 spans of 3 linked traces" in out  # each request trace: request, chat
+    events = json.loads(target.read_text())["traceEvents"]
+    assert sum(e["ph"] == "s" for e in events) == sum(e["ph"] == "f" for e in events) == 3

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from glmtrace._internal.store import Store
+from tests.unit.batch_job import SENTENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "autoglm" / "pipeline.yaml"
@@ -186,42 +187,19 @@ def test_doctor_shows_what_the_last_run_exported(example_run: tuple[Path, str]) 
     assert all(row.split("│")[8].strip() == "0" for row in rows)  # nothing dropped
 
 
-# A batch serving three requests (each its own trace), an error, NaN/Infinity attributes and a
-# long sentence attribute: what `show`, `export` and `ls` must render completely.
-_BATCH_SCRIPT = """
-import logging, sys
-import glmtrace
-glmtrace.init(service_name="batcher", store=sys.argv[1])
-carriers = []
-for i in range(3):
-    with glmtrace.span(f"request {i}"):
-        with glmtrace.inference("chatglm3", max_tokens=8):
-            carriers.append(glmtrace.inject({}))
-with glmtrace.span("serve", {"prompt": SENTENCE, "loss": float("nan"), "best": float("inf")}):
-    print(glmtrace.current_trace_id())
-    with glmtrace.batch(carriers, name="decode"):
-        pass
-    try:
-        with glmtrace.span("fail"):
-            raise ValueError("bad value")
-    except ValueError:
-        logging.getLogger("app").exception("serving failed")
-glmtrace.shutdown()
-"""
-SENTENCE = "The quick brown fox jumps over the lazy dog and keeps running far beyond the horizon"
+BATCH_JOB = Path(__file__).with_name("batch_job.py")
 
 
 @pytest.fixture(scope="module")
 def batch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A store holding the batch trace; returns it and the batch's trace id."""
-    folder = tmp_path_factory.mktemp("batch")
-    store, script = folder / "glmtrace.db", folder / "batcher.py"
-    script.write_text(f"SENTENCE = {SENTENCE!r}\n" + _BATCH_SCRIPT)
+    """A store holding batch_job.py's traces; returns it and the batch's trace id."""
+    store = tmp_path_factory.mktemp("batch") / "glmtrace.db"
     done = subprocess.run(
-        [sys.executable, str(script), str(store)],
+        [sys.executable, str(BATCH_JOB)],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "GLMTRACE_STORE": str(store)},
         check=True,
     )
     return store, done.stdout.strip()
