@@ -117,7 +117,10 @@ def run(
             store = _local_store(options.store)
             console.print(
                 render.tree(
-                    result.trace_id, store.spans(result.trace_id), store.logs(result.trace_id)
+                    result.trace_id,
+                    store.spans(result.trace_id),
+                    store.logs(result.trace_id),
+                    width=console.width,
                 )
             )
     elif result.trace_id:
@@ -208,7 +211,7 @@ def show(
     if as_json:
         click.echo(render.dumps(render.as_json(full_id, spans, logs, linked), indent=2))
     else:
-        console.print(render.tree(full_id, spans, logs, linked))
+        console.print(render.tree(full_id, spans, logs, linked, width=console.width))
 
 
 @main.command()
@@ -308,9 +311,14 @@ def _print_recent_runs(path: Path) -> None:
         return  # the health table said why
     if not runs:
         return
-    table = Table("ended", "pid", "service", "sink", "exported", "spooled", "replayed", "dropped")
+    # Unboxed, so the eight columns fit 80 terminal columns.
+    table = Table(title="last runs", box=None, collapse_padding=True, header_style="bold")
+    for column in ("ended", "pid", "service", "sink"):
+        table.add_column(column, no_wrap=column != "service")
+    for column in ("exported", "spooled", "replayed", "dropped"):
+        table.add_column(column, justify="right")
     for ended_ns, pid, service, stats in runs:
-        ended = dt.datetime.fromtimestamp(ended_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+        ended = dt.datetime.fromtimestamp(ended_ns / 1e9).strftime("%m-%d %H:%M:%S")
         for sink, counts in sorted(stats.items()):
             dropped = counts.get("dropped", 0)
             table.add_row(

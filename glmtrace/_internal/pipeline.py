@@ -14,20 +14,12 @@ Each stage module exposes ``invoke(envelope, config) -> envelope``. Every stage 
 ``stage <name>`` whose parent is read from the envelope's ``metadata`` (W3C ``traceparent``),
 so the same envelope could as well cross a queue or a process between stages.
 
-A module is a (dotted) name looked up as a ``.py`` file in the pipeline file's folder; a
-pipeline file is code, and one that reaches outside its folder (``sys.path``, a symlink out)
-runs only when the caller says so (``allow_outside_modules``, the CLI's
-``--allow-outside-modules``). Every module is checked for a top-level ``invoke`` by parsing it,
-before anything is imported.
+Modules come from the pipeline file's folder unless ``allow_outside_modules`` (the CLI's
+``--allow-outside-modules``); see :mod:`.stage_modules`.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib
-import importlib.util
-import re
-import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,6 +33,7 @@ from .errors import ConfigError, GlmtraceError
 from .keys import CONFIG_PREFIX, MODULE, PAYLOAD, STAGE
 from .propagation import attach, inject
 from .runtime import Runtime
+from .stage_modules import find_module, import_module
 
 _STAGE_KEYS = {
     "stage": str,
@@ -50,7 +43,6 @@ _STAGE_KEYS = {
     "capture_payload": bool,
 }
 _TOP_KEYS = {"pipeline", "name"}
-_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 # A pipeline file has tens of values; aliases can make a few hundred bytes expand to
 # billions (and every value ends up in span attributes), so the expanded size is bounded.
 MAX_YAML_NODES = 100_000
@@ -121,7 +113,7 @@ def load(path: str | Path, *, allow_outside_modules: bool = False) -> Pipeline:
     found = tuple(
         replace(
             s,
-            source=_find_module(
+            source=find_module(
                 f"{where}: pipeline[{i}].module", s.module, folder, allow_outside_modules
             ),
         )
@@ -210,92 +202,6 @@ def _stage(where: str, index: int, raw: Any) -> StageSpec:
     return StageSpec(raw["stage"], raw["module"], config, raw.get("capture_payload", False))
 
 
-def _find_module(at: str, name: str, folder: Path, allow_outside: bool) -> Path | None:
-    """The file of module ``name``, checked to define ``invoke``; raises ConfigError."""
-    if not _MODULE_NAME.fullmatch(name) or name.endswith(".py"):
-        raise ConfigError(
-            f"{at}: {name!r} is not a module name (letters, digits, '_' and dots, "
-            f"e.g. 'text_cleaner' for text_cleaner.py next to the pipeline file)"
-        )
-    *packages, last = name.split(".")
-    candidate = folder.joinpath(*packages, f"{last}.py")
-    source: Path | None
-    if candidate.is_file():
-        source = candidate.resolve()
-        if not allow_outside and not source.is_relative_to(folder):
-            raise ConfigError(
-                f"{at}: {candidate} links to {source}, outside the pipeline's folder {folder}; "
-                "pass --allow-outside-modules to run it"
-            )
-    elif not allow_outside:
-        raise ConfigError(
-            f"{at}: no module {name!r} ({candidate.relative_to(folder)}) in the pipeline's "
-            f"folder {folder}; modules from elsewhere on sys.path run only with "
-            "--allow-outside-modules"
-        )
-    else:
-        source = _find_on_sys_path(at, name)
-    if source is not None and not _defines_invoke(at, name, source):
-        raise ConfigError(f"{at}: {name!r} ({source}) has no top-level invoke(envelope, config)")
-    return source
-
-
-def _find_on_sys_path(at: str, name: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(name)  # imports the parent packages of a dotted name
-    except (ImportError, ValueError) as exc:
-        raise ConfigError(f"{at}: cannot find module {name!r}: {exc}") from None
-    if spec is None:
-        raise ConfigError(f"{at}: cannot find module {name!r} next to the file or on sys.path")
-    origin = spec.origin
-    return Path(origin) if origin and origin.endswith(".py") else None
-
-
-def _defines_invoke(at: str, name: str, source: Path) -> bool:
-    """Whether ``source`` binds ``invoke`` at top level; True when it does not even parse.
-
-    A module that does not parse is left for the import, which fails inside the stage's
-    span, so the trace records the error.
-    """
-    try:
-        tree = ast.parse(source.read_bytes(), filename=str(source))
-    except OSError as exc:
-        raise ConfigError(f"{at}: cannot read {name!r} ({source}): {exc}") from None
-    except (SyntaxError, ValueError):
-        return True
-    for statement in tree.body:
-        if isinstance(statement, ast.FunctionDef) and statement.name == "invoke":
-            return True
-        if isinstance(statement, ast.Assign | ast.AnnAssign):
-            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-            if any(isinstance(t, ast.Name) and t.id == "invoke" for t in targets):
-                return True
-        if isinstance(statement, ast.ImportFrom) and any(
-            (alias.asname or alias.name) == "invoke" for alias in statement.names
-        ):
-            return True
-    return False
-
-
-def import_stage_module(spec: StageSpec) -> ModuleType:
-    """Import the module of ``spec``: its file, or by name from ``sys.path``."""
-    if spec.source is None:
-        return importlib.import_module(spec.module)
-    key = f"glmtrace_pipeline_{abs(hash(str(spec.source)))}_{spec.module.replace('.', '_')}"
-    if key in sys.modules:
-        return sys.modules[key]
-    found = importlib.util.spec_from_file_location(key, spec.source)
-    assert found is not None and found.loader is not None
-    module = importlib.util.module_from_spec(found)
-    sys.modules[key] = module
-    try:
-        found.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[key]  # a broken module is imported afresh next time
-        raise
-    return module
-
-
 def new_envelope(payload: Any, session_id: str | None = None) -> Envelope:
     """A fresh envelope with an empty ``metadata`` header dict."""
     return Envelope(session_id=session_id or uuid.uuid4().hex[:12], payload=payload, metadata={})
@@ -313,10 +219,19 @@ class RunResult:
 def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
     """Run every stage in order under one root span ``pipeline <name>``.
 
-    Every module is imported before the first stage runs. A module that raises while being
-    imported, or an exception from a stage, is recorded on the stage's span and returned in
-    :class:`RunResult` with the trace id (an import failure as :class:`StageImportError`).
+    Every module is imported before the root span starts (so its time is the stages' work).
+    A module that raises while being imported, or an exception from a stage, is recorded on
+    the stage's span and returned in :class:`RunResult` with the trace id; an import failure
+    as :class:`StageImportError`, with no stage run.
     """
+    modules: list[ModuleType] = []
+    failure: tuple[int, StageSpec, Exception] | None = None
+    for index, spec in enumerate(pipeline.stages):
+        try:
+            modules.append(_import(spec))
+        except Exception as exc:
+            failure = (index, spec, exc)
+            break
     root_attributes = {
         "glmtrace.pipeline": pipeline.name,
         "glmtrace.pipeline.file": str(pipeline.path),
@@ -326,10 +241,8 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
         with attach(envelope), runtime.span(f"pipeline {pipeline.name}", root_attributes) as root:
             trace_id = root.trace_id
             inject(envelope)
-            modules = [
-                _import(runtime, pipeline, index, spec, envelope)
-                for index, spec in enumerate(pipeline.stages)
-            ]
+            if failure is not None:
+                _import_failed(runtime, pipeline, envelope, *failure)
             for spec, module in zip(pipeline.stages, modules, strict=True):
                 envelope = _dispatch(runtime, spec, module, envelope)
     except Exception as exc:
@@ -337,23 +250,28 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
     return RunResult(envelope, trace_id, None)
 
 
-def _import(
-    runtime: Runtime, pipeline: Pipeline, index: int, spec: StageSpec, envelope: Envelope
-) -> ModuleType:
-    try:
-        module = import_stage_module(spec)
-        if not callable(getattr(module, "invoke", None)):
-            raise TypeError(f"{spec.module}.invoke is not a function")
-        return module
-    except Exception as exc:
-        # The stage never runs, but its span carries the error so the trace shows it.
-        with attach(envelope), runtime.span(f"stage {spec.name}", _attributes(spec)) as span:
-            span.record_exception(exc)
-        where = spec.source or "sys.path"
-        raise StageImportError(
-            f"{pipeline.path}: pipeline[{index}] (stage {spec.name!r}): importing module "
-            f"{spec.module!r} ({where}) failed: {type(exc).__name__}: {exc}"
-        ) from exc
+def _import(spec: StageSpec) -> ModuleType:
+    module = import_module(spec.module, spec.source)
+    if not callable(getattr(module, "invoke", None)):
+        raise TypeError(f"{spec.module}.invoke is not a function")
+    return module
+
+
+def _import_failed(
+    runtime: Runtime,
+    pipeline: Pipeline,
+    envelope: Envelope,
+    index: int,
+    spec: StageSpec,
+    exc: Exception,
+) -> None:
+    """Record ``exc`` on the span of the stage that never ran, then raise StageImportError."""
+    with attach(envelope), runtime.span(f"stage {spec.name}", _attributes(spec)) as span:
+        span.record_exception(exc)
+    raise StageImportError(
+        f"{pipeline.path}: pipeline[{index}] (stage {spec.name!r}): importing module "
+        f"{spec.module!r} ({spec.source or 'sys.path'}) failed: {type(exc).__name__}: {exc}"
+    ) from exc
 
 
 def _attributes(spec: StageSpec) -> dict[str, Any]:

@@ -55,13 +55,14 @@ def _finite(value: Any) -> Any:
 
 
 def shorten(text: str, width: int = _MAX_VALUE) -> str:
-    """``text`` cut to ``width`` characters at a word boundary when there is one, with "…"."""
+    """``text`` cut to ``width`` characters with "…", after a whole word (or a JSON item)
+    when one ends in the second half."""
     if len(text) <= width:
         return text
     cut = text[: width - 1]
-    space = cut.rfind(" ")
-    if space > width // 2:
-        cut = cut[:space]
+    boundary = max(cut.rfind(" "), cut.rfind(","))
+    if boundary > width // 2:
+        cut = cut[:boundary]
     return cut.rstrip() + "…"
 
 
@@ -70,27 +71,28 @@ def _ms(ns: int) -> str:
     return f"{ms:.1f} ms" if ms < 10_000 else f"{ms / 1000:.2f} s"
 
 
-def _pairs(attributes: Mapping[str, Any], inherited: Mapping[str, Any]) -> list[str]:
+def _pairs(attributes: Mapping[str, Any], inherited: Mapping[str, Any], line: int) -> list[str]:
+    # Each pair fits one line, so the terminal wraps between pairs, never inside a value.
     return [
-        shorten(f"{k}={v}")
+        shorten(f"{k}={shorten(str(v))}", line)
         for k, v in attributes.items()
         if not k.startswith(_HIDDEN) and not (k == "session.id" and inherited.get(k) == v)
     ]
 
 
-def _key_attributes(attributes: Mapping[str, Any], inherited: Mapping[str, Any]) -> str:
-    shown = _pairs(attributes, inherited)
+def _key_attributes(attributes: Mapping[str, Any], inherited: Mapping[str, Any], line: int) -> str:
+    shown = _pairs(attributes, inherited, line)
     text = "  ".join(shown[:_MAX_SHOWN])
     return text + ("  …" if len(shown) > _MAX_SHOWN else "")
 
 
-def _span_label(span: dict[str, Any], parent: dict[str, Any] | None) -> Text:
+def _span_label(span: dict[str, Any], parent: dict[str, Any] | None, line: int) -> Text:
     label = Text()
     label.append(span["name"], style="bold")
     label.append(f"  {_ms(span['end_ns'] - span['start_ns'])}", style="cyan")
     if span["status"] == "ERROR":
         label.append(f"  ERROR {span.get('status_message') or ''}".rstrip(), style="bold red")
-    attrs = _key_attributes(span["attributes"], parent["attributes"] if parent else {})
+    attrs = _key_attributes(span["attributes"], parent["attributes"] if parent else {}, line)
     if attrs:
         label.append(f"  {attrs}", style="dim")
     label.append(f"  [{span['span_id']}]", style="dim")
@@ -107,9 +109,9 @@ def _link_label(link: dict[str, Any], names: Names) -> Text:
     return label
 
 
-def _event_label(event: dict[str, Any]) -> Text:
+def _event_label(event: dict[str, Any], line: int) -> Text:
     label = Text(f"◆ {event['name']}", style="yellow")
-    attrs = _key_attributes(event.get("attributes") or {}, {})
+    attrs = _key_attributes(event.get("attributes") or {}, {}, line)
     if attrs:
         label.append(f"  {attrs}", style="dim")
     return label
@@ -132,40 +134,45 @@ def tree(
     spans: list[dict[str, Any]],
     logs: list[dict[str, Any]],
     linked: Sequence[dict[str, Any]] = (),
+    width: int = 200,
 ) -> Tree:
     """The span tree: under each span its links, then its events, logs and child spans by time.
 
-    ``linked`` are spans of other traces that links point to (they give the links names).
+    ``linked`` are spans of other traces that links point to (they give the links names);
+    ``width`` is the terminal's, which attribute values are cut to fit.
     """
     names = _names(spans, linked)
     ids = {s["span_id"] for s in spans}
-    children: defaultdict[str | None, list[tuple[int, int, Text | dict[str, Any]]]]
-    children = defaultdict(list)
+    # Links, events and logs are drawn when their span's depth (so their indent) is known.
+    children: defaultdict[str | None, list[tuple[int, int, Any]]] = defaultdict(list)
     for span in spans:
         parent = span["parent_span_id"] if span["parent_span_id"] in ids else None
-        children[parent].append((span["start_ns"], 2, span))
+        children[parent].append((span["start_ns"], 3, span))
         for link in span.get("links") or []:
-            children[span["span_id"]].append((0, 0, _link_label(link, names)))
+            children[span["span_id"]].append((0, 0, link))
         for event in span.get("events") or []:
-            children[span["span_id"]].append(
-                (int(event.get("timestamp_ns") or 0), 1, _event_label(event))
-            )
+            children[span["span_id"]].append((int(event.get("timestamp_ns") or 0), 1, event))
     for doc in logs:
         parent = doc.get("span.id") if doc.get("span.id") in ids else None
-        children[parent].append((log_time_ns(doc), 1, _log_label(doc)))
+        children[parent].append((log_time_ns(doc), 2, doc))
 
     root = Tree(Text(f"trace {trace_id}", style="bold magenta"))
     by_id = {s["span_id"]: s for s in spans}
 
-    def add(node: Tree, parent: str | None) -> None:
-        for _, _, item in sorted(children[parent], key=lambda c: (c[0], c[1])):
-            if isinstance(item, Text):
-                node.add(item)
+    def add(node: Tree, parent: str | None, depth: int) -> None:
+        line = max(20, width - 4 * depth - 1)  # rich indents each level by 4 columns
+        for _, kind, item in sorted(children[parent], key=lambda c: (c[0], c[1])):
+            if kind == 0:
+                node.add(_link_label(item, names))
+            elif kind == 1:
+                node.add(_event_label(item, line))
+            elif kind == 2:
+                node.add(_log_label(item))
             else:
-                label = _span_label(item, by_id.get(parent) if parent else None)
-                add(node.add(label), item["span_id"])
+                label = _span_label(item, by_id.get(parent) if parent else None, line)
+                add(node.add(label), item["span_id"], depth + 1)
 
-    add(root, None)
+    add(root, None, 1)
     return root
 
 
