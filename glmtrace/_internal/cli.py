@@ -24,6 +24,8 @@ from .store import Store, StoreError
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
+Rows = list[dict[str, Any]]
+_MAX_LINKED_TRACES = 50  # other traces read for the spans that links point to
 
 
 @contextmanager
@@ -158,10 +160,6 @@ def list_traces(
     if not rows:
         raise click.ClickException("no traces recorded yet")
     console.print(render.traces_table(rows))
-
-
-Rows = list[dict[str, Any]]
-_MAX_LINKED_TRACES = 50  # other traces read for the spans that links point to
 
 
 def _load_trace(
