@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import render
+from . import perfetto, render
 from .config import SECRET_SETTINGS, ElasticsearchOptions, redact_url, resolve
 from .errors import GlmtraceError
 from .store import Store, StoreError
@@ -232,7 +232,9 @@ def export(
         if not spans:
             raise click.ClickException(f"no trace {trace_id}")
         # The linked traces come along, so each link is an arrow between two slices.
-        output.write_text(render.dumps(render.perfetto(spans + linked, logs)), encoding="utf-8")
+        output.write_text(
+            render.dumps(perfetto.trace_events(spans + linked, logs)), encoding="utf-8"
+        )
     others = len({s["trace_id"] for s in linked})
     click.echo(
         f"wrote {output} ({len(spans)} spans, {len(logs)} logs"

@@ -1,5 +1,7 @@
-"""Pictures of traces: a terminal tree with its logs, ``ls``'s table, ``--json`` documents and
-Perfetto trace files. Every JSON document goes through :func:`dumps` (strict JSON)."""
+"""Pictures of traces: a terminal tree with its logs, ``ls``'s table and ``--json`` documents.
+
+Every JSON document the CLI writes goes through :func:`dumps` (strict JSON); Perfetto files
+are built in :mod:`.perfetto`."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from .inference import LINK_ROLE
 from .store import TraceSummary
 
 # Shown elsewhere (the span name, the root) or only useful in a trace viewer.
@@ -29,7 +32,6 @@ _HIDDEN = (
 )
 _MAX_SHOWN = 4
 _MAX_VALUE = 60  # characters of one attribute in the tree; --json has the whole value
-_LINK_ROLE = "glmtrace.link.role"
 
 Names = Mapping[tuple[str, str], str]  # (trace id, span id) -> span name
 
@@ -100,7 +102,7 @@ def _span_label(span: dict[str, Any], parent: dict[str, Any] | None, line: int) 
 
 
 def _link_label(link: dict[str, Any], names: Names) -> Text:
-    role = link.get("attributes", {}).get(_LINK_ROLE)
+    role = link.get("attributes", {}).get(LINK_ROLE)
     label = Text(f"→ linked{f' {role}' if role else ''}: ", style="magenta")
     label.append(f"{link['trace_id']}/{link['span_id']}")
     name = names.get((link["trace_id"], link["span_id"]))
@@ -289,109 +291,3 @@ def traces_json(rows: Sequence[TraceSummary]) -> list[dict[str, Any]]:
 
 def _local_time(ns: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ns / 1e9).astimezone()
-
-
-def _int(item: Mapping[str, Any], key: str) -> int:
-    return int(item.get(key) or 0)
-
-
-def perfetto(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Chrome trace-event JSON (Perfetto UI, chrome://tracing): a track per process/thread,
-    and a flow arrow from each linked span to the span that links to it."""
-    events: list[dict[str, Any]] = []
-    named: set[tuple[str, int, int]] = set()
-
-    def track(pid: int, tid: int, service: str, thread: str) -> None:
-        if ("p", pid, 0) not in named:
-            named.add(("p", pid, 0))
-            events.append(
-                {
-                    "ph": "M",
-                    "name": "process_name",
-                    "pid": pid,
-                    "tid": 0,
-                    "args": {"name": f"{service} (pid {pid})"},
-                }
-            )
-        if ("t", pid, tid) not in named:
-            named.add(("t", pid, tid))
-            events.append(
-                {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": thread}}
-            )
-
-    where: dict[tuple[str, str], tuple[int, int, float]] = {}
-    for s in spans:
-        pid, tid = _int(s["resource"], "process.pid"), _int(s["attributes"], "thread.id")
-        where[(s["trace_id"], s["span_id"])] = (pid, tid, s["start_ns"] / 1000)
-        track(
-            pid,
-            tid,
-            str(s.get("service_name") or "service"),
-            str(s["attributes"].get("thread.name", tid)),
-        )
-        args = {"span_id": s["span_id"], "status": s["status"], **s["attributes"]}
-        if s.get("status_message"):
-            args["status_message"] = s["status_message"]
-        if s.get("links"):
-            args["links"] = [f"{li['trace_id']}/{li['span_id']}" for li in s["links"]]
-        events.append(
-            {
-                "ph": "X",
-                "name": s["name"],
-                "cat": "span",
-                "ts": s["start_ns"] / 1000,
-                "dur": max(0, s["end_ns"] - s["start_ns"]) / 1000,
-                "pid": pid,
-                "tid": tid,
-                "args": args,
-            }
-        )
-    events.extend(_flows(spans, where))
-    for d in logs:
-        pid, tid = _int(d, "process.pid"), _int(d, "process.thread.id")
-        track(
-            pid, tid, str(d.get("service.name", "service")), str(d.get("process.thread.name", tid))
-        )
-        events.append(
-            {
-                "ph": "i",
-                "s": "t",
-                "name": f"{d.get('log.level')}: {str(d.get('message', ''))[:120]}",
-                "cat": "log",
-                "ts": log_time_ns(d) / 1000,
-                "pid": pid,
-                "tid": tid,
-                "args": {"logger": d.get("log.logger"), "span.id": d.get("span.id")},
-            }
-        )
-    return {"traceEvents": events, "displayTimeUnit": "ms"}
-
-
-def _flows(
-    spans: list[dict[str, Any]], where: Mapping[tuple[str, str], tuple[int, int, float]]
-) -> list[dict[str, Any]]:
-    """Flow events ("s" at the linked span's start, "f" at the linking span's start, both bound
-    to the enclosing slice) for every link whose two ends are in the file."""
-    flows: list[dict[str, Any]] = []
-    for s in spans:
-        for link in s.get("links") or []:
-            source = where.get((link["trace_id"], link["span_id"]))
-            if source is None:
-                continue
-            target = where[(s["trace_id"], s["span_id"])]
-            flow_id = len(flows) // 2 + 1
-            role = (link.get("attributes") or {}).get(_LINK_ROLE, "link")
-            for ph, (pid, tid, ts) in (("s", source), ("f", target)):
-                flows.append(
-                    {
-                        "ph": ph,
-                        "id": flow_id,
-                        "bp": "e",
-                        "name": f"link {role}",
-                        "cat": "link",
-                        "ts": ts,
-                        "pid": pid,
-                        "tid": tid,
-                    }
-                )
-    return flows
