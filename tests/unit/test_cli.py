@@ -338,7 +338,14 @@ def test_doctor_says_a_missing_store_is_not_created_yet(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("ls",), ("ls", "--json"), ("show", "abcdef12"), ("export", "abcdef12", "-o", "x.json")],
+    [
+        ("ls",),
+        ("ls", "--json"),
+        ("show", "abcdef12"),
+        ("export", "abcdef12", "-o", "x.json"),
+        ("push", "--otlp", "http://127.0.0.1:9"),
+        ("run", str(EXAMPLE), "--input", "x"),
+    ],
 )
 def test_store_that_is_a_directory_is_a_one_line_error(
     tmp_path: Path, args: tuple[str, ...]
