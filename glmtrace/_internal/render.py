@@ -102,7 +102,7 @@ def _span_label(span: dict[str, Any], parent: dict[str, Any] | None, line: int) 
 
 
 def _link_label(link: dict[str, Any], names: Names) -> Text:
-    role = link.get("attributes", {}).get(LINK_ROLE)
+    role = (link.get("attributes") or {}).get(LINK_ROLE)
     label = Text(f"→ linked{f' {role}' if role else ''}: ", style="magenta")
     label.append(f"{link['trace_id']}/{link['span_id']}")
     name = names.get((link["trace_id"], link["span_id"]))
