@@ -242,7 +242,9 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
             trace_id = root.trace_id
             inject(envelope)
             if failure is not None:
-                _import_failed(runtime, pipeline, envelope, *failure)
+                error = _import_failed(runtime, pipeline, envelope, *failure)
+                root.record_exception(failure[2])  # the cause, not the CLI's long message
+                return RunResult(None, trace_id, error)
             for spec, module in zip(pipeline.stages, modules, strict=True):
                 envelope = _dispatch(runtime, spec, module, envelope)
     except Exception as exc:
@@ -264,14 +266,16 @@ def _import_failed(
     index: int,
     spec: StageSpec,
     exc: Exception,
-) -> None:
-    """Record ``exc`` on the span of the stage that never ran, then raise StageImportError."""
+) -> StageImportError:
+    """Record ``exc`` on the span of the stage that never ran; the error naming it all."""
     with attach(envelope), runtime.span(f"stage {spec.name}", _attributes(spec)) as span:
         span.record_exception(exc)
-    raise StageImportError(
+    error = StageImportError(
         f"{pipeline.path}: pipeline[{index}] (stage {spec.name!r}): importing module "
         f"{spec.module!r} ({spec.source or 'sys.path'}) failed: {type(exc).__name__}: {exc}"
-    ) from exc
+    )
+    error.__cause__ = exc
+    return error
 
 
 def _attributes(spec: StageSpec) -> dict[str, Any]:
