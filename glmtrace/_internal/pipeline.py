@@ -33,7 +33,7 @@ from .errors import ConfigError, GlmtraceError
 from .keys import CONFIG_PREFIX, MODULE, PAYLOAD, STAGE
 from .propagation import attach, inject
 from .runtime import Runtime
-from .stage_modules import find_module, import_module
+from .stage_modules import StageModule, find_module
 
 _STAGE_KEYS = {
     "stage": str,
@@ -64,15 +64,14 @@ class Envelope(TypedDict):
 class StageSpec:
     """One validated stage of a pipeline file.
 
-    ``source`` is the module's file (``None`` for a module without Python source, found on
-    ``sys.path`` when outside modules are allowed).
+    ``code`` is where :func:`load` found ``module`` (None until then).
     """
 
     name: str
     module: str
     config: Mapping[str, Any] = field(default_factory=dict)
     capture_payload: bool = False
-    source: Path | None = None
+    code: StageModule | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ def load(path: str | Path, *, allow_outside_modules: bool = False) -> Pipeline:
     found = tuple(
         replace(
             s,
-            source=find_module(
+            code=find_module(
                 f"{where}: pipeline[{i}].module", s.module, folder, allow_outside_modules
             ),
         )
@@ -253,7 +252,8 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
 
 
 def _import(spec: StageSpec) -> ModuleType:
-    module = import_module(spec.module, spec.source)
+    assert spec.code is not None, "load() finds every stage's module"
+    module = spec.code.load()
     if not callable(getattr(module, "invoke", None)):
         raise TypeError(f"{spec.module}.invoke is not a function")
     return module
@@ -272,10 +272,14 @@ def _import_failed(
         span.record_exception(exc)
     error = StageImportError(
         f"{pipeline.path}: pipeline[{index}] (stage {spec.name!r}): importing module "
-        f"{spec.module!r} ({spec.source or 'sys.path'}) failed: {type(exc).__name__}: {exc}"
+        f"{spec.module!r} ({_where(spec)}) failed: {type(exc).__name__}: {exc}"
     )
     error.__cause__ = exc
     return error
+
+
+def _where(spec: StageSpec) -> str:
+    return str(spec.code.file) if spec.code and spec.code.file else "sys.path"
 
 
 def _attributes(spec: StageSpec) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -21,8 +22,27 @@ from .errors import ConfigError
 _MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", re.ASCII)
 
 
-def find_module(at: str, name: str, folder: Path, allow_outside: bool) -> Path | None:
-    """The file of module ``name``, checked to define ``invoke``; raises ConfigError."""
+@dataclass(frozen=True)
+class StageModule:
+    """Where a stage's module was found: ``file`` (None: no Python source), and whether it
+    is imported from that file (in the folder, or linked from it) or by name from sys.path."""
+
+    name: str
+    file: Path | None
+    on_sys_path: bool
+
+    def load(self) -> ModuleType:
+        """Import the module (its top-level code runs now)."""
+        if self.on_sys_path or self.file is None:
+            return importlib.import_module(self.name)
+        return _import_file(self.name, self.file)
+
+
+def find_module(at: str, name: str, folder: Path, allow_outside: bool) -> StageModule:
+    """Find module ``name`` and check it defines ``invoke``, without running it.
+
+    Raises ConfigError naming ``at`` (the file and stage) and the fix.
+    """
     if not _MODULE_NAME.fullmatch(name) or name.endswith(".py"):
         raise ConfigError(
             f"{at}: {name!r} is not a module name (letters, digits, '_' and dots, "
@@ -31,6 +51,7 @@ def find_module(at: str, name: str, folder: Path, allow_outside: bool) -> Path |
     *packages, last = name.split(".")
     candidate = folder.joinpath(*packages, f"{last}.py")
     source: Path | None
+    on_sys_path = False
     if candidate.is_file():
         source = candidate.resolve()
         if not allow_outside and not source.is_relative_to(folder):
@@ -45,10 +66,10 @@ def find_module(at: str, name: str, folder: Path, allow_outside: bool) -> Path |
             "--allow-outside-modules"
         )
     else:
-        source = _find_on_sys_path(at, name)
+        source, on_sys_path = _find_on_sys_path(at, name), True
     if source is not None and not _defines_invoke(at, name, source):
         raise ConfigError(f"{at}: {name!r} ({source}) has no top-level invoke(envelope, config)")
-    return source
+    return StageModule(name, source, on_sys_path)
 
 
 def _find_on_sys_path(at: str, name: str) -> Path | None:
@@ -88,10 +109,8 @@ def _defines_invoke(at: str, name: str, source: Path) -> bool:
     return False
 
 
-def import_module(name: str, source: Path | None) -> ModuleType:
-    """Import module ``name`` from its file ``source``, or from ``sys.path`` when None."""
-    if source is None:
-        return importlib.import_module(name)
+def _import_file(name: str, source: Path) -> ModuleType:
+    # Under a key of its own: two pipelines' "clean.py" are two modules.
     key = f"glmtrace_pipeline_{abs(hash(str(source)))}_{name.replace('.', '_')}"
     if key in sys.modules:
         return sys.modules[key]

@@ -157,6 +157,29 @@ def test_sys_path_modules_need_the_opt_in(
     sys.modules.pop("glmtrace_test_outside_stage", None)
 
 
+def test_opted_in_package_module_keeps_its_relative_imports(
+    tmp_path: Path, traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module of an installed package is imported by name, so `from . import x` works."""
+    package = tmp_path / "site" / "glmtrace_test_stages"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "words.py").write_text("SUFFIX = '!'\n")
+    (package / "shout.py").write_text(
+        "from .words import SUFFIX\n"
+        "def invoke(envelope, config):\n"
+        "    return {**envelope, 'payload': envelope['payload'] + SUFFIX}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    path = write(tmp_path, "pipeline:\n  - {stage: a, module: glmtrace_test_stages.shout}\n")
+    loaded = pipeline.load(path, allow_outside_modules=True)
+    result = pipeline.run(DEFAULT, loaded, pipeline.new_envelope("hi"))
+    assert result.error is None and result.envelope is not None
+    assert result.envelope["payload"] == "hi!"
+    for name in [m for m in sys.modules if m.startswith("glmtrace_test_stages")]:
+        del sys.modules[name]
+
+
 def test_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     """A module file that links outside the pipeline's folder needs the opt-in."""
     folder = tmp_path / "pipe"
@@ -166,7 +189,8 @@ def test_symlink_out_of_the_folder_is_refused(tmp_path: Path) -> None:
     path = write(folder, "pipeline:\n  - {stage: a, module: linked}\n")
     with pytest.raises(glmtrace.ConfigError, match="outside the pipeline's folder"):
         pipeline.load(path)
-    assert pipeline.load(path, allow_outside_modules=True).stages[0].source == tmp_path / "real.py"
+    code = pipeline.load(path, allow_outside_modules=True).stages[0].code
+    assert code is not None and code.file == tmp_path / "real.py"
 
 
 def test_module_without_invoke_is_refused_before_its_import_runs(tmp_path: Path) -> None:
