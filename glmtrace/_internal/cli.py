@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,13 +17,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import render
+from . import perfetto, render
 from .config import SECRET_SETTINGS, ElasticsearchOptions, redact_url, resolve
 from .errors import GlmtraceError
 from .store import Store, StoreError
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
+Rows = list[dict[str, Any]]
+_MAX_LINKED_TRACES = 50  # other traces read for the spans that links point to
 
 
 @contextmanager
@@ -31,11 +35,17 @@ def _clear_errors() -> Iterator[None]:
         yield
     except (GlmtraceError, StoreError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    except sqlite3.Error as exc:  # a store file SQLite cannot use
+        raise click.ClickException(f"the local store cannot be used: {exc}") from None
 
 
-def _store_path() -> Path:
-    options, _ = resolve({})
-    return options.store
+def _local_store(path: Path | None) -> Store:
+    """The store at ``path`` (default: the configured one), refused early if it is a folder."""
+    if path is None:
+        path = resolve({})[0].store
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a glmtrace store file (see GLMTRACE_STORE)")
+    return Store(path)
 
 
 def _store_option(fn: F) -> F:
@@ -66,8 +76,22 @@ def main() -> None:
     "--input-file", type=click.File("r"), help="Read the input from a file ('-' = stdin)."
 )
 @click.option("--session", help="Session id carried as baggage on every span.")
-def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | None) -> None:
-    """Run PIPELINE_FILE with tracing on; print the trace id and its tree."""
+@click.option(
+    "--allow-outside-modules",
+    is_flag=True,
+    help="Also run stage modules found on sys.path or linked from outside the file's folder.",
+)
+def run(
+    pipeline_file: Path,
+    text: str | None,
+    input_file: Any,
+    session: str | None,
+    allow_outside_modules: bool,
+) -> None:
+    """Run PIPELINE_FILE with tracing on; print the trace id and its tree.
+
+    Stage modules are looked up next to PIPELINE_FILE only, unless --allow-outside-modules.
+    """
     import glmtrace
 
     from . import pipeline as pipelines
@@ -77,7 +101,10 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
         raise click.UsageError("give exactly one of --input TEXT or --input-file FILE")
     payload = text if text is not None else input_file.read()
     with _clear_errors():
-        spec = pipelines.load(pipeline_file)
+        spec = pipelines.load(pipeline_file, allow_outside_modules=allow_outside_modules)
+        planned, _ = resolve({})
+        if planned.traces == "local" or "local" in planned.logs:
+            _local_store(planned.store)  # an unusable store fails here, before any stage runs
         named = os.environ.get("GLMTRACE_SERVICE_NAME") or os.environ.get("OTEL_SERVICE_NAME")
         options = glmtrace.init(service_name=None if named else spec.name)
         result = pipelines.run(DEFAULT, spec, pipelines.new_envelope(payload, session))
@@ -88,17 +115,22 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
         console.print(f"output: {output[:500]}", markup=False)
     click.echo(f"trace_id: {result.trace_id}")
     if options.traces == "local" and result.trace_id:
-        store = Store(options.store)
         with _clear_errors():
+            store = _local_store(options.store)
             console.print(
                 render.tree(
-                    result.trace_id, store.spans(result.trace_id), store.logs(result.trace_id)
+                    result.trace_id,
+                    store.spans(result.trace_id),
+                    store.logs(result.trace_id),
+                    width=console.width,
                 )
             )
     elif result.trace_id:
         console.print(
             f"spans sent to {options.endpoint}; view: glmtrace show {result.trace_id} --jaeger URL"
         )
+    if isinstance(result.error, pipelines.StageImportError):
+        raise click.ClickException(str(result.error))
     if result.error is not None:
         raise click.ClickException(f"a stage failed: {type(result.error).__name__}: {result.error}")
 
@@ -107,8 +139,11 @@ def run(pipeline_file: Path, text: str | None, input_file: Any, session: str | N
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--service", help="Service name (with --jaeger).")
 @click.option("--jaeger", envvar="GLMTRACE_JAEGER_URL", help="Jaeger query URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print the traces as JSON.")
 @_store_option
-def list_traces(limit: int, service: str | None, jaeger: str | None, store: Path | None) -> None:
+def list_traces(
+    limit: int, service: str | None, jaeger: str | None, as_json: bool, store: Path | None
+) -> None:
     """List recent traces: id, root span, start, duration, span count, errors."""
     with _clear_errors():
         if jaeger:
@@ -118,36 +153,44 @@ def list_traces(limit: int, service: str | None, jaeger: str | None, store: Path
                 raise click.UsageError("--service NAME is required with --jaeger")
             rows = remote.jaeger_recent(jaeger, service, limit)
         else:
-            rows = Store(store or _store_path()).recent(limit)
+            rows = _local_store(store).recent(limit)
+    if as_json:
+        click.echo(render.dumps(render.traces_json(rows), indent=2))
+        return
     if not rows:
         raise click.ClickException("no traces recorded yet")
-    table = Table("trace id", "root", "start", "duration", "spans", "errors")
-    for r in rows:
-        start = dt.datetime.fromtimestamp(r.start_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(
-            r.trace_id,
-            r.root_name,
-            start,
-            f"{r.duration_ns / 1e6:.1f} ms",
-            str(r.span_count),
-            f"[red]{r.error_count}[/red]" if r.error_count else "0",
-        )
-    console.print(table)
+    console.print(render.traces_table(rows))
 
 
 def _load_trace(
     trace_id: str, store: Path | None, jaeger: str | None, es: str | None
-) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[str, Rows, Rows, Rows]:
+    """The trace's spans and logs, and the spans of the other traces its links point to."""
+    spans_of: Callable[[str], Rows]
     if jaeger:
         from . import remote
 
-        spans = remote.jaeger_trace(jaeger, trace_id)
+        spans_of = functools.partial(remote.jaeger_trace, jaeger)
+        spans = spans_of(trace_id)
         full_id = spans[0]["trace_id"] if spans else trace_id
         logs = remote.es_logs(_es_options(es), full_id) if es else []
-        return full_id, spans, logs
-    local = Store(store or _store_path())
-    full_id = local.resolve_trace_id(trace_id)
-    return full_id, local.spans(full_id), local.logs(full_id)
+    else:
+        local = _local_store(store)
+        spans_of = local.spans
+        full_id = local.resolve_trace_id(trace_id)
+        spans, logs = local.spans(full_id), local.logs(full_id)
+    return full_id, spans, logs, _linked_traces(full_id, spans, spans_of)
+
+
+def _linked_traces(trace_id: str, spans: Rows, spans_of: Callable[[str], Rows]) -> Rows:
+    others = {li["trace_id"] for s in spans for li in s.get("links") or []} - {trace_id}
+    rows: Rows = []
+    for other in sorted(others)[:_MAX_LINKED_TRACES]:
+        try:
+            rows.extend(spans_of(other))
+        except (GlmtraceError, StoreError, OSError, sqlite3.Error):
+            continue  # the link is still shown, by id
+    return rows
 
 
 @main.command()
@@ -160,13 +203,13 @@ def show(
 ) -> None:
     """Show TRACE_ID (or a unique 8+ character prefix) as a tree with its log lines."""
     with _clear_errors():
-        full_id, spans, logs = _load_trace(trace_id, store, jaeger, es)
+        full_id, spans, logs, linked = _load_trace(trace_id, store, jaeger, es)
     if not spans:
         raise click.ClickException(f"no trace {trace_id}")
     if as_json:
-        click.echo(json.dumps(render.as_json(full_id, spans, logs), indent=2, default=str))
+        click.echo(render.dumps(render.as_json(full_id, spans, logs, linked), indent=2))
     else:
-        console.print(render.tree(full_id, spans, logs))
+        console.print(render.tree(full_id, spans, logs, linked, width=console.width))
 
 
 @main.command()
@@ -180,14 +223,23 @@ def show(
 def export(
     trace_id: str, fmt: str, output: Path, jaeger: str | None, es: str | None, store: Path | None
 ) -> None:
-    """Write TRACE_ID as a Chrome trace-event file for ui.perfetto.dev or chrome://tracing."""
+    """Write TRACE_ID as a Chrome trace-event file for ui.perfetto.dev or chrome://tracing.
+
+    The traces its links point to (batch <-> requests) come along, links drawn as arrows.
+    """
     with _clear_errors():
-        _full_id, spans, logs = _load_trace(trace_id, store, jaeger, es)
+        _full_id, spans, logs, linked = _load_trace(trace_id, store, jaeger, es)
         if not spans:
             raise click.ClickException(f"no trace {trace_id}")
-        output.write_text(json.dumps(render.perfetto(spans, logs)), encoding="utf-8")
+        # The linked traces come along, so each link is an arrow between two slices.
+        output.write_text(
+            render.dumps(perfetto.trace_events(spans + linked, logs)), encoding="utf-8"
+        )
+    others = len({s["trace_id"] for s in linked})
     click.echo(
-        f"wrote {output} ({len(spans)} spans, {len(logs)} logs); open it at https://ui.perfetto.dev"
+        f"wrote {output} ({len(spans)} spans, {len(logs)} logs"
+        + (f", {len(linked)} spans of {others} linked traces" if linked else "")
+        + "); open it at https://ui.perfetto.dev"
     )
 
 
@@ -208,7 +260,7 @@ def push(otlp: str, es: str | None, store: Path | None) -> None:
             progress.update(task, completed=done, total=total)
 
         target = _es_options(es) if es else None
-        result = remote.push(Store(store or _store_path()), otlp, target, advance)
+        result = remote.push(_local_store(store), otlp, target, advance)
     click.echo(f"pushed {result}")
 
 
@@ -227,6 +279,7 @@ def doctor() -> None:
     from . import remote
 
     health = Table("endpoint", "url", "status")
+    health.add_row("store", str(options.store), _store_health(options.store))
     for label, url in _endpoint_checks(options):
         ok, detail = remote.probe(label, url, options.elasticsearch, protocol=options.protocol)
         health.add_row(
@@ -238,17 +291,34 @@ def doctor() -> None:
     _print_recent_runs(options.store)
 
 
+def _store_health(path: Path) -> str:
+    """Whether the local store can be read; a store not created yet is not a fault."""
+    if not path.exists():
+        return "[yellow]not created yet[/yellow] (the first traced run creates it)"
+    try:
+        Store(path).recent_runs(1)
+    except (StoreError, OSError, sqlite3.Error) as exc:
+        reason = "is a directory, not a store file" if path.is_dir() else str(exc)
+        return f"[red]down[/red] {reason}"
+    return f"[green]ok[/green] {path.stat().st_size} bytes"
+
+
 def _print_recent_runs(path: Path) -> None:
     """What the last traced processes exported, spooled, replayed and dropped, per sink."""
     try:
         runs = Store(path).recent_runs()
-    except StoreError:
-        return
+    except (StoreError, OSError, sqlite3.Error):
+        return  # the health table said why
     if not runs:
         return
-    table = Table("ended", "pid", "service", "sink", "exported", "spooled", "replayed", "dropped")
+    # Unboxed, so the eight columns fit 80 terminal columns.
+    table = Table(title="last runs", box=None, collapse_padding=True, header_style="bold")
+    for column in ("ended", "pid", "service", "sink"):
+        table.add_column(column, no_wrap=column != "service")
+    for column in ("exported", "spooled", "replayed", "dropped"):
+        table.add_column(column, justify="right")
     for ended_ns, pid, service, stats in runs:
-        ended = dt.datetime.fromtimestamp(ended_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+        ended = dt.datetime.fromtimestamp(ended_ns / 1e9).strftime("%m-%d %H:%M:%S")
         for sink, counts in sorted(stats.items()):
             dropped = counts.get("dropped", 0)
             table.add_row(
@@ -281,7 +351,7 @@ def _value(options: Any, name: str) -> Any:
 
 
 def _endpoint_checks(options: Any) -> list[tuple[str, str]]:
-    checks = [("store", str(options.store))]
+    checks = []
     if options.endpoint:
         checks.append(("otlp", options.endpoint))
     if options.elasticsearch:

@@ -13,26 +13,27 @@ pipeline:
 Each stage module exposes ``invoke(envelope, config) -> envelope``. Every stage runs in a span
 ``stage <name>`` whose parent is read from the envelope's ``metadata`` (W3C ``traceparent``),
 so the same envelope could as well cross a queue or a process between stages.
+
+Modules come from the pipeline file's folder unless ``allow_outside_modules`` (the CLI's
+``--allow-outside-modules``); see :mod:`.stage_modules`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypedDict
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, GlmtraceError
 from .keys import CONFIG_PREFIX, MODULE, PAYLOAD, STAGE
 from .propagation import attach, inject
 from .runtime import Runtime
+from .stage_modules import StageModule, find_module
 
 _STAGE_KEYS = {
     "stage": str,
@@ -42,6 +43,13 @@ _STAGE_KEYS = {
     "capture_payload": bool,
 }
 _TOP_KEYS = {"pipeline", "name"}
+# A pipeline file has tens of values; aliases can make a few hundred bytes expand to
+# billions (and every value ends up in span attributes), so the expanded size is bounded.
+MAX_YAML_NODES = 100_000
+
+
+class StageImportError(GlmtraceError):
+    """A stage module raised while being imported (its span in the trace holds the error)."""
 
 
 class Envelope(TypedDict):
@@ -54,12 +62,16 @@ class Envelope(TypedDict):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One validated stage of a pipeline file."""
+    """One validated stage of a pipeline file.
+
+    ``code`` is where :func:`load` found ``module`` (None until then).
+    """
 
     name: str
     module: str
     config: Mapping[str, Any] = field(default_factory=dict)
     capture_payload: bool = False
+    code: StageModule | None = None
 
 
 @dataclass(frozen=True)
@@ -71,16 +83,20 @@ class Pipeline:
     stages: tuple[StageSpec, ...]
 
 
-def load(path: str | Path) -> Pipeline:
-    """Read and validate a pipeline file; errors name the file, stage index and key."""
+def load(path: str | Path, *, allow_outside_modules: bool = False) -> Pipeline:
+    """Read and validate a pipeline file; errors name the file, stage index and key.
+
+    Nothing is imported: each stage's module is found (in the file's folder, or also on
+    ``sys.path`` with ``allow_outside_modules``) and parsed to check it defines ``invoke``.
+    """
     file = Path(path)
     where = str(file)
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        document = _parse(file.read_text(encoding="utf-8"), where)
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such pipeline file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read the pipeline file: {exc}") from None
     if not isinstance(document, dict) or "pipeline" not in document:
         raise ConfigError(f"{where}: expected a mapping with a 'pipeline' list at the top")
     extra = set(document) - _TOP_KEYS
@@ -91,11 +107,77 @@ def load(path: str | Path) -> Pipeline:
     stages = document["pipeline"]
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{where}: 'pipeline' must be a non-empty list of stages")
-    specs = tuple(_stage(where, i, raw) for i, raw in enumerate(stages))
+    specs = [_stage(where, i, raw) for i, raw in enumerate(stages)]
+    folder = file.parent.resolve()
+    found = tuple(
+        replace(
+            s,
+            code=find_module(
+                f"{where}: pipeline[{i}].module", s.module, folder, allow_outside_modules
+            ),
+        )
+        for i, s in enumerate(specs)
+    )
     name = document.get("name", file.stem)
     if not isinstance(name, str):
         raise ConfigError(f"{where}: 'name' must be a string, got {name!r}")
-    return Pipeline(name=name, path=file, stages=specs)
+    return Pipeline(name=name, path=file, stages=found)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents too large once aliases are expanded."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expanded_size(node, MAX_YAML_NODES)
+        return super().construct_document(node)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _parse(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    except _TooLarge as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: the YAML is nested too deeply") from None
+
+
+def _check_expanded_size(root: yaml.Node, limit: int) -> None:
+    """Count the nodes of ``root`` as if every alias were a copy (each node visited once)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[key] > limit:
+                raise _TooLarge(
+                    f"more than {limit} values once its aliases (*name) are expanded; "
+                    "refusing a file this large"
+                )
+        elif key not in sizes:
+            if key in open_nodes:  # only a node's own descendants are on the stack above it
+                raise _TooLarge("an alias refers to a node that contains it (a cycle)")
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
 
 
 def _stage(where: str, index: int, raw: Any) -> StageSpec:
@@ -119,22 +201,6 @@ def _stage(where: str, index: int, raw: Any) -> StageSpec:
     return StageSpec(raw["stage"], raw["module"], config, raw.get("capture_payload", False))
 
 
-def import_stage_module(name: str, folder: Path) -> ModuleType:
-    """Import ``name`` from ``folder`` first, then from ``sys.path``."""
-    candidate = folder / f"{name}.py"
-    if candidate.is_file():
-        key = f"glmtrace_pipeline_{abs(hash(str(candidate.resolve())))}_{name}"
-        if key in sys.modules:
-            return sys.modules[key]
-        spec = importlib.util.spec_from_file_location(key, candidate)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(name)
-
-
 def new_envelope(payload: Any, session_id: str | None = None) -> Envelope:
     """A fresh envelope with an empty ``metadata`` header dict."""
     return Envelope(session_id=session_id or uuid.uuid4().hex[:12], payload=payload, metadata={})
@@ -152,24 +218,19 @@ class RunResult:
 def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
     """Run every stage in order under one root span ``pipeline <name>``.
 
-    A bad pipeline raises :class:`ConfigError` before anything runs; an exception from a
-    stage is recorded on its span and returned in :class:`RunResult` with the trace id.
+    Every module is imported before the root span starts (so its time is the stages' work).
+    A module that raises while being imported, or an exception from a stage, is recorded on
+    the stage's span and returned in :class:`RunResult` with the trace id; an import failure
+    as :class:`StageImportError`, with no stage run.
     """
-    modules = []
+    modules: list[ModuleType] = []
+    failure: tuple[int, StageSpec, Exception] | None = None
     for index, spec in enumerate(pipeline.stages):
         try:
-            module = import_stage_module(spec.module, pipeline.path.parent)
-        except ImportError as exc:
-            raise ConfigError(
-                f"{pipeline.path}: pipeline[{index}].module: cannot import {spec.module!r}: {exc}"
-            ) from None
-        if not callable(getattr(module, "invoke", None)):
-            raise ConfigError(
-                f"{pipeline.path}: pipeline[{index}].module: {spec.module!r} has no "
-                "invoke(envelope, config)"
-            )
-        modules.append(module)
-
+            modules.append(_import(spec))
+        except Exception as exc:
+            failure = (index, spec, exc)
+            break
     root_attributes = {
         "glmtrace.pipeline": pipeline.name,
         "glmtrace.pipeline.file": str(pipeline.path),
@@ -179,6 +240,10 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
         with attach(envelope), runtime.span(f"pipeline {pipeline.name}", root_attributes) as root:
             trace_id = root.trace_id
             inject(envelope)
+            if failure is not None:
+                error = _import_failed(runtime, pipeline, envelope, *failure)
+                root.record_exception(failure[2])  # the cause, not the CLI's long message
+                return RunResult(None, trace_id, error)
             for spec, module in zip(pipeline.stages, modules, strict=True):
                 envelope = _dispatch(runtime, spec, module, envelope)
     except Exception as exc:
@@ -186,15 +251,50 @@ def run(runtime: Runtime, pipeline: Pipeline, envelope: Envelope) -> RunResult:
     return RunResult(envelope, trace_id, None)
 
 
+def _import(spec: StageSpec) -> ModuleType:
+    assert spec.code is not None, "load() finds every stage's module"
+    module = spec.code.load()
+    if not callable(getattr(module, "invoke", None)):
+        raise TypeError(f"{spec.module}.invoke is not a function")
+    return module
+
+
+def _import_failed(
+    runtime: Runtime,
+    pipeline: Pipeline,
+    envelope: Envelope,
+    index: int,
+    spec: StageSpec,
+    exc: Exception,
+) -> StageImportError:
+    """Record ``exc`` on the span of the stage that never ran; the error naming it all."""
+    with attach(envelope), runtime.span(f"stage {spec.name}", _attributes(spec)) as span:
+        span.record_exception(exc)
+    error = StageImportError(
+        f"{pipeline.path}: pipeline[{index}] (stage {spec.name!r}): importing module "
+        f"{spec.module!r} ({_where(spec)}) failed: {type(exc).__name__}: {exc}"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _where(spec: StageSpec) -> str:
+    return str(spec.code.file) if spec.code and spec.code.file else "sys.path"
+
+
+def _attributes(spec: StageSpec) -> dict[str, Any]:
+    attributes: dict[str, Any] = {STAGE: spec.name, MODULE: spec.module}
+    attributes.update({f"{CONFIG_PREFIX}{k}": v for k, v in spec.config.items()})
+    return attributes
+
+
 def _dispatch(
     runtime: Runtime, spec: StageSpec, module: ModuleType, envelope: Envelope
 ) -> Envelope:
-    attributes: dict[str, Any] = {STAGE: spec.name, MODULE: spec.module}
-    attributes.update({f"{CONFIG_PREFIX}{k}": v for k, v in spec.config.items()})
     # The envelope's metadata, not the ambient context, decides the parent: this is what a
     # stage on the far side of a queue would see.
     metadata_before = dict(envelope["metadata"])
-    with attach(envelope), runtime.span(f"stage {spec.name}", attributes) as span:
+    with attach(envelope), runtime.span(f"stage {spec.name}", _attributes(spec)) as span:
         if spec.capture_payload:
             span.set_attribute(PAYLOAD, envelope["payload"])
         result = module.invoke(envelope, dict(spec.config))

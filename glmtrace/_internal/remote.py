@@ -16,13 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .config import (
@@ -318,6 +316,9 @@ def _export_spans(exporter: Any, rows: list[dict[str, Any]], url: str) -> None:
         )
 
 
+PUSH_RETRIES = 5  # per chunk, backing off 0.5 s, 1 s, 2 s, 4 s, 8 s
+
+
 def _push_logs(
     store: Store,
     es: ElasticsearchOptions,
@@ -325,34 +326,64 @@ def _push_logs(
     result: PushResult,
     advance: Callable[[int], None],
 ) -> None:
+    """``create`` each document with ``_id = log.id`` through ``streaming_bulk``.
+
+    The helper retries a chunk's 408/429/5xx answers, whole-request or per document. What
+    is delivered (or was already there: 409) is marked pushed as it goes; what is not is
+    counted as rejected and goes again on the next push.
+    """
     client = _es_client(es)
     from elastic_transport import TransportError
     from elasticsearch import ApiError
+    from elasticsearch.helpers import streaming_bulk
 
     from . import es_bulk
 
+    actions = (
+        {
+            "_op_type": "create",
+            "_index": es.data_stream,
+            "_id": d["log.id"],
+            "_source": {k: v for k, v in d.items() if k not in es_bulk.INTERNAL_KEYS},
+        }
+        for d in logs
+    )
+    delivered: list[str] = []
+
+    def mark() -> None:
+        store.mark_pushed(es.url, "log", delivered)
+        result.logs += len(delivered)
+        advance(len(delivered))
+        delivered.clear()
+
     try:
         client.indices.put_index_template(name=es_bulk.TEMPLATE_NAME, body=es_bulk.load_template())
-        for part, body in es_bulk.chunks(es.data_stream, logs):
-            outcome = es_bulk.send(client, part, body)
-            for _ in range(5):  # item-level 429s: back off a little, then resend those
-                if not outcome.retry:
-                    break
-                time.sleep(0.5)
-                retry = outcome.retry
-                again = es_bulk.send(client, retry, next(es_bulk.chunks(es.data_stream, retry))[1])
-                outcome.delivered += again.delivered
-                outcome.rejected += again.rejected
-                outcome.retry = again.retry
-            store.mark_pushed(es.url, "log", [d["log.id"] for d in outcome.delivered])
-            result.logs += len(outcome.delivered)
-            result.rejected_logs += len(outcome.rejected) + len(outcome.retry)
-            advance(len(part))
+        for ok, item in streaming_bulk(
+            client,
+            actions,
+            chunk_size=es_bulk.MAX_BULK_DOCS,
+            max_chunk_bytes=es_bulk.MAX_BULK_BYTES,
+            raise_on_error=False,
+            max_retries=PUSH_RETRIES,
+            initial_backoff=0.5,
+            max_backoff=8,
+            retry_on_status=tuple(es_bulk.TRANSIENT_STATUS),
+        ):
+            answer = next(iter(item.values()))
+            if ok or answer.get("status") == 409:  # 409: this log.id is stored already
+                delivered.append(answer["_id"])
+            else:
+                result.rejected_logs += 1
+                advance(1)
+            if len(delivered) >= es_bulk.MAX_BULK_DOCS:
+                mark()
+        mark()
     except ApiError as exc:
         raise RemoteError(f"Elasticsearch refused the upload: HTTP {exc.meta.status}") from None
     except TransportError as exc:
         raise RemoteError(f"Elasticsearch did not answer: {type(exc).__name__}") from None
     finally:
+        store.mark_pushed(es.url, "log", delivered)  # what got through before a failure
         client.close()
 
 
@@ -369,17 +400,12 @@ def probe(
     """Whether the ``kind`` endpoint at ``url`` answers, and its version or the error.
 
     ``kind`` is one of ``elasticsearch``, ``jaeger`` (query API), ``otlp``/``collector``
-    (an OTLP receiver), ``fluent`` (``tcp://host:port``) or ``store`` (a file path).
+    (an OTLP receiver) or ``fluent`` (``tcp://host:port``).
     ``es`` supplies Elasticsearch credentials; ``protocol`` (``grpc`` or ``http/protobuf``)
     says how to talk to an OTLP endpoint (default: HTTP for port 4318, else gRPC).
     Never raises.
     """
     try:
-        if kind == "store":
-            path = Path(url)
-            if not path.exists():
-                return False, "no store yet (nothing recorded)"
-            return True, f"{path.stat().st_size} bytes"
         if kind == "elasticsearch":
             return _probe_es(es if es is not None and es.url == url else ElasticsearchOptions(url))
         if kind == "jaeger":

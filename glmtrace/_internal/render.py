@@ -1,12 +1,23 @@
-"""Pictures of a trace: a terminal tree with its logs, ``--json``, and Perfetto trace files."""
+"""Pictures of traces: a terminal tree with its logs, ``ls``'s table and ``--json`` documents.
+
+Every JSON document the CLI writes goes through :func:`dumps` (strict JSON); Perfetto files
+are built in :mod:`.perfetto`."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
+
+from .inference import LINK_ROLE
+from .store import TraceSummary
 
 # Shown elsewhere (the span name, the root) or only useful in a trace viewer.
 _HIDDEN = (
@@ -16,8 +27,45 @@ _HIDDEN = (
     "glmtrace.stage",
     "glmtrace.torch.module.path",
     "glmtrace.torch.module.phase",
+    "exception.stacktrace",
+    "exception.escaped",
 )
 _MAX_SHOWN = 4
+_MAX_VALUE = 60  # characters of one attribute in the tree; --json has the whole value
+
+Names = Mapping[tuple[str, str], str]  # (trace id, span id) -> span name
+
+
+def _names(*groups: Sequence[dict[str, Any]] | None) -> Names:
+    return {(s["trace_id"], s["span_id"]): s["name"] for spans in groups for s in spans or ()}
+
+
+def dumps(document: Any, indent: int | None = None) -> str:
+    """Strict JSON: NaN and ±Infinity become the strings "NaN", "Infinity", "-Infinity"
+    (as OTLP/JSON writes them), anything else JSON cannot hold becomes its ``str``."""
+    return json.dumps(_finite(document), indent=indent, allow_nan=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def shorten(text: str, width: int = _MAX_VALUE) -> str:
+    """``text`` cut to ``width`` characters with "…", after a whole word (or a JSON item)
+    when one ends in the second half."""
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    boundary = max(cut.rfind(" "), cut.rfind(","))
+    if boundary > width // 2:
+        cut = cut[:boundary]
+    return cut.rstrip() + "…"
 
 
 def _ms(ns: int) -> str:
@@ -25,27 +73,49 @@ def _ms(ns: int) -> str:
     return f"{ms:.1f} ms" if ms < 10_000 else f"{ms / 1000:.2f} s"
 
 
-def _key_attributes(span: dict[str, Any], parent: dict[str, Any] | None) -> str:
-    inherited = parent["attributes"] if parent else {}
-    shown = [
-        f"{k}={v}"
-        for k, v in span["attributes"].items()
+def _pairs(attributes: Mapping[str, Any], inherited: Mapping[str, Any], line: int) -> list[str]:
+    # Each pair fits one line, so the terminal wraps between pairs, never inside a value.
+    return [
+        shorten(f"{k}={shorten(str(v))}", line)
+        for k, v in attributes.items()
         if not k.startswith(_HIDDEN) and not (k == "session.id" and inherited.get(k) == v)
     ]
-    text = "  ".join(str(s)[:60] for s in shown[:_MAX_SHOWN])
+
+
+def _key_attributes(attributes: Mapping[str, Any], inherited: Mapping[str, Any], line: int) -> str:
+    shown = _pairs(attributes, inherited, line)
+    text = "  ".join(shown[:_MAX_SHOWN])
     return text + ("  …" if len(shown) > _MAX_SHOWN else "")
 
 
-def _span_label(span: dict[str, Any], parent: dict[str, Any] | None) -> Text:
+def _span_label(span: dict[str, Any], parent: dict[str, Any] | None, line: int) -> Text:
     label = Text()
     label.append(span["name"], style="bold")
     label.append(f"  {_ms(span['end_ns'] - span['start_ns'])}", style="cyan")
     if span["status"] == "ERROR":
         label.append(f"  ERROR {span.get('status_message') or ''}".rstrip(), style="bold red")
-    attrs = _key_attributes(span, parent)
+    attrs = _key_attributes(span["attributes"], parent["attributes"] if parent else {}, line)
     if attrs:
         label.append(f"  {attrs}", style="dim")
     label.append(f"  [{span['span_id']}]", style="dim")
+    return label
+
+
+def _link_label(link: dict[str, Any], names: Names) -> Text:
+    role = (link.get("attributes") or {}).get(LINK_ROLE)
+    label = Text(f"→ linked{f' {role}' if role else ''}: ", style="magenta")
+    label.append(f"{link['trace_id']}/{link['span_id']}")
+    name = names.get((link["trace_id"], link["span_id"]))
+    if name:
+        label.append(f" {name}", style="bold")
+    return label
+
+
+def _event_label(event: dict[str, Any], line: int) -> Text:
+    label = Text(f"◆ {event['name']}", style="yellow")
+    attrs = _key_attributes(event.get("attributes") or {}, {}, line)
+    if attrs:
+        label.append(f"  {attrs}", style="dim")
     return label
 
 
@@ -61,30 +131,50 @@ def _log_label(doc: dict[str, Any]) -> Text:
     return label
 
 
-def tree(trace_id: str, spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> Tree:
-    """The span tree with each log line under the span that emitted it, ordered by time."""
+def tree(
+    trace_id: str,
+    spans: list[dict[str, Any]],
+    logs: list[dict[str, Any]],
+    linked: Sequence[dict[str, Any]] = (),
+    width: int = 200,
+) -> Tree:
+    """The span tree: under each span its links, then its events, logs and child spans by time.
+
+    ``linked`` are spans of other traces that links point to (they give the links names);
+    ``width`` is the terminal's, which attribute values are cut to fit.
+    """
+    names = _names(spans, linked)
     ids = {s["span_id"] for s in spans}
-    children: defaultdict[str | None, list[tuple[int, str, dict[str, Any]]]] = defaultdict(list)
+    # Links, events and logs are drawn when their span's depth (so their indent) is known.
+    children: defaultdict[str | None, list[tuple[int, int, Any]]] = defaultdict(list)
     for span in spans:
         parent = span["parent_span_id"] if span["parent_span_id"] in ids else None
-        children[parent].append((span["start_ns"], "span", span))
+        children[parent].append((span["start_ns"], 3, span))
+        for link in span.get("links") or []:
+            children[span["span_id"]].append((0, 0, link))
+        for event in span.get("events") or []:
+            children[span["span_id"]].append((int(event.get("timestamp_ns") or 0), 1, event))
     for doc in logs:
         parent = doc.get("span.id") if doc.get("span.id") in ids else None
-        children[parent].append((log_time_ns(doc), "log", doc))
+        children[parent].append((log_time_ns(doc), 2, doc))
 
     root = Tree(Text(f"trace {trace_id}", style="bold magenta"))
-
     by_id = {s["span_id"]: s for s in spans}
 
-    def add(node: Tree, parent: str | None) -> None:
+    def add(node: Tree, parent: str | None, depth: int) -> None:
+        line = max(20, width - 4 * depth - 1)  # rich indents each level by 4 columns
         for _, kind, item in sorted(children[parent], key=lambda c: (c[0], c[1])):
-            if kind == "span":
-                label = _span_label(item, by_id.get(parent) if parent else None)
-                add(node.add(label), item["span_id"])
-            else:
+            if kind == 0:
+                node.add(_link_label(item, names))
+            elif kind == 1:
+                node.add(_event_label(item, line))
+            elif kind == 2:
                 node.add(_log_label(item))
+            else:
+                label = _span_label(item, by_id.get(parent) if parent else None, line)
+                add(node.add(label), item["span_id"], depth + 1)
 
-    add(root, None)
+    add(root, None, 1)
     return root
 
 
@@ -93,99 +183,111 @@ def log_time_ns(doc: dict[str, Any]) -> int:
     return int(doc.get("timestamp_ns", 0))
 
 
+_LOG_KEYS = {
+    "timestamp": "@timestamp",
+    "level": "log.level",
+    "message": "message",
+    "trace.id": "trace.id",
+    "span.id": "span.id",
+    "logger": "log.logger",
+}
+
+
 def as_json(
-    trace_id: str, spans: list[dict[str, Any]], logs: list[dict[str, Any]]
+    trace_id: str,
+    spans: list[dict[str, Any]],
+    logs: list[dict[str, Any]],
+    linked: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The ``show --json`` document."""
+    """The ``show --json`` document: every field the store (or Jaeger and ES) holds.
+
+    A link carries the name of the span it points to when that span is in ``spans`` or
+    ``linked`` (spans of other traces).
+    """
+    names = _names(spans, linked)
     return {
         "trace_id": trace_id,
-        "spans": [
-            {
-                "trace_id": s["trace_id"],
-                "span_id": s["span_id"],
-                "parent_span_id": s["parent_span_id"],
-                "name": s["name"],
-                "start_time_unix_nano": s["start_ns"],
-                "end_time_unix_nano": s["end_ns"],
-                "status": s["status"],
-                "attributes": s["attributes"],
-            }
-            for s in spans
-        ],
+        "spans": [_span_json(s, names) for s in spans],
         "logs": [
             {
-                "timestamp": d.get("@timestamp"),
-                "level": d.get("log.level"),
-                "message": d.get("message"),
-                "trace.id": d.get("trace.id"),
-                "span.id": d.get("span.id"),
-                "logger": d.get("log.logger"),
+                **{key: d.get(field) for key, field in _LOG_KEYS.items()},
+                "fields": {k: v for k, v in d.items() if k not in _LOG_KEYS.values()},
             }
             for d in logs
         ],
     }
 
 
-def perfetto(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Chrome trace-event JSON (Perfetto UI, chrome://tracing): a track per process/thread."""
-    events: list[dict[str, Any]] = []
-    named: set[tuple[str, int, int]] = set()
-
-    def track(pid: int, tid: int, service: str, thread: str) -> None:
-        if ("p", pid, 0) not in named:
-            named.add(("p", pid, 0))
-            events.append(
-                {
-                    "ph": "M",
-                    "name": "process_name",
-                    "pid": pid,
-                    "tid": 0,
-                    "args": {"name": f"{service} (pid {pid})"},
-                }
-            )
-        if ("t", pid, tid) not in named:
-            named.add(("t", pid, tid))
-            events.append(
-                {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": thread}}
-            )
-
-    for s in spans:
-        pid = int(s["resource"].get("process.pid", 0))
-        tid = int(s["attributes"].get("thread.id", 0))
-        track(
-            pid,
-            tid,
-            str(s.get("service_name") or "service"),
-            str(s["attributes"].get("thread.name", tid)),
-        )
-        events.append(
+def _span_json(span: dict[str, Any], names: Names) -> dict[str, Any]:
+    return {
+        "trace_id": span["trace_id"],
+        "span_id": span["span_id"],
+        "parent_span_id": span["parent_span_id"],
+        "name": span["name"],
+        "kind": span.get("kind"),
+        "start_time_unix_nano": span["start_ns"],
+        "end_time_unix_nano": span["end_ns"],
+        "status": span["status"],
+        "status_message": span.get("status_message"),
+        "service_name": span.get("service_name"),
+        "attributes": span["attributes"],
+        "events": [
             {
-                "ph": "X",
-                "name": s["name"],
-                "cat": "span",
-                "ts": s["start_ns"] / 1000,
-                "dur": max(0, s["end_ns"] - s["start_ns"]) / 1000,
-                "pid": pid,
-                "tid": tid,
-                "args": {"span_id": s["span_id"], "status": s["status"], **s["attributes"]},
+                "name": e["name"],
+                "time_unix_nano": e.get("timestamp_ns"),
+                "attributes": e.get("attributes") or {},
             }
-        )
-    for d in logs:
-        pid = int(d.get("process.pid", 0))
-        tid = int(d.get("process.thread.id", 0))
-        track(
-            pid, tid, str(d.get("service.name", "service")), str(d.get("process.thread.name", tid))
-        )
-        events.append(
+            for e in span.get("events") or []
+        ],
+        "links": [
             {
-                "ph": "i",
-                "s": "t",
-                "name": f"{d.get('log.level')}: {str(d.get('message', ''))[:120]}",
-                "cat": "log",
-                "ts": log_time_ns(d) / 1000,
-                "pid": pid,
-                "tid": tid,
-                "args": {"logger": d.get("log.logger"), "span.id": d.get("span.id")},
+                "trace_id": li["trace_id"],
+                "span_id": li["span_id"],
+                "name": names.get((li["trace_id"], li["span_id"])),
+                "attributes": li.get("attributes") or {},
             }
+            for li in span.get("links") or []
+        ],
+        "resource": span.get("resource") or {},
+    }
+
+
+def traces_table(rows: Sequence[TraceSummary]) -> Table:
+    """``glmtrace ls``: ids are never cut (other columns wrap instead), so they can be copied."""
+    table = Table(box=None, pad_edge=False, collapse_padding=True, header_style="bold")
+    table.add_column("trace id", no_wrap=True, min_width=32)
+    table.add_column("root", overflow="fold", ratio=1)
+    table.add_column("start", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("spans", justify="right", no_wrap=True)
+    table.add_column("errors", justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r.trace_id,
+            r.root_name,
+            _local_time(r.start_ns).strftime("%m-%d %H:%M:%S"),  # the year: in --json
+            _ms(r.duration_ns),
+            str(r.span_count),
+            Text(str(r.error_count), style="red") if r.error_count else "0",
         )
-    return {"traceEvents": events, "displayTimeUnit": "ms"}
+    return table
+
+
+def traces_json(rows: Sequence[TraceSummary]) -> list[dict[str, Any]]:
+    """``glmtrace ls --json``."""
+    return [
+        {
+            "trace_id": r.trace_id,
+            "root": r.root_name,
+            "start_time_unix_nano": r.start_ns,
+            "start": _local_time(r.start_ns).isoformat(),
+            "duration_ns": r.duration_ns,
+            "span_count": r.span_count,
+            "error_count": r.error_count,
+        }
+        for r in rows
+    ]
+
+
+def _local_time(ns: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ns / 1e9).astimezone()
