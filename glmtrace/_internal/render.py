@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from .inference import LINK_ROLE
+from .repair import json_ready
 from .store import TraceSummary
 
 # Shown elsewhere (the span name, the root) or only useful in a trace viewer.
@@ -42,18 +42,8 @@ def _names(*groups: Sequence[dict[str, Any]] | None) -> Names:
 
 def dumps(document: Any, indent: int | None = None) -> str:
     """Strict JSON: NaN and ±Infinity become the strings "NaN", "Infinity", "-Infinity"
-    (as OTLP/JSON writes them), anything else JSON cannot hold becomes its ``str``."""
-    return json.dumps(_finite(document), indent=indent, allow_nan=False, default=str)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    (as OTLP/JSON writes them), anything else JSON cannot hold becomes its text."""
+    return json.dumps(json_ready(document), indent=indent, allow_nan=False, ensure_ascii=False)
 
 
 def shorten(text: str, width: int = _MAX_VALUE) -> str:

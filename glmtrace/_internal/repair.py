@@ -15,6 +15,8 @@ import sys
 from typing import Any
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# How OTLP/JSON spells the floats JSON has no literal for (NaN is never equal to itself).
+_FLOAT_TEXT = {math.inf: "Infinity", -math.inf: "-Infinity"}
 # Past this many bits even the decimal string is more work than a telemetry value is worth.
 _MAX_DIGITS_BITS = 1 << 15
 _LOG10_2 = 0.30103
@@ -92,7 +94,7 @@ def json_ready(value: Any, depth: int = 0) -> Any:
     if isinstance(value, int):
         return int64_or_text(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return value if math.isfinite(value) else _FLOAT_TEXT.get(value, "NaN")
     if depth > 32:  # documents are built flat; anything this deep is a bug: keep its text
         return safe_str(value)
     if isinstance(value, dict):
