@@ -1,0 +1,125 @@
+"""The ``glmtrace ui`` and ``glmtrace stats`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..config import resolve
+from . import metrics
+from .queries import LocalSource, QueryError
+from .server import App, make_server
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _store(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    options, _ = resolve({})
+    return options.store
+
+
+_store_option = click.option(
+    "--store",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local store file (default: GLMTRACE_STORE or ./.glmtrace/glmtrace.db).",
+)
+
+
+@click.command(name="ui")
+@_store_option
+@click.option("--port", default=7080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. Anything but loopback shows your traces to the network.",
+)
+@click.option(
+    "--jaeger", envvar="GLMTRACE_JAEGER_URL", help="Jaeger UI URL, for 'open in Jaeger' links."
+)
+@click.option(
+    "--kibana", envvar="GLMTRACE_KIBANA_URL", help="Kibana URL, for 'open in Kibana' links."
+)
+def ui_command(
+    store: Path | None, port: int, host: str, jaeger: str | None, kibana: str | None
+) -> None:
+    """Serve a read-only web app over the local store: traces, logs, kernels, stage metrics."""
+    if host not in _LOOPBACK:
+        click.secho(
+            f"warning: serving on {host}: anyone who can reach this address can read your "
+            "traces and logs",
+            fg="yellow",
+            err=True,
+        )
+    path = _store(store)
+    app = App(
+        LocalSource(path),
+        jaeger.rstrip("/") if jaeger else None,
+        kibana.rstrip("/") if kibana else None,
+    )
+    try:
+        server = make_server(app, host, port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"glmtrace ui: http://{shown}:{server.server_address[1]}/  (store: {path})")
+    if not path.exists():
+        click.echo(f"note: no store at {path} yet; the page says so until a traced program runs")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@click.command(name="stats")
+@_store_option
+@click.option(
+    "--window",
+    default="1h",
+    show_default=True,
+    help="How far back from the newest span: 90s, 15m, 1h, 7d, or 'all'.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def stats_command(store: Path | None, window: str, as_json: bool) -> None:
+    """QPS, P50/P95/P99 latency and error rate per stage and per model (same as `glmtrace ui`)."""
+    try:
+        metrics.parse_window(window)
+        result = metrics.stage_metrics(LocalSource(_store(store)), window)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+    except QueryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        for group in (*result["stages"], *result["models"]):
+            del group["series"]
+        click.echo(json.dumps(result, indent=2))
+        return
+    console = Console()
+    seconds = result["window"]["seconds"]
+    console.print(f"window: {result['window']['label']} ({seconds:.0f} s up to the newest span)")
+    for title, groups in (("stage", result["stages"]), ("model", result["models"])):
+        if not groups:
+            continue
+        table = Table(title, "calls", "QPS", "P50 ms", "P95 ms", "P99 ms", "errors")
+        for g in groups:
+            table.add_row(
+                g["key"],
+                str(g["count"]),
+                f"{g['qps']:.3f}",
+                f"{g['p50_ms']:.2f}",
+                f"{g['p95_ms']:.2f}",
+                f"{g['p99_ms']:.2f}",
+                f"{100 * g['error_rate']:.1f}%",
+            )
+        console.print(table)
+    if not result["stages"] and not result["models"]:
+        console.print("no stage or inference spans in this window")
