@@ -17,6 +17,7 @@ BASE_NS = 1_764_590_000 * 10**9  # a fixed wall clock keeps screenshots and ids 
 MS = 1_000_000
 PIPELINE = "a1" * 16
 BATCH = "b2" * 16
+LONE_REQUEST = f"{60:032x}"  # the newest of the extra traces
 XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_LOG = "<script>alert('log')</script> and <b>bold</b>"
 STACK = (
@@ -219,7 +220,12 @@ def batch_trace() -> list[dict[str, Any]]:
                     "trace_id": PIPELINE,
                     "span_id": sid(5),
                     "attributes": {"glmtrace.link.role": "request"},
-                }
+                },
+                {  # a request from another process: it has no link back to the batch
+                    "trace_id": LONE_REQUEST,
+                    "span_id": sid(3),
+                    "attributes": {"glmtrace.link.role": "request"},
+                },
             ],
         ),
     ]

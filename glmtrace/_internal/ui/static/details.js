@@ -52,11 +52,14 @@ export async function spanDetails(view, id) {
   if (attrs[BATCH_TRACE] && attrs[BATCH_SPAN] && !links.some((l) => l[2] === attrs[BATCH_SPAN])) {
     links.push(["batch", attrs[BATCH_TRACE], attrs[BATCH_SPAN]]);
   }
-  if (links.length || span.linked_from.length) {
+  // A request that a batch linked back to is already listed; show "linked from" only for
+  // spans that link here without a link back (e.g. a batch in another process).
+  const from = span.linked_from.filter((l) => !links.some(([, tid, sid]) => tid === l.trace_id && sid === l.span_id));
+  if (links.length || from.length) {
     parts.push(h("h3", {}, "Links"), h("ul", { class: "links", id: "span-links" },
       links.map(([role, tid, sid]) => h("li", {}, h("span", { class: "badge" }, role),
         spanLink(view, tid, sid, `${tid === traceId ? "this trace" : tid.slice(0, 12)} · ${sid}`))),
-      span.linked_from.map((l) => h("li", {}, h("span", { class: "badge" }, "linked from"),
+      from.map((l) => h("li", {}, h("span", { class: "badge" }, "linked from"),
         spanLink(view, l.trace_id, l.span_id, `${l.name} (${l.trace_id.slice(0, 12)})`)))));
   }
   const events = span.events.filter((e) => e.name !== "exception");
