@@ -97,6 +97,11 @@ class App:
         trace_id = self._resolve(text)
         return trace_id, self.source.spans(trace_id), self.source.logs(trace_id)
 
+    def waterfall(self, text: str) -> dict[str, Any]:
+        trace_id = self._resolve(text)
+        briefs = [trace_view.Brief(*row) for row in self.source.briefs(trace_id)]
+        return trace_view.build(trace_id, briefs, self.source.logs(trace_id))
+
     def _resolve(self, text: str) -> str:
         try:
             return self.source.resolve(text)
@@ -111,7 +116,7 @@ class App:
             span = self.source.span(trace_id, span_id)
         except QueryError as exc:
             raise NotFound(str(exc)) from None
-        span["linked_from"] = self.source.linked_from(trace_id, span_id)
+        span["linked_from"] = self.source.linked_from(span)
         return span
 
 
@@ -156,6 +161,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         try:
             self._route()
+        except ConnectionError:  # the browser went away (navigated, closed): nobody to tell
+            return
         except NotFound as exc:
             self._json({"error": str(exc)}, 404)
         except BadRequest as exc:
@@ -202,8 +209,7 @@ class Handler(BaseHTTPRequestHandler):
             case ["traces"]:
                 self._json(app.traces(query))
             case ["trace", text]:
-                trace_id, spans, logs = app.trace(text)
-                self._json(trace_view.build(trace_id, spans, logs))
+                self._json(app.waterfall(text))
             case ["trace", text, "perfetto"]:
                 trace_id, spans, logs = app.trace(text)
                 body = json.dumps(render.perfetto(spans, logs)).encode()
