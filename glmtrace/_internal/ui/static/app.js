@@ -83,6 +83,10 @@ const routes = [
 ];
 
 async function start() {
+  // A trace page asks for its (possibly large) trace at once, alongside the metadata.
+  const early = location.pathname.match(/^\/trace\/([0-9a-fA-F]+)$/);
+  if (early) window.glmtraceTrace = api(`/api/trace/${early[1]}`);
+  window.glmtraceTrace?.catch(() => {}); // the page reports errors when it awaits this
   let meta;
   try {
     meta = await api("/api/meta");
@@ -108,6 +112,7 @@ async function start() {
     } catch (err) {
       mount(errorBox(err.message));
     }
+    document.body.dataset.readyAt = String(Math.round(performance.now()));
     document.body.dataset.ready = "1";
     return;
   }

@@ -6,12 +6,13 @@ import { spanDetails } from "./details.js";
 const ROW = 24;
 const LABEL = 360;
 const OVERSCAN = 8;
+const AUTO_COLLAPSE = 2000;
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
 
 export async function render(meta, [traceId], params) {
   let data;
   try {
-    data = await api(`/api/trace/${traceId}`);
+    data = await (window.glmtraceTrace || api(`/api/trace/${traceId}`));
   } catch (err) {
     mount(errorBox(err.message, err.status === 404 ? "Check the id, or pick a trace from the list." : null));
     return;
@@ -41,8 +42,11 @@ class TraceView {
       if (!this.logsBySpan.has(log.span)) this.logsBySpan.set(log.span, []);
       this.logsBySpan.get(log.span).push(i);
     });
+    // A big trace (a profiled step) opens as an overview: the top two levels and the GPU
+    // tracks; deeper subtrees unfold on click, on "Expand", or when a span in them is picked.
     this.collapsed = new Set();
-    this.folded = new Set(data.tracks.map((t, i) => (t.count > 2000 ? i : -1)).filter((i) => i >= 0));
+    if (this.rows.length > AUTO_COLLAPSE) this.rows.forEach((r, i) => { if (r.dp >= 1 && r.z > 1) this.collapsed.add(i); });
+    this.folded = new Set(data.tracks.map((t, i) => (t.rows.length > 50 ? i : -1)).filter((i) => i >= 0));
     this.view = [0, Math.max(data.duration_ns, 1)];
     this.selected = selected;
     this.items = [];
@@ -240,7 +244,8 @@ class TraceView {
     const step = [1, 2, 5, 10].map((m) => m * pow).find((v) => v >= raw);
     const ticks = [];
     for (let t = Math.ceil(this.view[0] / step) * step; t <= this.view[1]; t += step) {
-      ticks.push(h("span", { class: "tick", style: { left: `${LABEL + this.x(t)}px` } }, ms(t)));
+      const x = this.x(t);
+      ticks.push(h("span", { class: x > this.width() - 60 ? "tick end" : "tick", style: { left: `${LABEL + x}px` } }, ms(t)));
     }
     this.rulerTicks.replaceChildren(...ticks);
   }
