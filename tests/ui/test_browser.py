@@ -247,22 +247,36 @@ def test_unknown_trace_and_missing_store_pages(page: Any, served: Served, tmp_pa
 
 
 def test_large_trace_renders_only_visible_rows(page: Any, tmp_path: Path) -> None:
-    """A 5,000-span trace keeps a few dozen rows in the DOM and scrolls to its last span."""
+    """A 5,051-span trace opens folded to its top levels, keeps few rows in the DOM, and
+    unfolds to show a span found by name."""
     trace_id = "c3" * 16
     spans = [data.span(trace_id, data.sid(1), None, "step", 0, 5000)]
-    spans += [
-        data.span(trace_id, data.sid(i + 2), data.sid(1), f"op {i}", i, i + 0.5)
-        for i in range(4999)
-    ]
+    for g in range(50):
+        group = data.sid(10_000 + g)
+        spans.append(data.span(trace_id, group, data.sid(1), f"group {g}", g * 100, g * 100 + 99))
+        spans += [
+            data.span(
+                trace_id,
+                data.sid(g * 100 + i),
+                group,
+                f"op {g * 100 + i}",
+                g * 100 + i,
+                g * 100 + i + 0.5,
+            )
+            for i in range(100)
+        ]
     Store(tmp_path / "big.db").write_spans(spans)
     big = Served(App(LocalSource(tmp_path / "big.db")))
     try:
         open_page(page, f"{big.url}/trace/{trace_id}")
         assert page.locator(".span-row").count() < 100
+        names = page.locator(".span-row .name").all_text_contents()
+        assert names[:3] == ["step", "group 0", "group 1"]  # ops folded away
         page.locator("#waterfall").evaluate("w => { w.scrollTop = w.scrollHeight; }")
-        page.wait_for_selector(f".span-row[data-span-id='{data.sid(5000)}']")
-        page.fill("#find-span", "op 2500")
+        page.wait_for_selector(".span-row .name >> text='group 49'")
+        page.fill("#find-span", "op 2542")
         page.press("#find-span", "Enter")
-        page.wait_for_selector(f".span-row.selected[data-span-id='{data.sid(2502)}']")
+        page.wait_for_selector(f".span-row.selected[data-span-id='{data.sid(2542)}']")
+        assert page.locator(".span-row").count() < 100
     finally:
         big.close()
