@@ -1,6 +1,6 @@
 """Fixtures for the web app tests: a store of known traces, the server, headless Chromium.
 
-The browser is Debian's ``chromium`` (scripts/setup.sh installs it), driven by Playwright;
+The browser is Debian's ``chromium`` (scripts/test.sh installs it), driven by Playwright;
 no browser is downloaded. Screenshots land in tests/ui/artifacts/ (git-ignored).
 """
 
@@ -55,9 +55,12 @@ def served(store_path: Path) -> Iterator[Served]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    assert Path(CHROMIUM).exists(), "no chromium: run scripts/setup.sh (apt-get install chromium)"
-    with playwright_api.sync_playwright() as pw:
+    try:  # a dev dependency: missing means a broken environment, never a skip
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is missing: pip install -e '.[dev]' -c constraints.txt")
+    assert Path(CHROMIUM).exists(), "no chromium: bash scripts/test.sh installs it (apt-get)"
+    with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield browser
         browser.close()

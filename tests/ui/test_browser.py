@@ -18,8 +18,6 @@ from glmtrace._internal.ui.server import App
 from . import data
 from .conftest import Served, open_page, shot
 
-pytest.importorskip("playwright")
-
 
 def _spans(store: Path, trace_id: str) -> dict[str, dict[str, Any]]:
     return {s["span_id"]: s for s in Store(store).spans(trace_id)}
