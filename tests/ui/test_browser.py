@@ -40,7 +40,7 @@ def test_list_newest_first_with_paging(page: Any, served: Served) -> None:
 
 
 def test_filters_narrow_the_list(page: Any, served: Served, store_path: Path) -> None:
-    """Status, session.id and log-text filters keep exactly the matching traces."""
+    """Status, service, session.id, name and log-text filters keep exactly the matching traces."""
     open_page(page, served.url + "/")
     page.select_option("select[name=status]", "error")
     page.click("#filters button[type=submit]")
@@ -54,6 +54,16 @@ def test_filters_narrow_the_list(page: Any, served: Served, store_path: Path) ->
             r[0] for r in db.execute("SELECT DISTINCT trace_id FROM spans WHERE status='ERROR'")
         }
     assert shown == failed
+    open_page(page, served.url + "/")
+    page.wait_for_selector("#services option >> nth=2", state="attached")
+    suggested = page.locator("#services option").evaluate_all("os => os.map(o => o.value)")
+    assert suggested == ["autoglm", "autoglm-batch", "glm-server"]
+    page.fill("input[name=service]", "glm-server")
+    page.press("input[name=service]", "Enter")
+    page.wait_for_url("**/?service=glm-server")
+    page.wait_for_selector("body[data-ready='1']")
+    rows = page.locator("#trace-table tbody tr")
+    assert rows.evaluate_all("rs => rs.map(r => r.dataset.traceId)") == [data.BATCH]
     for query in ("session=sess-demo", "log=prompt+has+17", "name=postprocess&service=autoglm"):
         open_page(page, f"{served.url}/?{query}")
         rows = page.locator("#trace-table tbody tr")

@@ -180,12 +180,21 @@ class LocalSource:
             "session_id": session,
         }
 
-    def facets(self) -> dict[str, list[str]]:
-        """Service names and stage names, for the filter form's suggestions."""
-        services = self._rows(
-            "SELECT DISTINCT service_name FROM spans WHERE service_name IS NOT NULL LIMIT 200"
+    def check(self) -> None:
+        """Raise QueryError unless the store can be read."""
+        self._conn()
+
+    def services(self) -> list[str]:
+        """Service names of the most recent spans, for the filter's suggestions.
+
+        A bounded look at recent spans, not a scan of the whole store on every page load;
+        the field still accepts any name.
+        """
+        rows = self._rows(
+            "SELECT DISTINCT service_name FROM (SELECT service_name FROM spans"
+            " ORDER BY start_ns DESC LIMIT 20000) WHERE service_name IS NOT NULL"
         )
-        return {"services": sorted(r[0] for r in services)}
+        return sorted(r[0] for r in rows)
 
     # ------------------------------------------------------------------ one trace
 

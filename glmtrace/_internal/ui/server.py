@@ -60,7 +60,7 @@ class App:
             "kibana_url": self.kibana_url,
         }
         try:
-            info.update(self.source.facets())
+            self.source.check()
         except QueryError as exc:
             info["error"] = str(exc)
         return info
@@ -208,6 +208,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(app.meta())
             case ["traces"]:
                 self._json(app.traces(query))
+            case ["services"]:
+                self._json({"services": app.source.services()})
             case ["trace", text]:
                 self._json(app.waterfall(text))
             case ["trace", text, "perfetto"]:

@@ -8,18 +8,19 @@ function toEpochMs(local) {
   return Number.isNaN(t) ? "" : String(t);
 }
 
-function filterForm(meta, params) {
+function filterForm(params) {
   const input = (name, label, extra = {}) =>
     h("label", {}, label, h("input", { name, value: params.get(name) || "", ...extra }));
-  const service = h("select", { name: "service" }, h("option", { value: "" }, "any service"),
-    meta.services.map((name) => h("option", { value: name, selected: params.get("service") === name }, name)));
+  const service = h("input", { name: "service", list: "services", value: params.get("service") || "", placeholder: "any service" });
+  const known = h("datalist", { id: "services" });
+  api("/api/services").then((got) => known.replaceChildren(...got.services.map((name) => h("option", { value: name }))), () => {});
   const status = h("select", { name: "status" },
     [["", "any status"], ["error", "with errors"], ["ok", "without errors"]].map(([v, label]) =>
       h("option", { value: v, selected: (params.get("status") || "") === v }, label)));
   const form = h("form", { class: "filters", method: "get", action: "/", id: "filters" },
     input("trace", "Trace id", { placeholder: "8+ hex chars", size: 14 }),
     input("log", "Log text", { placeholder: "words in a log line" }),
-    h("label", {}, "Service", service),
+    h("label", {}, "Service", service, known),
     input("name", "Span / stage", { placeholder: "e.g. preprocess" }),
     h("label", {}, "Status", status),
     input("session", "session.id", { size: 12 }),
@@ -58,7 +59,7 @@ function row(t, longest, picked, onPick) {
     h("td", { class: "mono muted" }, t.trace_id.slice(0, 12)));
 }
 
-export async function render(meta, _args, params) {
+export async function render(_meta, _args, params) {
   const query = new URLSearchParams();
   for (const key of FIELDS) {
     const value = params.get(key);
@@ -93,6 +94,6 @@ export async function render(meta, _args, params) {
     params.get("before") ? h("a", { href: `/?${new URLSearchParams([...params].filter(([k]) => k !== "before"))}`, class: "button" }, "⟵ Newest") : null,
     page.next ? h("a", { href: `/?${older}`, class: "button", id: "older" }, "Older ⟶") : null,
     compare);
-  mount(h("section", { class: "card" }, filterForm(meta, params)),
+  mount(h("section", { class: "card" }, filterForm(params)),
     h("section", { class: "card" }, h("h1", {}, "Traces", h("span", { class: "muted small" }, " newest first")), table, paging));
 }
