@@ -70,6 +70,33 @@ def test_filters_narrow_the_list(page: Any, served: Served, store_path: Path) ->
         assert rows.evaluate_all("rs => rs.map(r => r.dataset.traceId)") == [data.PIPELINE], query
 
 
+def test_time_and_duration_filters(page: Any, served: Served, store_path: Path) -> None:
+    """From/To (the browser's local time) and Min/Max ms select by root start and length."""
+    since_ms, until_ms = (data.BASE_NS - 10 * 10**9) // 10**6, (data.BASE_NS - 5 * 10**9) // 10**6
+    local = page.evaluate(
+        "ms => ms.map(t => { const d = new Date(t);"
+        " d.setMinutes(d.getMinutes() - d.getTimezoneOffset());"
+        " return d.toISOString().slice(0, 19); })",
+        [since_ms, until_ms],
+    )
+    open_page(page, f"{served.url}/?since={local[0]}&until={local[1]}&min_ms=100&max_ms=200")
+    shown = page.locator("#trace-table tbody tr").evaluate_all(
+        "rs => rs.map(r => r.dataset.traceId)"
+    )
+    with sqlite3.connect(store_path) as db:
+        expected = [
+            r[0]
+            for r in db.execute(
+                "SELECT trace_id FROM spans GROUP BY trace_id"
+                " HAVING MIN(start_ns) BETWEEN ? AND ?"
+                " AND MAX(end_ns) - MIN(start_ns) BETWEEN 100e6 AND 200e6"
+                " ORDER BY MIN(start_ns) DESC",
+                (since_ms * 10**6, until_ms * 10**6),
+            )
+        ]
+    assert 0 < len(expected) < 6 and shown == expected  # 6 traces start in the range
+
+
 def test_bars_are_to_scale_and_nested(page: Any, served: Served, store_path: Path) -> None:
     """Every span's bar starts and ends where its times say, on one scale; children indent."""
     open_page(page, f"{served.url}/trace/{data.PIPELINE}")
