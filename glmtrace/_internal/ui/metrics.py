@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .queries import LocalSource
+from .queries import Source
 
 BUCKETS = 30
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -44,7 +44,7 @@ def parse_window(text: str) -> float | None:
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 
-def window(source: LocalSource, text: str) -> Window:
+def window(source: Source, text: str) -> Window:
     """The window ``text`` long that ends at the newest span in the store.
 
     Ending at the newest data rather than at "now" keeps a store recorded yesterday readable.
@@ -125,7 +125,7 @@ def compute(rows: Iterable[Sequence[Any]], win: Window, buckets: int = BUCKETS) 
     }
 
 
-def stage_metrics(source: LocalSource, window_text: str) -> dict[str, Any]:
+def stage_metrics(source: Source, window_text: str) -> dict[str, Any]:
     """The metrics of the store behind ``source`` over the window ``window_text`` (e.g. 1h)."""
     win = window(source, window_text)
     return compute(source.metric_rows(win.start_ns, win.end_ns), win)

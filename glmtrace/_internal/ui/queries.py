@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..keys import SESSION_ID, STAGE
 from ..store import SPAN_COLUMNS
@@ -30,7 +30,32 @@ _LINK_SLACK_NS = 60 * 10**9
 
 
 class QueryError(Exception):
-    """The store is missing or unreadable, or the request names nothing that exists."""
+    """The data source is missing, unreadable or not answering."""
+
+
+class NotFound(QueryError):
+    """The request names a trace or span that does not exist, or is not a trace id."""
+
+
+class Source(Protocol):
+    """Where the app reads from: the local store (:class:`LocalSource`) or Jaeger + ES."""
+
+    label: str
+
+    def check(self) -> None: ...
+    def services(self) -> list[str]: ...
+    def traces(
+        self, filters: TraceFilter, limit: int = 50, before: tuple[int, str] | None = None
+    ) -> list[dict[str, Any]]: ...
+    def resolve(self, text: str) -> str: ...
+    def spans(self, trace_id: str) -> list[dict[str, Any]]: ...
+    def briefs(self, trace_id: str) -> Sequence[tuple[Any, ...]]: ...
+    def logs(self, trace_id: str) -> list[dict[str, Any]]: ...
+    def span(self, trace_id: str, span_id: str) -> dict[str, Any]: ...
+    def linked_from(self, span: dict[str, Any]) -> list[dict[str, Any]]: ...
+    def newest_ns(self) -> int | None: ...
+    def oldest_ns(self) -> int | None: ...
+    def metric_rows(self, since_ns: int, until_ns: int) -> Sequence[Sequence[Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,7 @@ class LocalSource:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.label = str(self.path)
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
@@ -206,7 +232,7 @@ class LocalSource:
             (prefix, prefix + "g"),
         )
         if len(rows) != 1:
-            raise QueryError(f"no trace {text}" if not rows else f"trace id {text} is ambiguous")
+            raise NotFound(f"no trace {text}" if not rows else f"trace id {text} is ambiguous")
         return str(rows[0][0])
 
     def spans(self, trace_id: str) -> list[dict[str, Any]]:
@@ -244,7 +270,7 @@ class LocalSource:
             (trace_id, span_id),
         )
         if not rows:
-            raise QueryError(f"no span {span_id} in trace {trace_id}")
+            raise NotFound(f"no span {span_id} in trace {trace_id}")
         return _span(rows[0])
 
     def linked_from(self, span: dict[str, Any]) -> list[dict[str, Any]]:
@@ -292,7 +318,7 @@ class LocalSource:
 def _trace_prefix(text: str) -> str:
     prefix = text.strip().lower()
     if not 8 <= len(prefix) <= 32 or not set(prefix) <= _HEX:
-        raise QueryError(f"{text!r} is not a trace id (give 8 to 32 hex characters)")
+        raise NotFound(f"{text!r} is not a trace id (give 8 to 32 hex characters)")
     return prefix
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import render
 from . import metrics, trace_view
-from .queries import LocalSource, QueryError, TraceFilter
+from .queries import NotFound, QueryError, Source, TraceFilter
 
 log = logging.getLogger("glmtrace.ui")
 
@@ -36,10 +36,6 @@ _PAGES = re.compile(r"^/(?:|trace/[0-9a-fA-F]{1,32}|metrics|compare)$")
 _STATIC = re.compile(r"^/static/([a-z_]+\.(?:js|css|svg))$")
 
 
-class NotFound(Exception):
-    """Answered 404."""
-
-
 class BadRequest(Exception):
     """Answered 400."""
 
@@ -48,14 +44,14 @@ class BadRequest(Exception):
 class App:
     """What the handler serves: the data source and the links out to other tools."""
 
-    source: LocalSource
+    source: Source
     jaeger_url: str | None = None
     kibana_url: str | None = None
     allowed_hosts: frozenset[str] = frozenset()
 
     def meta(self) -> dict[str, Any]:
         info: dict[str, Any] = {
-            "store": str(self.source.path),
+            "store": self.source.label,
             "jaeger_url": self.jaeger_url,
             "kibana_url": self.kibana_url,
         }
@@ -84,38 +80,26 @@ class App:
         )
         try:
             page = self.source.traces(filters, PAGE_SIZE + 1, before)
-        except QueryError as exc:
-            if filters.trace_id and "not a trace id" in str(exc):
-                raise BadRequest(str(exc)) from None
-            raise
+        except NotFound as exc:  # the trace id searched for is not one
+            raise BadRequest(str(exc)) from None
         more = len(page) > PAGE_SIZE
         page = page[:PAGE_SIZE]
         cursor = f"{page[-1]['start_ns']}:{page[-1]['trace_id']}" if more else None
         return {"traces": page, "next": cursor}
 
     def trace(self, text: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-        trace_id = self._resolve(text)
+        trace_id = self.source.resolve(text)
         return trace_id, self.source.spans(trace_id), self.source.logs(trace_id)
 
     def waterfall(self, text: str) -> dict[str, Any]:
-        trace_id = self._resolve(text)
+        trace_id = self.source.resolve(text)
         briefs = [trace_view.Brief(*row) for row in self.source.briefs(trace_id)]
+        if not briefs:
+            raise NotFound(f"no trace {text}")
         return trace_view.build(trace_id, briefs, self.source.logs(trace_id))
 
-    def _resolve(self, text: str) -> str:
-        try:
-            return self.source.resolve(text)
-        except QueryError as exc:
-            if self.source.path.exists():
-                raise NotFound(str(exc)) from None
-            raise
-
     def span(self, text: str, span_id: str) -> dict[str, Any]:
-        trace_id = self._resolve(text)
-        try:
-            span = self.source.span(trace_id, span_id)
-        except QueryError as exc:
-            raise NotFound(str(exc)) from None
+        span = self.source.span(self.source.resolve(text), span_id)
         span["linked_from"] = self.source.linked_from(span)
         return span
 
