@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,9 @@ def served(store_path: Path) -> Iterator[Served]:
     served.close()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """Debian's chromium, headless, under Playwright."""
     try:  # a dev dependency: missing means a broken environment, never a skip
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -70,9 +72,9 @@ class Problems(list[str]):
     """Console errors, page errors, CSP violations and dialogs seen by one page."""
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh 1600x1000 page that fails the test on any script error or alert()."""
+@contextmanager
+def watched_page(browser: Any) -> Iterator[Any]:
+    """A fresh 1600x1000 page; on exit, fails on any script error or alert() it saw."""
     context = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     problems = Problems()
@@ -89,6 +91,18 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
     allowed = [p for p in problems if "404" in p]  # the deliberate bad-id page logs its 404
     assert [p for p in problems if p not in allowed] == []
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    with launch_chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    with watched_page(browser) as page:
+        yield page
 
 
 def shot(page: Any, name: str) -> Path:

@@ -85,8 +85,8 @@ def test_percentile_is_numpy_linear(n: int) -> None:
         assert metrics.percentile(values, q) == pytest.approx(np.percentile(values, q))
 
 
-def test_ui_warns_when_not_on_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """--host other than loopback prints a warning before serving."""
+def test_ui_command_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """--host other than loopback warns; --jaeger/--es read from the backends, not the store."""
     seen: dict[str, Any] = {}
 
     class Stub:
@@ -98,9 +98,14 @@ def test_ui_warns_when_not_on_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path
         def server_close(self) -> None:
             seen["closed"] = True
 
-    monkeypatch.setattr(command, "make_server", lambda app, host, port: Stub())
+    monkeypatch.setattr(
+        command, "make_server", lambda app, host, port: seen.update(app=app) or Stub()
+    )
     result = run("ui", "--host", "0.0.0.0", "--store", str(tmp_path / "s.db"))
     assert result.exit_code == 0
     assert "warning: serving on 0.0.0.0" in result.output and seen["closed"]
     quiet = run("ui", "--store", str(tmp_path / "s.db"))
     assert "warning" not in quiet.output and "http://127.0.0.1:7080/" in quiet.output
+    remote = run("ui", "--jaeger", "http://127.0.0.1:1/", "--es", "http://127.0.0.1:2")
+    assert "Jaeger http://127.0.0.1:1 + Elasticsearch http://127.0.0.1:2" in remote.output
+    assert seen["app"].jaeger_url == "http://127.0.0.1:1"

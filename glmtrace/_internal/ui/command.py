@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ..config import resolve
+from ..config import ElasticsearchOptions, resolve
+from ..errors import GlmtraceError
 from . import metrics
-from .queries import LocalSource, QueryError
+from .queries import LocalSource, QueryError, Source
 from .server import App, make_server
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -22,6 +24,13 @@ def _store(path: Path | None) -> Path:
         return path
     options, _ = resolve({})
     return options.store
+
+
+def _es_options(url: str) -> ElasticsearchOptions:
+    """``url`` with the credentials and TLS settings of the GLMTRACE_ES_* environment."""
+    options, _ = resolve({"es_url": url})
+    assert options.elasticsearch is not None
+    return options.elasticsearch
 
 
 _store_option = click.option(
@@ -41,16 +50,21 @@ _store_option = click.option(
     show_default=True,
     help="Address to listen on. Anything but loopback shows your traces to the network.",
 )
-@click.option(
-    "--jaeger", envvar="GLMTRACE_JAEGER_URL", help="Jaeger UI URL, for 'open in Jaeger' links."
-)
+@click.option("--jaeger", help="Read traces from this Jaeger (query API / UI URL), not the store.")
+@click.option("--es", envvar="GLMTRACE_ES_URL", help="With --jaeger: read logs from this ES.")
 @click.option(
     "--kibana", envvar="GLMTRACE_KIBANA_URL", help="Kibana URL, for 'open in Kibana' links."
 )
 def ui_command(
-    store: Path | None, port: int, host: str, jaeger: str | None, kibana: str | None
+    store: Path | None,
+    port: int,
+    host: str,
+    jaeger: str | None,
+    es: str | None,
+    kibana: str | None,
 ) -> None:
-    """Serve a read-only web app over the local store: traces, logs, kernels, stage metrics."""
+    """Serve a read-only web app over the local store (or Jaeger + Elasticsearch): traces,
+    logs, kernels, stage metrics. GLMTRACE_JAEGER_URL adds "open in Jaeger" links."""
     if host not in _LOOPBACK:
         click.secho(
             f"warning: serving on {host}: anyone who can reach this address can read your "
@@ -58,20 +72,26 @@ def ui_command(
             fg="yellow",
             err=True,
         )
-    path = _store(store)
-    app = App(
-        LocalSource(path),
-        jaeger.rstrip("/") if jaeger else None,
-        kibana.rstrip("/") if kibana else None,
-    )
+    source: Source
+    if jaeger:
+        from .remote_source import RemoteSource
+
+        try:
+            source = RemoteSource(jaeger, _es_options(es) if es else None)
+        except GlmtraceError as exc:  # a malformed URL or ES setting
+            raise click.ClickException(str(exc)) from None
+    else:
+        source = LocalSource(_store(store))
+    link = jaeger or os.environ.get("GLMTRACE_JAEGER_URL")
+    app = App(source, link.rstrip("/") if link else None, kibana.rstrip("/") if kibana else None)
     try:
         server = make_server(app, host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"glmtrace ui: http://{shown}:{server.server_address[1]}/  (store: {path})")
-    if not path.exists():
-        click.echo(f"note: no store at {path} yet; the page says so until a traced program runs")
+    click.echo(f"glmtrace ui: http://{shown}:{server.server_address[1]}/  ({source.label})")
+    if isinstance(source, LocalSource) and not source.path.exists():
+        click.echo(f"note: no store at {source.path} yet; the page says so until a program runs")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
