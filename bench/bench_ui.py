@@ -233,6 +233,8 @@ def main() -> None:
     for label, query in [
         ("status=error", {"status": "error"}),
         ("session.id", {"session": "s5"}),
+        ("session.id matching nothing", {"session": "none"}),
+        ("service + name", {"service": "bench", "name": "infer"}),
         ("log text", {"log": "request 99999 cleaned"}),
         ("page 100 (keyset)", {"before": f"{BASE + 95_000 * MS}:"}),
     ]:

@@ -140,30 +140,28 @@ class LocalSource:
         if filters.trace_id:
             where.append("s.trace_id LIKE ?")
             params.append(_trace_prefix(filters.trace_id) + "%")
+        # "Some span of the trace ..." filters: one pass over the spans builds the set of
+        # matching traces (SQLite materialises an uncorrelated IN once), so a filter that
+        # matches nothing costs one scan, not one probe per trace in the store.
+        matching = []
         if filters.service:
-            where.append(
-                "EXISTS (SELECT 1 FROM spans x WHERE x.trace_id = s.trace_id"
-                " AND x.service_name = ?)"
-            )
-            params.append(filters.service)
+            matching.append(("service_name = ?", [filters.service]))
         if filters.name:
-            where.append(
-                "EXISTS (SELECT 1 FROM spans x WHERE x.trace_id = s.trace_id"
-                f" AND (instr(x.name, ?) > 0 OR instr({_attr(STAGE, 'x.')}, ?) > 0))"
+            matching.append(
+                (
+                    f"(instr(name, ?) > 0 OR instr({_attr(STAGE)}, ?) > 0)",
+                    [filters.name, filters.name],
+                )
             )
-            params += [filters.name, filters.name]
         if filters.session:
-            where.append(
-                "EXISTS (SELECT 1 FROM spans x WHERE x.trace_id = s.trace_id"
-                f" AND {_attr(SESSION_ID, 'x.')} = ?)"
-            )
-            params.append(filters.session)
-        if filters.status in ("error", "ok"):
-            neg = "" if filters.status == "error" else "NOT "
-            where.append(
-                f"{neg}EXISTS (SELECT 1 FROM spans x WHERE x.trace_id = s.trace_id"
-                " AND x.status = 'ERROR')"
-            )
+            matching.append((f"{_attr(SESSION_ID)} = ?", [filters.session]))
+        if filters.status == "error":
+            matching.append(("status = 'ERROR'", []))
+        for condition, values in matching:
+            where.append(f"s.trace_id IN (SELECT trace_id FROM spans WHERE {condition})")
+            params += values
+        if filters.status == "ok":
+            where.append("s.trace_id NOT IN (SELECT trace_id FROM spans WHERE status = 'ERROR')")
         if filters.min_ms is not None or filters.max_ms is not None:
             span = (
                 "(SELECT MAX(x.end_ns) - MIN(x.start_ns) FROM spans x"
