@@ -52,6 +52,8 @@ def test_only_reads_are_allowed(served: Served, method: str) -> None:
         ("/api/trace/zz-not-hex", 404, "not a trace id"),
         (f"/api/trace/{data.PIPELINE}/span/ffffffffffffffff", 404, "no span"),
         ("/api/traces?min_ms=fast", 400, "min_ms"),
+        ("/api/traces?since=nan", 400, "since"),
+        ("/api/traces?before=inf:ab", 400, "before"),
         ("/api/traces?trace=xyz", 400, "not a trace id"),
         ("/api/metrics?window=forever", 400, "window"),
         ("/api/compare?a=" + data.PIPELINE, 400, "two traces"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import mimetypes
 import re
 import urllib.parse
@@ -115,9 +116,12 @@ def _float(text: str | None, name: str) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise BadRequest(f"{name}={text!r} is not a number") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadRequest(f"{name}={text!r} is not a number")
+    return value
 
 
 def _ns(text: str | None, name: str) -> int | None:
