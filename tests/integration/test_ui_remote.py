@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from glmtrace._internal.cli import main
 from glmtrace._internal.config import ElasticsearchOptions
 from glmtrace._internal.ui.remote_source import RemoteSource
 from glmtrace._internal.ui.server import App
@@ -100,7 +102,7 @@ def test_list_and_trace_come_from_jaeger_and_es(
 def test_metrics_from_jaeger_match_numpy(
     remote_served: Served, run_id: str, jaeger: Jaeger
 ) -> None:
-    """Stage P95 over Jaeger's spans equals numpy's over the same spans."""
+    """Stage P95 over Jaeger's spans equals numpy's; `glmtrace stats --jaeger` counts the same."""
     stages = {g["key"]: g for g in get(remote_served, "/api/metrics?window=1h")["stages"]}
     durations: dict[str, list[float]] = {}
     for span in _recent_spans(jaeger):
@@ -109,6 +111,10 @@ def test_metrics_from_jaeger_match_numpy(
             if stage:
                 durations.setdefault(stage, []).append((span["end_ns"] - span["start_ns"]) / 1e6)
     assert stages.keys() == durations.keys()
+    cli = CliRunner().invoke(main, ["stats", "--json", "--jaeger", jaeger.query_url])
+    assert cli.exit_code == 0, cli.output
+    by_cli = {g["key"]: g for g in json.loads(cli.output)["stages"]}
+    assert {k: g["count"] for k, g in by_cli.items()} == {k: len(v) for k, v in durations.items()}
     for key, values in durations.items():
         assert stages[key]["count"] == len(values)
         assert stages[key]["p95_ms"] == pytest.approx(np.percentile(values, 95))

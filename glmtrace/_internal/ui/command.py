@@ -109,11 +109,19 @@ def ui_command(
     help="How far back from the newest span: 90s, 15m, 1h, 7d, or 'all'.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def stats_command(store: Path | None, window: str, as_json: bool) -> None:
+@click.option("--jaeger", help="Compute over this Jaeger's traces instead of the store.")
+def stats_command(store: Path | None, window: str, as_json: bool, jaeger: str | None) -> None:
     """QPS, P50/P95/P99 latency and error rate per stage and per model (same as `glmtrace ui`)."""
+    source: Source
+    if jaeger:
+        from .remote_source import RemoteSource
+
+        source = RemoteSource(jaeger)
+    else:
+        source = LocalSource(_store(store))
     try:
         metrics.parse_window(window)
-        result = metrics.stage_metrics(LocalSource(_store(store)), window)
+        result = metrics.stage_metrics(source, window)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--window") from None
     except QueryError as exc:
