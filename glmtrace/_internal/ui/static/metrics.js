@@ -69,7 +69,7 @@ function percentileChart(groups) {
     const y0 = gi * (3 * rowH + gap);
     svg.append(s("text", { x: 0, y: y0 + rowH * 1.8, class: "glabel" }, g.key.length > 24 ? `${g.key.slice(0, 23)}…` : g.key));
     [["P50", g.p50_ms, "p50"], ["P95", g.p95_ms, "p95"], ["P99", g.p99_ms, "p99"]].forEach(([label, v, cls], k) => {
-      const width = Math.max(1, (v / top) * (W - left - 90));
+      const width = Math.max(1, (v / top) * (W - left - 140)); // room for the longest label
       const y = y0 + k * rowH;
       svg.append(s("rect", { x: left, y: y + 2, width, height: rowH - 4, class: cls }, s("title", {}, `${label} ${v.toFixed(2)} ms`)),
         s("text", { x: left + width + 6, y: y + rowH - 4, class: "vlabel" }, `${label} ${v.toFixed(2)} ms`));
