@@ -25,8 +25,9 @@ from glmtrace._internal.cli import main
 from glmtrace._internal.config import ElasticsearchOptions
 from glmtrace._internal.ui.remote_source import RemoteSource
 from glmtrace._internal.ui.server import App
-from tests.integration.backends import Elasticsearch, Jaeger, http, otlp_json_spans
 from tests.ui.conftest import Served, launch_chromium, open_page, shot, watched_page
+
+from .backends import Elasticsearch, Jaeger, http, otlp_json_spans
 
 pytestmark = pytest.mark.integration
 
