@@ -107,6 +107,13 @@ def pipeline_trace() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "glmtrace.batch.trace_id": BATCH,
                 "glmtrace.batch.span_id": sid(100),
             },
+            events=[
+                {
+                    "name": "gen_ai.first_token",
+                    "timestamp_ns": BASE_NS + 45 * MS,
+                    "attributes": {"tokens": 1},
+                }
+            ],
             links=[
                 {
                     "trace_id": BATCH,

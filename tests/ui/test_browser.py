@@ -125,7 +125,8 @@ def test_bars_are_to_scale_and_nested(page: Any, served: Served, store_path: Pat
 
 
 def test_gpu_tracks_errors_and_critical_path(page: Any, served: Served) -> None:
-    """Kernels sit on one track per device/stream; the failure and the critical path show."""
+    """Kernels sit on one track per device/stream; the failure, its stack, the critical path,
+    a kernel's and an event's details show."""
     open_page(page, f"{served.url}/trace/{data.PIPELINE}")
     labels = page.locator(".track-row .lane-label").all_text_contents()
     assert labels == ["GPU cuda:0 · stream 13", "GPU cuda:0 · stream 7"]
@@ -139,6 +140,14 @@ def test_gpu_tracks_errors_and_critical_path(page: Any, served: Served) -> None:
     row.click()
     page.wait_for_selector("#details .stack")
     assert "ValueError: empty answer" in page.locator("#details .stack").inner_text()
+    kernel = page.locator(f".gpu-row .bar[data-span-id='{data.sid(20)}']")
+    kernel.click()
+    page.wait_for_selector("#details .span-name >> text='cuda.kernel gemm_0'")
+    assert "glmtrace.gpu.stream" in page.locator("#attributes").inner_text()
+    page.locator(f".span-row[data-span-id='{data.sid(5)}']").click()
+    page.wait_for_selector("#details .span-name >> text='chat chatglm3'")
+    assert "+45.0 ms" in page.locator("#details").inner_text()  # the first-token event
+    assert "gen_ai.first_token" in page.locator("#details").inner_text()
 
 
 def test_every_log_line_sits_under_its_span(page: Any, served: Served, store_path: Path) -> None:
