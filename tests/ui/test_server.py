@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from glmtrace._internal.ui.queries import LocalSource
-from glmtrace._internal.ui.server import CSP, App
+from glmtrace._internal.ui.server import CSP, App, make_server
 
 from . import data
 from .conftest import Served
@@ -112,3 +113,19 @@ def test_the_store_is_opened_read_only(served: Served, store_path: Path) -> None
     with pytest.raises(Exception, match="readonly"):
         source._conn().execute("DELETE FROM spans")
     assert LocalSource(store_path).spans(data.PIPELINE)
+
+
+def test_ipv6_loopback(store_path: Path) -> None:
+    """--host ::1 serves on IPv6 loopback and accepts its own Host header."""
+    server = make_server(App(LocalSource(store_path)), "::1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        conn = http.client.HTTPConnection("::1", port, timeout=10)
+        conn.request("GET", "/api/meta", headers={"Host": f"[::1]:{port}"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -16,6 +16,7 @@ import logging
 import math
 import mimetypes
 import re
+import socket
 import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -262,15 +263,17 @@ class Handler(BaseHTTPRequestHandler):
         self._send(asset.read_bytes(), kind)
 
 
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:
     """A server bound to ``host:port`` (port 0: a free one); call ``serve_forever``."""
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = (_Server6 if ":" in host else ThreadingHTTPServer)((host, port), Handler)
     server.daemon_threads = True
     bound = server.server_address[1]
     names = (
-        {host, "localhost", "127.0.0.1", "[::1]"}
-        if host in ("127.0.0.1", "localhost", "::1")
-        else set()
+        {"localhost", "127.0.0.1", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else set()
     )
     allowed = frozenset(f"{n}:{bound}" for n in names)
     server.app = App(app.source, app.jaeger_url, app.kibana_url, allowed)  # type: ignore[attr-defined]
