@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# tests/ui drive Debian's chromium through Playwright: no browser download.
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+fi
 bash scripts/provision.sh
 ruff check glmtrace tests bench examples scripts
 ruff format --check glmtrace tests bench examples scripts

@@ -364,5 +364,10 @@ def _endpoint_checks(options: Any) -> list[tuple[str, str]]:
     return checks
 
 
+from .ui.command import stats_command, ui_command  # noqa: E402
+
+main.add_command(ui_command)
+main.add_command(stats_command)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

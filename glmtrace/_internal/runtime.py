@@ -193,6 +193,11 @@ class Runtime:
             )
         if exporter is not None:
             self._add_exporter(provider, "custom", exporter)
+        from . import red_metrics  # stage/model histograms, if a metrics endpoint is set
+
+        close_metrics = red_metrics.start(provider, options, resource)
+        if close_metrics is not None:
+            self._closers.append(close_metrics)
         self._root_off = _root_sampled_out(provider.sampler)
         global_provider.install(provider)  # raw OpenTelemetry code joins glmtrace's traces
         self.tracer = provider.get_tracer("glmtrace")
