@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from glmtrace._internal import render
+from glmtrace._internal import perfetto
 from glmtrace._internal.store import Store
 from glmtrace._internal.ui.queries import LocalSource
 from glmtrace._internal.ui.server import App
@@ -270,7 +270,7 @@ def test_perfetto_download_is_the_cli_export(page: Any, served: Served, store_pa
         page.click("#download-perfetto")
     got = json.loads(Path(info.value.path()).read_text())
     store = Store(store_path)
-    assert got == render.perfetto(store.spans(data.PIPELINE), store.logs(data.PIPELINE))
+    assert got == perfetto.trace_events(store.spans(data.PIPELINE), store.logs(data.PIPELINE))
     jaeger = page.locator("#open-jaeger").get_attribute("href")
     assert jaeger == f"http://jaeger.invalid:16686/trace/{data.PIPELINE}"
     assert data.PIPELINE in (page.locator("#open-kibana").get_attribute("href") or "")

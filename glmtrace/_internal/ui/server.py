@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
-from .. import render
+from .. import perfetto, render
 from . import metrics, trace_view
 from .queries import NotFound, QueryError, Source, TraceFilter
 
@@ -203,7 +203,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(app.waterfall(text))
             case ["trace", text, "perfetto"]:
                 trace_id, spans, logs = app.trace(text)
-                body = json.dumps(render.perfetto(spans, logs)).encode()
+                body = render.dumps(perfetto.trace_events(spans, logs)).encode()
                 name = f"glmtrace-{trace_id}.perfetto.json"
                 self._send(
                     body,
