@@ -14,6 +14,7 @@ SDK documents ``ReadableSpan`` as created by its pipeline; its constructor is st
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -190,8 +191,14 @@ def start(
     return LiteSpan(em, name, context, parent_or_none, stamp_context(attrs))
 
 
-def summary_json(value: Any) -> str | None:
-    """Compact JSON of tensor summaries in ``value`` (a tensor or a shallow container)."""
+def summary_json(value: Any, named: Mapping[str, Any] | None = None) -> str | None:
+    """Compact JSON of tensor summaries in ``value`` (a tensor or a shallow container).
+
+    With ``named`` (a call's keyword arguments) holding tensors, an object instead: positional
+    inputs under their index, keyword inputs under their name (``{"0":..., "input_ids":...}``).
+    """
+    if named:
+        return _summaries.summarize_call(value, named)
     return _summaries.summarize(value)
 
 
@@ -229,6 +236,21 @@ class _Summaries:
         if not parts:
             return None
         return "[" + ",".join(parts) + "]"
+
+    def summarize_call(self, args: Any, kwargs: Mapping[str, Any], limit: int = 8) -> str | None:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return None
+        tensor = torch.Tensor
+        if not any(isinstance(v, tensor) for v in kwargs.values()):
+            return self.summarize(args, limit)  # model(x, use_cache=True): the usual list
+        named = [(str(i), v) for i, v in enumerate(args)] + list(kwargs.items())
+        parts = [f"{json.dumps(name)}:{self.one(v)}" for name, v in named if isinstance(v, tensor)][
+            :limit
+        ]
+        if not parts:
+            return None
+        return "{" + ",".join(parts) + "}"
 
 
 _summaries = _Summaries()
