@@ -248,7 +248,7 @@ class Runtime:
     def _flush(self, budget: float) -> bool:
         ok = self._flush_parts(budget)
         if self._provider is not None:
-            ok = self._provider.force_flush(int(budget * 1000))
+            ok = self._provider.force_flush(int(budget * 1000)) and ok
         for shipper in self._shippers:
             ok = shipper.flush(budget) and ok
         return ok

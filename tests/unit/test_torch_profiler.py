@@ -148,3 +148,71 @@ def test_cuda_resolver_resolves_later(traced: Any) -> None:
     assert gpu["attributes"]["glmtrace.clock"] == "gpu"
     assert gpu["attributes"]["glmtrace.gpu.duration_ms"] == 5.0
     assert gpu["end_ns"] - gpu["start_ns"] == 5_000_000  # max(CPU, GPU time)
+
+
+class _Event:
+    """A fake CUDA event: complete when ``done`` says so, 5 ms long."""
+
+    def __init__(self, done: bool = False) -> None:
+        self.done = done
+
+    def query(self) -> bool:
+        return self.done
+
+    def elapsed_time(self, other: Any) -> float:
+        return 5.0
+
+
+def _pending_cuda_span() -> Any:
+    from glmtrace._internal.torch import cuda, fastspans
+
+    with glmtrace.span("step"):
+        span = fastspans.start("gpu work")
+    assert span is not None
+    end = _Event()
+    cuda.RESOLVER.submit(cuda._Pending(span, _Event(True), end, span.start_ns + 1_000, None))
+    return end
+
+
+def test_force_flush_waits_for_pending_cuda_spans(traced: Any) -> None:
+    """force_flush reports False while a cuda_span waits for its event; True once exported."""
+    end = _pending_cuda_span()
+    assert glmtrace.force_flush(0.2) is False
+    end.done = True
+    assert glmtrace.force_flush(5) is True
+    assert traced.one("gpu work")["attributes"]["glmtrace.gpu.duration_ms"] == 5.0
+
+
+def test_shutdown_exports_pending_cuda_spans_unresolved(traced: Any) -> None:
+    """A span whose event never completes is exported at shutdown with CPU time, and counted."""
+    _pending_cuda_span()
+    before = glmtrace.stats().get("cuda-resolver", {}).get("unresolved", 0)
+    glmtrace.shutdown(0.3)
+    spans = [s for s in traced.exporter.get_finished_spans() if s.name == "gpu work"]
+    assert len(spans) == 1
+    assert spans[0].attributes["glmtrace.gpu.unresolved"] is True
+    assert glmtrace.stats()["cuda-resolver"]["unresolved"] == before + 1
+
+
+def test_force_flush_waits_for_profiler_windows(traced: Any) -> None:
+    """force_flush waits for windows the converter has not converted yet."""
+    import threading
+
+    from glmtrace._internal.torch.kineto import Window
+    from glmtrace._internal.torch.profiler import CONVERTER
+
+    release = threading.Event()
+
+    class Slow:
+        def convert_window(self, window: Window) -> None:
+            release.wait(10)
+            with glmtrace.span("converted"):
+                pass
+
+    CONVERTER.submit(
+        Window(index=0, events=[], markers=[], timeline=[], fallback=None, max_spans=1), Slow()
+    )
+    assert glmtrace.force_flush(0.2) is False
+    release.set()
+    assert glmtrace.force_flush(5) is True
+    assert traced.one("converted")
