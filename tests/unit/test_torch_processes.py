@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -30,34 +31,125 @@ def _rows(store: Path) -> list[dict[str, Any]]:
     return rows
 
 
-class Squares(torch.utils.data.Dataset):  # type: ignore[misc]
+class Numbers(torch.utils.data.Dataset):  # type: ignore[misc]
+    """Item i is tensor([i]), loaded under a span naming i."""
+
     def __len__(self) -> int:
-        return 8
+        return 6
 
     def __getitem__(self, i: int) -> Any:
         with glmtrace.span("load item", {"i": i}):
-            return torch.tensor([i * i])
+            return torch.tensor([i])
 
 
-def test_dataloader_workers_join_the_step_trace(local_store: Path) -> None:
-    """With num_workers=2, item spans in workers are in the trace of the step."""
+def _train(loader: Any, epochs: int) -> None:
+    """The usual layout: no span at iter(loader), one root span per step."""
+    for epoch in range(epochs):
+        for batch in loader:
+            with glmtrace.span("step", {"epoch": epoch, "items": batch.flatten().tolist()}):
+                pass
+
+
+def _assert_batches_under_their_steps(spans: list[dict[str, Any]], steps: int) -> None:
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_parent.setdefault(span["parent_span_id"], []).append(span)
+    step_spans = [s for s in spans if s["name"] == "step"]
+    assert len(step_spans) == steps
+    assert len({s["trace_id"] for s in step_spans}) == steps  # one trace per step
+    for step in step_spans:
+        (worker,) = by_parent[step["span_id"]]
+        assert worker["name"] == "torch.dataloader.worker"
+        assert worker["trace_id"] == step["trace_id"]
+        items = by_parent[worker["span_id"]]
+        assert {i["trace_id"] for i in items} == {step["trace_id"]}
+        assert sorted(i["attributes"]["i"] for i in items) == sorted(step["attributes"]["items"])
+    loads = [s for s in spans if s["name"] == "load item"]
+    assert len(loads) == 6 * (steps // 3)  # every item span kept, none twice
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_spans_join_the_step_that_consumes_the_batch(
+    traced: Any, method: str, persistent: bool
+) -> None:
+    """Each batch's worker span and item spans are children of the step that uses the batch."""
     loader = torch.utils.data.DataLoader(
-        Squares(), batch_size=2, num_workers=2, worker_init_fn=glmtrace.distributed.worker_init_fn()
+        Numbers(),
+        batch_size=2,
+        num_workers=2,
+        multiprocessing_context=method,
+        persistent_workers=persistent,
+        worker_init_fn=glmtrace.distributed.worker_init_fn(),
     )
-    with glmtrace.span("step") as step:
-        batches = [b for b in loader]
+    _train(loader, epochs=2)
     del loader
-    assert len(batches) == 4
+    _assert_batches_under_their_steps(traced.spans(), steps=6)
+
+
+def test_batches_taken_inside_a_span_go_under_it(traced: Any) -> None:
+    """Batches taken inside a span, with no span opened per batch, are its children."""
+    loader = torch.utils.data.DataLoader(
+        Numbers(), batch_size=2, num_workers=2, worker_init_fn=glmtrace.distributed.worker_init_fn()
+    )
+    with glmtrace.span("epoch") as epoch:
+        batches = [b for b in loader]
+    assert len(batches) == 3
+    spans = traced.spans()
+    workers = [s for s in spans if s["name"] == "torch.dataloader.worker"]
+    assert len(workers) == 3
+    assert {w["parent_span_id"] for w in workers} == {epoch.span_id}
+    assert {s["trace_id"] for s in spans} == {epoch.trace_id}
+    assert sorted(w["attributes"]["glmtrace.torch.worker.id"] for w in workers) == [0, 0, 1]
+
+
+def _setup_span(worker_id: int) -> None:
+    with glmtrace.span("worker setup", {"worker": worker_id}):
+        pass
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_spans_are_flushed_when_the_worker_exits(local_store: Path, method: str) -> None:
+    """Spans a worker exports itself reach the store although workers skip atexit."""
+    loader = torch.utils.data.DataLoader(
+        Numbers(),
+        batch_size=6,
+        num_workers=2,
+        multiprocessing_context=method,
+        worker_init_fn=glmtrace.distributed.worker_init_fn(_setup_span),
+    )
+    assert len(list(loader)) == 1
+    del loader  # workers exit
+    glmtrace.force_flush()
+    setups = [r for r in _rows(local_store) if r["name"] == "worker setup"]
+    assert sorted(r["attributes"]["worker"] for r in setups) == [0, 1]
+
+
+class Broken(Numbers):
+    def __getitem__(self, i: int) -> Any:
+        if i == 1:
+            with glmtrace.span("load item", {"i": i}):
+                raise ValueError("corrupt sample")
+        return super().__getitem__(i)
+
+
+def test_a_failing_batch_exports_its_spans_from_the_worker(local_store: Path) -> None:
+    """A fetch that raises sends no batch: the worker exports its spans, marked ERROR."""
+    loader = torch.utils.data.DataLoader(
+        Broken(), batch_size=2, num_workers=1, worker_init_fn=glmtrace.distributed.worker_init_fn()
+    )
+    with pytest.raises(ValueError, match="corrupt sample") as raised:
+        for _ in loader:
+            pass
+    del raised, loader  # the traceback holds the iterator: release it, so the worker exits
+    gc.collect()
     glmtrace.force_flush()
     rows = _rows(local_store)
+    (worker,) = [r for r in rows if r["name"] == "torch.dataloader.worker"]
+    assert worker["status"] == "ERROR"
     items = [r for r in rows if r["name"] == "load item"]
-    workers = [r for r in rows if r["name"] == "torch.dataloader.worker"]
-    assert len(items) == 8
-    assert len(workers) == 2
-    assert {r["trace_id"] for r in items + workers} == {step.trace_id}
-    assert {w["parent_span_id"] for w in workers} == {step.span_id}
-    assert {i["parent_span_id"] for i in items} == {w["span_id"] for w in workers}
-    assert sorted(w["attributes"]["glmtrace.torch.worker.id"] for w in workers) == [0, 1]
+    assert {r["parent_span_id"] for r in items} == {worker["span_id"]}
+    assert {r["trace_id"] for r in items} == {worker["trace_id"]}
 
 
 def test_user_worker_init_fn_still_runs() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, Tracer
+from opentelemetry.sdk.trace import Event, ReadableSpan, Tracer
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import (
     Link,
@@ -79,6 +79,7 @@ class Emitter:
         links: Sequence[Link] = (),
         status: Status = _UNSET,
         kind: SpanKind = SpanKind.INTERNAL,
+        events: Sequence[Event] = (),
     ) -> None:
         """Export one finished span."""
         span = ReadableSpan(
@@ -88,6 +89,7 @@ class Emitter:
             resource=self.resource,
             attributes=attributes,
             links=links,
+            events=events,
             kind=kind,
             status=status,
             start_time=start_ns,

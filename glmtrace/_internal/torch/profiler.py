@@ -57,6 +57,8 @@ class Timeline(SpanProcessor):
         attributes = span.attributes or {}
         if keys.GPU_DURATION_MS in attributes:
             return  # a cuda_span: noted with its CPU interval at exit (see note())
+        if attributes.get(keys.WORKER_PID, os.getpid()) != os.getpid():
+            return  # a DataLoader worker's span, exported here: its thread ids are not ours
         ident = attributes.get("thread.id")
         if isinstance(ident, int):
             self.entries.append((ident, span.start_time, span.end_time, ctx))
