@@ -185,6 +185,9 @@ class Runtime:
             # Raw OpenTelemetry code in the same program joins glmtrace's traces.
             trace.set_tracer_provider(provider)
         self.tracer = provider.get_tracer("glmtrace")
+        from .torch.distributed import mark_initialised  # torch-free
+
+        mark_initialised()  # mp.spawn children that never call init() can then warn
         self._instrument_threading()
         quiet_exporter_logs()
         _sigterm_handler(install=True)

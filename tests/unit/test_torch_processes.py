@@ -245,3 +245,62 @@ def test_gloo_two_ranks_one_trace_per_step(tmp_path: Path) -> None:
     step_ids = {r["span_id"] for r in steps}
     assert all(r["parent_span_id"] in step_ids for r in reduces)
     assert reduces[0]["attributes"]["glmtrace.distributed.bytes"] == 16
+
+
+_SPAWN_SCRIPT = textwrap.dedent(
+    """
+    import logging, os, sys
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    import glmtrace, glmtrace.distributed
+
+    def rank_fn(rank, store, port, init_here):
+        logging.basicConfig()
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        if init_here:
+            glmtrace.init(service_name="spawned", store=store, logs="none")
+        dist.init_process_group("gloo", rank=rank, world_size=2)
+        for _ in range(2):
+            with glmtrace.distributed.share_trace("step"):
+                pass
+        dist.destroy_process_group()
+        glmtrace.shutdown()
+
+    if __name__ == "__main__":
+        store, port, where = sys.argv[1:]
+        if where == "parent":
+            glmtrace.init(service_name="parent", store=store, logs="none")
+        mp.spawn(rank_fn, args=(store, port, where == "ranks"), nprocs=2)
+    """
+)
+
+
+def _spawn(tmp_path: Path, where: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "spawned.py"
+    script.write_text(_SPAWN_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLMTRACE_", "RANK"))}
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "glmtrace.db"), str(_free_port()), where],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_mp_spawn_ranks_get_their_rank_on_the_resource(tmp_path: Path) -> None:
+    """Ranks with no RANK in the environment take it from torch.distributed."""
+    result = _spawn(tmp_path, "ranks")
+    assert result.returncode == 0, result.stderr
+    steps = [r for r in _rows(tmp_path / "glmtrace.db") if r["name"] == "step"]
+    assert len(steps) == 4
+    ranks = sorted(r["resource"]["glmtrace.distributed.rank"] for r in steps)
+    assert ranks == [0, 0, 1, 1]
+    assert {r["resource"]["glmtrace.distributed.world_size"] for r in steps} == {2}
+
+
+def test_init_only_in_the_parent_of_mp_spawn_warns(tmp_path: Path) -> None:
+    """init() in the parent alone records nothing from the ranks: each rank says so, once."""
+    result = _spawn(tmp_path, "parent")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("glmtrace.init() ran in the parent process") == 2
