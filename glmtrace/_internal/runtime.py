@@ -169,7 +169,9 @@ class Runtime:
         from .torch.distributed import distributed_resource  # torch-free: reads the env
 
         resource = Resource.create({"service.name": options.service_name, **distributed_resource()})
-        provider = TracerProvider(resource=resource, sampler=sampler)
+        from .torch.fastspans import IDS  # torch-free; ids unaffected by random.seed()
+
+        provider = TracerProvider(resource=resource, sampler=sampler, id_generator=IDS)
         self._provider = provider
         store = Store(options.store)
         if options.traces == "local":

@@ -304,3 +304,20 @@ def test_init_only_in_the_parent_of_mp_spawn_warns(tmp_path: Path) -> None:
     result = _spawn(tmp_path, "parent")
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("glmtrace.init() ran in the parent process") == 2
+
+
+def test_ids_do_not_follow_the_programs_random_seed(traced: Any) -> None:
+    """Seeding random alike (DataLoader workers of every rank do) does not repeat span ids."""
+    import random
+
+    from glmtrace._internal.torch import fastspans
+
+    for _ in range(2):
+        random.seed(7)
+        with glmtrace.span("sdk span"):
+            lite = fastspans.start("fast span")
+            assert lite is not None
+            lite.end()
+    spans = traced.spans()
+    assert len({s["span_id"] for s in spans}) == 4
+    assert len({s["trace_id"] for s in spans}) == 2

@@ -34,7 +34,7 @@ from .batches import (
     install_consumer,
     record,
 )
-from .fastspans import emitter, start
+from .fastspans import IDS, emitter, start
 
 
 class TracedWorkerInit:
@@ -116,7 +116,9 @@ class _Recorder:
 
     def _capturing_tracer(self, exporting: Any) -> Tracer:
         if self._tracer is None:
-            provider = TracerProvider(resource=exporting.resource, shutdown_on_exit=False)
+            provider = TracerProvider(
+                resource=exporting.resource, shutdown_on_exit=False, id_generator=IDS
+            )
             provider.add_span_processor(self._capture)
             tracer = provider.get_tracer("glmtrace")
             assert isinstance(tracer, Tracer)
