@@ -321,3 +321,43 @@ def test_ids_do_not_follow_the_programs_random_seed(traced: Any) -> None:
     spans = traced.spans()
     assert len({s["span_id"] for s in spans}) == 4
     assert len({s["trace_id"] for s in spans}) == 2
+
+
+class Featurized(Numbers):
+    """A dataset that runs an instrumented model and a cuda_span on each item."""
+
+    def __init__(self) -> None:
+        self.encoder = glmtrace.instrument_torch(torch.nn.Linear(1, 2), depth=0)
+
+    def __getitem__(self, i: int) -> Any:
+        with glmtrace.cuda_span("featurize", {"i": i}), torch.no_grad():
+            return self.encoder(torch.tensor([float(i)]))
+
+
+def test_torch_spans_in_a_forked_worker_join_the_step(traced: Any) -> None:
+    """Module spans and cuda_spans made in a forked worker nest under its batch span."""
+    loader = torch.utils.data.DataLoader(
+        Featurized(),
+        batch_size=3,
+        num_workers=1,
+        multiprocessing_context="fork",
+        worker_init_fn=glmtrace.distributed.worker_init_fn(),
+    )
+    for _ in loader:
+        with glmtrace.span("step"):
+            pass
+    del loader
+    spans = traced.spans()
+    by_id = {s["span_id"]: s for s in spans}
+    modules = [s for s in spans if s["name"] == "torch.module Linear"]
+    assert len(modules) == 6
+    for module in modules:
+        featurize = by_id[module["parent_span_id"]]
+        worker = by_id[featurize["parent_span_id"]]
+        step = by_id[worker["parent_span_id"]]
+        assert (featurize["name"], worker["name"], step["name"]) == (
+            "featurize",
+            "torch.dataloader.worker",
+            "step",
+        )
+        assert module["trace_id"] == step["trace_id"]

@@ -216,3 +216,57 @@ def test_force_flush_waits_for_profiler_windows(traced: Any) -> None:
     release.set()
     assert glmtrace.force_flush(5) is True
     assert traced.one("converted")
+
+
+def test_cuda_span_in_a_child_forked_after_cuda_started_times_on_the_cpu(traced: Any) -> None:
+    """Where CUDA cannot be used (a bad fork), cuda_span is a CPU span instead of failing."""
+    import types
+
+    from glmtrace._internal.torch import cuda
+
+    class BadForkCuda:
+        def is_available(self) -> bool:
+            return True  # torch says so in a bad fork: it counts devices without CUDA
+
+        def _is_in_bad_fork(self) -> bool:
+            return True
+
+        def current_stream(self, device: Any = None) -> Any:
+            raise RuntimeError("Cannot re-initialize CUDA in forked subprocess")
+
+    saved = list(cuda._available)
+    cuda._available[:] = []
+    try:
+        with (
+            glmtrace.span("step"),
+            cuda.CudaSpan(types.SimpleNamespace(cuda=BadForkCuda()), "forward", {}, None),
+        ):
+            pass
+    finally:
+        cuda._available[:] = saved
+    assert traced.one("forward")["attributes"]["glmtrace.clock"] == "cpu"
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # 3.12+: threads and fork
+def test_a_forked_child_forgets_the_parents_pending_work() -> None:
+    """After fork the child holds none of the parent's CUDA spans or profiler windows."""
+    import os
+
+    from glmtrace._internal.torch import cuda, profiler
+
+    read, write = os.pipe()
+    cuda.RESOLVER._pending.append(object())  # type: ignore[arg-type]
+    profiler.TIMELINE.sessions += 1
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: report and leave at once
+            state = (cuda.RESOLVER.pending(), profiler.TIMELINE.sessions, cuda._available)
+            os.write(write, repr(state).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(read, 100).decode() == "(0, 0, [])"
+    finally:
+        cuda.RESOLVER._pending.clear()
+        profiler.TIMELINE.sessions -= 1
+        os.close(read)
+        os.close(write)
