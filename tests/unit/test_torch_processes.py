@@ -68,8 +68,10 @@ def _assert_batches_under_their_steps(spans: list[dict[str, Any]], steps: int) -
     assert len(loads) == 6 * (steps // 3)  # every item span kept, none twice
 
 
-@pytest.mark.parametrize("persistent", [False, True], ids=["transient", "persistent"])
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize(
+    ("method", "persistent"),
+    [("fork", False), ("fork", True), ("spawn", False), ("spawn", True), ("forkserver", False)],
+)
 def test_worker_spans_join_the_step_that_consumes_the_batch(
     traced: Any, method: str, persistent: bool
 ) -> None:
