@@ -270,3 +270,32 @@ def test_a_forked_child_forgets_the_parents_pending_work() -> None:
         profiler.TIMELINE.sessions -= 1
         os.close(read)
         os.close(write)
+
+
+def test_shutdown_counts_profiler_windows_left_unconverted(traced: Any) -> None:
+    """Windows still queued when shutdown's budget runs out are counted as dropped events."""
+    import threading
+
+    from glmtrace._internal.torch.kineto import Window
+    from glmtrace._internal.torch.profiler import CONVERTER
+
+    release = threading.Event()
+
+    class Stuck:
+        def convert_window(self, window: Window) -> None:
+            release.wait(10)
+
+    def window(events: int) -> Window:
+        return Window(
+            index=0, events=[None] * events, markers=[], timeline=[], fallback=None, max_spans=1
+        )
+
+    before = glmtrace.stats().get("torch-profiler", {}).get("dropped", 0)
+    try:
+        CONVERTER.submit(window(1), Stuck())  # being converted
+        CONVERTER.submit(window(7), Stuck())  # waiting
+        glmtrace.shutdown(0.3)
+        assert glmtrace.stats()["torch-profiler"]["dropped"] == before + 7
+    finally:
+        release.set()
+        CONVERTER.wait(5)
