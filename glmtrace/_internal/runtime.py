@@ -169,9 +169,7 @@ class Runtime:
         from .torch.distributed import distributed_resource  # torch-free: reads the env
 
         resource = Resource.create({"service.name": options.service_name, **distributed_resource()})
-        from .torch.fastspans import IDS  # torch-free; ids unaffected by random.seed()
-
-        provider = TracerProvider(resource=resource, sampler=sampler, id_generator=IDS)
+        provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
         store = Store(options.store)
         if options.traces == "local":
@@ -186,9 +184,11 @@ class Runtime:
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             # Raw OpenTelemetry code in the same program joins glmtrace's traces.
             trace.set_tracer_provider(provider)
-        self.tracer = provider.get_tracer("glmtrace")
         from .torch.distributed import mark_initialised  # torch-free
+        from .torch.fastspans import IDS
 
+        provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
+        self.tracer = provider.get_tracer("glmtrace")
         mark_initialised()  # mp.spawn children that never call init() can then warn
         self._instrument_threading()
         quiet_exporter_logs()
