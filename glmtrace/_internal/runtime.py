@@ -171,6 +171,9 @@ class Runtime:
         resource = Resource.create({"service.name": options.service_name, **distributed_resource()})
         provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
+        from .torch.fastspans import IDS  # torch-free
+
+        provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
         store = Store(options.store)
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
@@ -184,11 +187,9 @@ class Runtime:
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
             # Raw OpenTelemetry code in the same program joins glmtrace's traces.
             trace.set_tracer_provider(provider)
-        from .torch.distributed import mark_initialised  # torch-free
-        from .torch.fastspans import IDS
-
-        provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
         self.tracer = provider.get_tracer("glmtrace")
+        from .torch.distributed import mark_initialised  # torch-free
+
         mark_initialised()  # mp.spawn children that never call init() can then warn
         self._instrument_threading()
         quiet_exporter_logs()

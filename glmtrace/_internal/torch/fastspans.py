@@ -25,7 +25,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, Tracer
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import (
     Link,
@@ -45,7 +45,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 
 
-class ProcessIds(IdGenerator):
+class ProcessIds(RandomIdGenerator):
     """Trace and span ids from a generator of glmtrace's own, reseeded in each forked child.
 
     OpenTelemetry's default draws from the global ``random``, which programs seed: every
