@@ -363,3 +363,26 @@ def test_torch_spans_in_a_forked_worker_join_the_step(traced: Any) -> None:
             "step",
         )
         assert module["trace_id"] == step["trace_id"]
+
+
+def test_batches_of_their_own_are_sampled_like_new_traces(tmp_path: Path) -> None:
+    """With sample_rate=0, batches no step adopts are not exported as traces of their own."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    glmtrace.init(
+        traces="none", logs="none", store=tmp_path / "s.db", exporter=memory, sample_rate=0.0
+    )
+    try:
+        loader = torch.utils.data.DataLoader(
+            Numbers(),
+            batch_size=2,
+            num_workers=1,
+            worker_init_fn=glmtrace.distributed.worker_init_fn(),
+        )
+        assert len(list(loader)) == 3
+        del loader
+        glmtrace.force_flush()
+        assert memory.get_finished_spans() == ()
+    finally:
+        glmtrace.shutdown()

@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from ..guard import report
@@ -96,6 +97,8 @@ def export(em: Emitter, spans: Sequence[SpanRecord], parent: SpanContext | None)
         return  # the step was sampled out: so is its batch
     provisional = next((s.trace_id for s in spans if s.parent_id == 0), spans[0].trace_id)
     target = parent.trace_id if parent is not None else provisional
+    if parent is None and not _sampled(em, provisional, spans[0].name):
+        return  # a trace of its own: sampled like any new trace
     for s in spans:
         trace_id = target if s.trace_id == provisional else s.trace_id
         up = parent if s.parent_id == 0 else SpanContext(trace_id, s.parent_id, False, _SAMPLED)
@@ -112,6 +115,11 @@ def export(em: Emitter, spans: Sequence[SpanRecord], parent: SpanContext | None)
             SpanKind(s.kind),
             [Event(n, a, ts) for n, ts, a in s.events],
         )
+
+
+def _sampled(em: Emitter, trace_id: int, name: str) -> bool:
+    decision = em.sampler.should_sample(None, trace_id, name).decision
+    return decision in (Decision.RECORD_AND_SAMPLE, Decision.RECORD_ONLY)
 
 
 class _Parked(NamedTuple):
