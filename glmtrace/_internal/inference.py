@@ -34,14 +34,18 @@ GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 TIME_TO_FIRST_TOKEN_MS = "glmtrace.gen_ai.ttft_ms"
 FIRST_TOKEN_EVENT = "gen_ai.first_token"
 BATCH_SIZE = "glmtrace.batch.size"
+BATCH_REQUESTS = "glmtrace.batch.requests"  # how many requests were linked
 BATCH_NAME = "glmtrace.batch.name"
 BATCH_TRACE_ID = "glmtrace.batch.trace_id"
 BATCH_SPAN_ID = "glmtrace.batch.span_id"
 LINK_ROLE = "glmtrace.link.role"  # on a link: what the linked span is ("request" | "batch")
 EXTRA_PREFIX = "glmtrace.inference."
+BATCH_PREFIX = "glmtrace.batch."
 
-# Short keyword names accepted by inference(), and the convention key each one sets.
+# Short keyword names accepted by inference() and batch(), and the convention key each sets.
 _ALIASES = {
+    "model": GEN_AI_REQUEST_MODEL,
+    "operation": GEN_AI_OPERATION,
     "provider": GEN_AI_PROVIDER,
     "system": GEN_AI_PROVIDER,
     "max_tokens": "gen_ai.request.max_tokens",
@@ -62,10 +66,15 @@ _ALIASES = {
 }
 
 
-def _key(name: str) -> str:
-    if name in _ALIASES:
-        return _ALIASES[name]
-    return name if "." in name else EXTRA_PREFIX + name
+def _attributes(attrs: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Keywords as attributes: aliases to the conventions, dotted keys as given, else ``prefix``."""
+    out: dict[str, Any] = {}
+    for name, value in attrs.items():
+        if name in _ALIASES:
+            out[_ALIASES[name]] = value
+        else:
+            out[name if "." in name else prefix + name] = value
+    return out
 
 
 class InferenceCall(SpanHandle):
@@ -135,8 +144,7 @@ def inference(model: str, operation: str = "chat", **attrs: Any) -> InferenceSco
             call.usage(input_tokens=12, output_tokens=i + 1)
     """
     attributes: dict[str, Any] = {GEN_AI_OPERATION: operation, GEN_AI_REQUEST_MODEL: model}
-    for name, value in attrs.items():
-        attributes[_key(name)] = value
+    attributes.update(_attributes(attrs, EXTRA_PREFIX))
     return InferenceScope(DEFAULT, f"{operation} {model}", attributes)
 
 
@@ -208,7 +216,9 @@ class BatchScope(Scope[BatchHandle]):
 
     def _before_end(self, span: Span) -> None:
         if self._batch is not None:
-            span.set_attribute(BATCH_SIZE, self._batch.size)
+            span.set_attribute(BATCH_REQUESTS, self._batch.size)
+            if BATCH_SIZE not in (self._attributes or {}):  # an explicit batch_size wins
+                span.set_attribute(BATCH_SIZE, self._batch.size)
 
 
 def batch(requests: Iterable[Any] = (), name: str = "inference", **attrs: Any) -> BatchScope:
@@ -219,12 +229,16 @@ def batch(requests: Iterable[Any] = (), name: str = "inference", **attrs: Any) -
     links to each request span; each request span still open in this process links back
     and records ``glmtrace.batch.trace_id``/``glmtrace.batch.span_id``.
 
+    Keywords map as in :func:`inference` (``model``, ``operation``, ``max_tokens``,
+    ``temperature``... to ``gen_ai.*``, ``batch_size`` to ``glmtrace.batch.size``); other
+    short names land under ``glmtrace.batch.``. ``glmtrace.batch.requests`` counts the linked
+    requests, and is also the size when no ``batch_size`` is given.
+
     Example::
 
-        with glmtrace.batch([call_a, call_b], priority=1, gpu_budget_mb=4096) as b:
+        with glmtrace.batch([call_a, call_b], model="chatglm3", max_tokens=256, priority=1):
             outputs = model(collate(inputs))
     """
     attributes: dict[str, Any] = {BATCH_NAME: name}
-    for key, value in attrs.items():
-        attributes[key if "." in key else f"glmtrace.batch.{key}"] = value
+    attributes.update(_attributes(attrs, BATCH_PREFIX))
     return BatchScope(DEFAULT, name, attributes, requests)

@@ -184,6 +184,9 @@ class Runtime:
         self.service_name = str(resource.attributes.get("service.name", options.service_name))
         provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
+        from .torch.fastspans import IDS  # torch-free
+
+        provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
         store = Store(options.store)
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
@@ -201,6 +204,9 @@ class Runtime:
         self._root_off = _root_sampled_out(provider.sampler)
         global_provider.install(provider)  # raw OpenTelemetry code joins glmtrace's traces
         self.tracer = provider.get_tracer("glmtrace")
+        from .torch.distributed import mark_initialised  # torch-free
+
+        mark_initialised()  # mp.spawn children that never call init() can then warn
         self._instrument_threading()
         quiet_exporter_logs()
         sigterm_handler(install=True)
@@ -254,7 +260,7 @@ class Runtime:
     def _flush(self, budget: float) -> bool:
         ok = self._flush_parts(budget)
         if self._provider is not None:
-            ok = self._provider.force_flush(int(budget * 1000))
+            ok = self._provider.force_flush(int(budget * 1000)) and ok
         for shipper in self._shippers:
             ok = shipper.flush(budget) and ok
         return ok

@@ -124,3 +124,20 @@ def test_inference_does_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_batch_keywords_map_like_inference(traced: Any) -> None:
+    """batch() maps keywords as inference() does: one size key, gen_ai.* request keys."""
+    with (
+        glmtrace.inference("m") as a,
+        glmtrace.batch([a], model="m", batch_size=6, max_tokens=64, priority=1),
+    ):
+        pass
+    attrs = traced.one("batch inference")["attributes"]
+    assert attrs["glmtrace.batch.size"] == 6
+    assert attrs["glmtrace.batch.requests"] == 1
+    assert "glmtrace.batch.batch_size" not in attrs
+    assert attrs["gen_ai.request.max_tokens"] == 64
+    assert "glmtrace.batch.max_tokens" not in attrs
+    assert attrs["gen_ai.request.model"] == "m"
+    assert attrs["glmtrace.batch.priority"] == 1

@@ -233,3 +233,29 @@ def test_deepcopy_of_an_instrumented_model_traces_the_copy(traced: Any) -> None:
         assert not torch.equal(twin(x), model(x))
     names = [s["name"] for s in traced.spans()]
     assert names.count("torch.module Block") == 1  # the copy's; the original is untraced now
+
+
+class KeywordModel(torch.nn.Module):
+    """Called the transformers way: model(input_ids=..., attention_mask=...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+
+    def forward(self, input_ids: Any = None, attention_mask: Any = None, use_cache: bool = False):
+        return self.embed(input_ids) * attention_mask.unsqueeze(-1)
+
+
+def test_keyword_inputs_are_summarised(traced: Any) -> None:
+    """Tensors passed by keyword are summarised by name on the module span."""
+    model = glmtrace.instrument_torch(KeywordModel(), depth=0)
+    ids = torch.tensor([[1, 2, 3]])
+    with glmtrace.span("step"):
+        model(input_ids=ids, attention_mask=torch.ones(1, 3), use_cache=True)
+    inputs = json.loads(
+        traced.one("torch.module KeywordModel")["attributes"]["glmtrace.torch.inputs"]
+    )
+    assert inputs == {
+        "input_ids": {"shape": [1, 3], "dtype": "torch.int64", "device": "cpu"},
+        "attention_mask": {"shape": [1, 3], "dtype": "torch.float32", "device": "cpu"},
+    }

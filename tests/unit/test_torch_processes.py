@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -30,34 +31,127 @@ def _rows(store: Path) -> list[dict[str, Any]]:
     return rows
 
 
-class Squares(torch.utils.data.Dataset):  # type: ignore[misc]
+class Numbers(torch.utils.data.Dataset):  # type: ignore[misc]
+    """Item i is tensor([i]), loaded under a span naming i."""
+
     def __len__(self) -> int:
-        return 8
+        return 6
 
     def __getitem__(self, i: int) -> Any:
         with glmtrace.span("load item", {"i": i}):
-            return torch.tensor([i * i])
+            return torch.tensor([i])
 
 
-def test_dataloader_workers_join_the_step_trace(local_store: Path) -> None:
-    """With num_workers=2, item spans in workers are in the trace of the step."""
+def _train(loader: Any, epochs: int) -> None:
+    """The usual layout: no span at iter(loader), one root span per step."""
+    for epoch in range(epochs):
+        for batch in loader:
+            with glmtrace.span("step", {"epoch": epoch, "items": batch.flatten().tolist()}):
+                pass
+
+
+def _assert_batches_under_their_steps(spans: list[dict[str, Any]], steps: int) -> None:
+    by_parent: dict[str | None, list[dict[str, Any]]] = {}
+    for span in spans:
+        by_parent.setdefault(span["parent_span_id"], []).append(span)
+    step_spans = [s for s in spans if s["name"] == "step"]
+    assert len(step_spans) == steps
+    assert len({s["trace_id"] for s in step_spans}) == steps  # one trace per step
+    for step in step_spans:
+        (worker,) = by_parent[step["span_id"]]
+        assert worker["name"] == "torch.dataloader.worker"
+        assert worker["trace_id"] == step["trace_id"]
+        items = by_parent[worker["span_id"]]
+        assert {i["trace_id"] for i in items} == {step["trace_id"]}
+        assert sorted(i["attributes"]["i"] for i in items) == sorted(step["attributes"]["items"])
+    loads = [s for s in spans if s["name"] == "load item"]
+    assert len(loads) == 6 * (steps // 3)  # every item span kept, none twice
+
+
+@pytest.mark.parametrize(
+    ("method", "persistent"),
+    [("fork", False), ("fork", True), ("spawn", False), ("spawn", True), ("forkserver", False)],
+)
+def test_worker_spans_join_the_step_that_consumes_the_batch(
+    traced: Any, method: str, persistent: bool
+) -> None:
+    """Each batch's worker span and item spans are children of the step that uses the batch."""
     loader = torch.utils.data.DataLoader(
-        Squares(), batch_size=2, num_workers=2, worker_init_fn=glmtrace.distributed.worker_init_fn()
+        Numbers(),
+        batch_size=2,
+        num_workers=2,
+        multiprocessing_context=method,
+        persistent_workers=persistent,
+        worker_init_fn=glmtrace.distributed.worker_init_fn(),
     )
-    with glmtrace.span("step") as step:
-        batches = [b for b in loader]
+    _train(loader, epochs=2)
     del loader
-    assert len(batches) == 4
+    _assert_batches_under_their_steps(traced.spans(), steps=6)
+
+
+def test_batches_taken_inside_a_span_go_under_it(traced: Any) -> None:
+    """Batches taken inside a span, with no span opened per batch, are its children."""
+    loader = torch.utils.data.DataLoader(
+        Numbers(), batch_size=2, num_workers=2, worker_init_fn=glmtrace.distributed.worker_init_fn()
+    )
+    with glmtrace.span("epoch") as epoch:
+        batches = [b for b in loader]
+    assert len(batches) == 3
+    spans = traced.spans()
+    workers = [s for s in spans if s["name"] == "torch.dataloader.worker"]
+    assert len(workers) == 3
+    assert {w["parent_span_id"] for w in workers} == {epoch.span_id}
+    assert {s["trace_id"] for s in spans} == {epoch.trace_id}
+    assert sorted(w["attributes"]["glmtrace.torch.worker.id"] for w in workers) == [0, 0, 1]
+
+
+def _setup_span(worker_id: int) -> None:
+    with glmtrace.span("worker setup", {"worker": worker_id}):
+        pass
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_spans_are_flushed_when_the_worker_exits(local_store: Path, method: str) -> None:
+    """Spans a worker exports itself reach the store although workers skip atexit."""
+    loader = torch.utils.data.DataLoader(
+        Numbers(),
+        batch_size=6,
+        num_workers=2,
+        multiprocessing_context=method,
+        worker_init_fn=glmtrace.distributed.worker_init_fn(_setup_span),
+    )
+    assert len(list(loader)) == 1
+    del loader  # workers exit
+    glmtrace.force_flush()
+    setups = [r for r in _rows(local_store) if r["name"] == "worker setup"]
+    assert sorted(r["attributes"]["worker"] for r in setups) == [0, 1]
+
+
+class Broken(Numbers):
+    def __getitem__(self, i: int) -> Any:
+        if i == 1:
+            with glmtrace.span("load item", {"i": i}):
+                raise ValueError("corrupt sample")
+        return super().__getitem__(i)
+
+
+def test_a_failing_batch_exports_its_spans_from_the_worker(local_store: Path) -> None:
+    """A fetch that raises sends no batch: the worker exports its spans, marked ERROR."""
+    loader = torch.utils.data.DataLoader(
+        Broken(), batch_size=2, num_workers=1, worker_init_fn=glmtrace.distributed.worker_init_fn()
+    )
+    with pytest.raises(ValueError, match="corrupt sample") as raised:
+        for _ in loader:
+            pass
+    del raised, loader  # the traceback holds the iterator: release it, so the worker exits
+    gc.collect()
     glmtrace.force_flush()
     rows = _rows(local_store)
+    (worker,) = [r for r in rows if r["name"] == "torch.dataloader.worker"]
+    assert worker["status"] == "ERROR"
     items = [r for r in rows if r["name"] == "load item"]
-    workers = [r for r in rows if r["name"] == "torch.dataloader.worker"]
-    assert len(items) == 8
-    assert len(workers) == 2
-    assert {r["trace_id"] for r in items + workers} == {step.trace_id}
-    assert {w["parent_span_id"] for w in workers} == {step.span_id}
-    assert {i["parent_span_id"] for i in items} == {w["span_id"] for w in workers}
-    assert sorted(w["attributes"]["glmtrace.torch.worker.id"] for w in workers) == [0, 1]
+    assert {r["parent_span_id"] for r in items} == {worker["span_id"]}
+    assert {r["trace_id"] for r in items} == {worker["trace_id"]}
 
 
 def test_user_worker_init_fn_still_runs() -> None:
@@ -153,3 +247,142 @@ def test_gloo_two_ranks_one_trace_per_step(tmp_path: Path) -> None:
     step_ids = {r["span_id"] for r in steps}
     assert all(r["parent_span_id"] in step_ids for r in reduces)
     assert reduces[0]["attributes"]["glmtrace.distributed.bytes"] == 16
+
+
+_SPAWN_SCRIPT = textwrap.dedent(
+    """
+    import logging, os, sys
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    import glmtrace, glmtrace.distributed
+
+    def rank_fn(rank, store, port, init_here):
+        logging.basicConfig()
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        if init_here:
+            glmtrace.init(service_name="spawned", store=store, logs="none")
+        dist.init_process_group("gloo", rank=rank, world_size=2)
+        for _ in range(2):
+            with glmtrace.distributed.share_trace("step"):
+                pass
+        dist.destroy_process_group()
+        glmtrace.shutdown()
+
+    if __name__ == "__main__":
+        store, port, where = sys.argv[1:]
+        if where == "parent":
+            glmtrace.init(service_name="parent", store=store, logs="none")
+        mp.spawn(rank_fn, args=(store, port, where == "ranks"), nprocs=2)
+    """
+)
+
+
+def _spawn(tmp_path: Path, where: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "spawned.py"
+    script.write_text(_SPAWN_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GLMTRACE_", "RANK"))}
+    return subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "glmtrace.db"), str(_free_port()), where],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_mp_spawn_ranks_get_their_rank_on_the_resource(tmp_path: Path) -> None:
+    """Ranks with no RANK in the environment take it from torch.distributed."""
+    result = _spawn(tmp_path, "ranks")
+    assert result.returncode == 0, result.stderr
+    steps = [r for r in _rows(tmp_path / "glmtrace.db") if r["name"] == "step"]
+    assert len(steps) == 4
+    ranks = sorted(r["resource"]["glmtrace.distributed.rank"] for r in steps)
+    assert ranks == [0, 0, 1, 1]
+    assert {r["resource"]["glmtrace.distributed.world_size"] for r in steps} == {2}
+
+
+def test_init_only_in_the_parent_of_mp_spawn_warns(tmp_path: Path) -> None:
+    """init() in the parent alone records nothing from the ranks: each rank says so, once."""
+    result = _spawn(tmp_path, "parent")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("glmtrace.init() ran in the parent process") == 2
+
+
+def test_ids_do_not_follow_the_programs_random_seed(traced: Any) -> None:
+    """Seeding random alike (DataLoader workers of every rank do) does not repeat span ids."""
+    import random
+
+    from glmtrace._internal.torch import fastspans
+
+    for _ in range(2):
+        random.seed(7)
+        with glmtrace.span("sdk span"):
+            lite = fastspans.start("fast span")
+            assert lite is not None
+            lite.end()
+    spans = traced.spans()
+    assert len({s["span_id"] for s in spans}) == 4
+    assert len({s["trace_id"] for s in spans}) == 2
+
+
+class Featurized(Numbers):
+    """A dataset that runs an instrumented model and a cuda_span on each item."""
+
+    def __init__(self) -> None:
+        self.encoder = glmtrace.instrument_torch(torch.nn.Linear(1, 2), depth=0)
+
+    def __getitem__(self, i: int) -> Any:
+        with glmtrace.cuda_span("featurize", {"i": i}), torch.no_grad():
+            return self.encoder(torch.tensor([float(i)]))
+
+
+def test_torch_spans_in_a_forked_worker_join_the_step(traced: Any) -> None:
+    """Module spans and cuda_spans made in a forked worker nest under its batch span."""
+    loader = torch.utils.data.DataLoader(
+        Featurized(),
+        batch_size=3,
+        num_workers=1,
+        multiprocessing_context="fork",
+        worker_init_fn=glmtrace.distributed.worker_init_fn(),
+    )
+    for _ in loader:
+        with glmtrace.span("step"):
+            pass
+    del loader
+    spans = traced.spans()
+    by_id = {s["span_id"]: s for s in spans}
+    modules = [s for s in spans if s["name"] == "torch.module Linear"]
+    assert len(modules) == 6
+    for module in modules:
+        featurize = by_id[module["parent_span_id"]]
+        worker = by_id[featurize["parent_span_id"]]
+        step = by_id[worker["parent_span_id"]]
+        assert (featurize["name"], worker["name"], step["name"]) == (
+            "featurize",
+            "torch.dataloader.worker",
+            "step",
+        )
+        assert module["trace_id"] == step["trace_id"]
+
+
+def test_batches_of_their_own_are_sampled_like_new_traces(tmp_path: Path) -> None:
+    """With sample_rate=0, batches no step adopts are not exported as traces of their own."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    glmtrace.init(
+        traces="none", logs="none", store=tmp_path / "s.db", exporter=memory, sample_rate=0.0
+    )
+    try:
+        loader = torch.utils.data.DataLoader(
+            Numbers(),
+            batch_size=2,
+            num_workers=1,
+            worker_init_fn=glmtrace.distributed.worker_init_fn(),
+        )
+        assert len(list(loader)) == 3
+        del loader
+        glmtrace.force_flush()
+        assert memory.get_finished_spans() == ()
+    finally:
+        glmtrace.shutdown()

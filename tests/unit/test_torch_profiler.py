@@ -148,3 +148,154 @@ def test_cuda_resolver_resolves_later(traced: Any) -> None:
     assert gpu["attributes"]["glmtrace.clock"] == "gpu"
     assert gpu["attributes"]["glmtrace.gpu.duration_ms"] == 5.0
     assert gpu["end_ns"] - gpu["start_ns"] == 5_000_000  # max(CPU, GPU time)
+
+
+class _Event:
+    """A fake CUDA event: complete when ``done`` says so, 5 ms long."""
+
+    def __init__(self, done: bool = False) -> None:
+        self.done = done
+
+    def query(self) -> bool:
+        return self.done
+
+    def elapsed_time(self, other: Any) -> float:
+        return 5.0
+
+
+def _pending_cuda_span() -> Any:
+    from glmtrace._internal.torch import cuda, fastspans
+
+    with glmtrace.span("step"):
+        span = fastspans.start("gpu work")
+    assert span is not None
+    end = _Event()
+    cuda.RESOLVER.submit(cuda._Pending(span, _Event(True), end, span.start_ns + 1_000, None))
+    return end
+
+
+def test_force_flush_waits_for_pending_cuda_spans(traced: Any) -> None:
+    """force_flush reports False while a cuda_span waits for its event; True once exported."""
+    end = _pending_cuda_span()
+    assert glmtrace.force_flush(0.2) is False
+    end.done = True
+    assert glmtrace.force_flush(5) is True
+    assert traced.one("gpu work")["attributes"]["glmtrace.gpu.duration_ms"] == 5.0
+
+
+def test_shutdown_exports_pending_cuda_spans_unresolved(traced: Any) -> None:
+    """A span whose event never completes is exported at shutdown with CPU time, and counted."""
+    _pending_cuda_span()
+    before = glmtrace.stats().get("cuda-resolver", {}).get("unresolved", 0)
+    glmtrace.shutdown(0.3)
+    spans = [s for s in traced.exporter.get_finished_spans() if s.name == "gpu work"]
+    assert len(spans) == 1
+    assert spans[0].attributes["glmtrace.gpu.unresolved"] is True
+    assert glmtrace.stats()["cuda-resolver"]["unresolved"] == before + 1
+
+
+def test_force_flush_waits_for_profiler_windows(traced: Any) -> None:
+    """force_flush waits for windows the converter has not converted yet."""
+    import threading
+
+    from glmtrace._internal.torch.kineto import Window
+    from glmtrace._internal.torch.profiler import CONVERTER
+
+    release = threading.Event()
+
+    class Slow:
+        def convert_window(self, window: Window) -> None:
+            release.wait(10)
+            with glmtrace.span("converted"):
+                pass
+
+    CONVERTER.submit(
+        Window(index=0, events=[], markers=[], timeline=[], fallback=None, max_spans=1), Slow()
+    )
+    assert glmtrace.force_flush(0.2) is False
+    release.set()
+    assert glmtrace.force_flush(5) is True
+    assert traced.one("converted")
+
+
+def test_cuda_span_in_a_child_forked_after_cuda_started_times_on_the_cpu(traced: Any) -> None:
+    """Where CUDA cannot be used (a bad fork), cuda_span is a CPU span instead of failing."""
+    import types
+
+    from glmtrace._internal.torch import cuda
+
+    class BadForkCuda:
+        def is_available(self) -> bool:
+            return True  # torch says so in a bad fork: it counts devices without CUDA
+
+        def _is_in_bad_fork(self) -> bool:
+            return True
+
+        def current_stream(self, device: Any = None) -> Any:
+            raise RuntimeError("Cannot re-initialize CUDA in forked subprocess")
+
+    saved = list(cuda._available)
+    cuda._available[:] = []
+    try:
+        with (
+            glmtrace.span("step"),
+            cuda.CudaSpan(types.SimpleNamespace(cuda=BadForkCuda()), "forward", {}, None),
+        ):
+            pass
+    finally:
+        cuda._available[:] = saved
+    assert traced.one("forward")["attributes"]["glmtrace.clock"] == "cpu"
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # 3.12+: threads and fork
+def test_a_forked_child_forgets_the_parents_pending_work() -> None:
+    """After fork the child holds none of the parent's CUDA spans or profiler windows."""
+    import os
+
+    from glmtrace._internal.torch import cuda, profiler
+
+    read, write = os.pipe()
+    cuda.RESOLVER._pending.append(object())  # type: ignore[arg-type]
+    profiler.TIMELINE.sessions += 1
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: report and leave at once
+            state = (cuda.RESOLVER.pending(), profiler.TIMELINE.sessions, cuda._available)
+            os.write(write, repr(state).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(read, 100).decode() == "(0, 0, [])"
+    finally:
+        cuda.RESOLVER._pending.clear()
+        profiler.TIMELINE.sessions -= 1
+        os.close(read)
+        os.close(write)
+
+
+def test_shutdown_counts_profiler_windows_left_unconverted(traced: Any) -> None:
+    """Windows still queued when shutdown's budget runs out are counted as dropped events."""
+    import threading
+
+    from glmtrace._internal.torch.kineto import Window
+    from glmtrace._internal.torch.profiler import CONVERTER
+
+    release = threading.Event()
+
+    class Stuck:
+        def convert_window(self, window: Window) -> None:
+            release.wait(10)
+
+    def window(events: int) -> Window:
+        return Window(
+            index=0, events=[None] * events, markers=[], timeline=[], fallback=None, max_spans=1
+        )
+
+    before = glmtrace.stats().get("torch-profiler", {}).get("dropped", 0)
+    try:
+        CONVERTER.submit(window(1), Stuck())  # being converted
+        CONVERTER.submit(window(7), Stuck())  # waiting
+        glmtrace.shutdown(0.3)
+        assert glmtrace.stats()["torch-profiler"]["dropped"] == before + 7
+    finally:
+        release.set()
+        CONVERTER.wait(5)

@@ -7,8 +7,10 @@ after it ends, so the span is *ended by the resolver*: it starts at the CPU entr
 the work was queued) and ends at ``max(CPU exit, start + GPU duration)``, so that it covers
 both the launch and the GPU work and child spans stay inside it. ``glmtrace.gpu.duration_ms``
 holds the GPU measurement and ``glmtrace.clock`` says ``"gpu"``; without CUDA the span is an
-ordinary CPU span and says ``"cpu"``. At interpreter exit pending spans are resolved (or,
-after the shutdown budget, exported as unresolved with CPU time).
+ordinary CPU span and says ``"cpu"``. The resolver is a part of the runtime:
+``force_flush()`` waits (within its deadline) for pending spans and returns False when some
+are still pending; ``shutdown()`` and interpreter exit export what is left after the budget
+as unresolved, with CPU time (counted as ``unresolved`` in ``stats()``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class _Pending:
 class Resolver:
     """One daemon thread that turns completed CUDA event pairs into finished spans."""
 
+    name = "cuda-resolver"
+
     def __init__(self) -> None:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._cond = threading.Condition()
@@ -66,6 +70,7 @@ class Resolver:
                 self._thread.start()
             if not self._atexit:
                 atexit.register(self.drain)
+                DEFAULT.register(self)  # force_flush/shutdown wait for pending spans
                 self._atexit = True
             self._cond.notify()
 
@@ -101,30 +106,48 @@ class Resolver:
         for item in done:
             _finish(item)
 
+    def wait(self, timeout: float) -> bool:
+        """Wait (off the hot path) until nothing is pending; True when nothing is."""
+        deadline = time.monotonic() + timeout
+        while self.pending() and time.monotonic() < deadline:
+            if self._thread is None or not self._thread.is_alive():
+                self._poll_once()
+            time.sleep(_POLL_S)
+        return not self.pending()
+
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait (off the hot path) until every pending span is exported; True when all were.
+        """Wait until every pending span is exported; True when all were resolved.
 
         Spans still pending after ``timeout`` (default: the shutdown budget) are exported
         with CPU time and ``glmtrace.gpu.unresolved=true``.
         """
         options = DEFAULT.options
         budget = timeout if timeout is not None else (options.shutdown_timeout if options else 2.0)
-        deadline = time.monotonic() + budget
-        while self.pending() and time.monotonic() < deadline:
-            if self._thread is None or not self._thread.is_alive():
-                self._poll_once()
-            time.sleep(_POLL_S)
+        self.wait(budget)
         with self._cond:
             left, self._pending = list(self._pending), collections.deque()
         for item in left:
             _finish_unresolved(item)
+        STATS.add(self.name, "unresolved", len(left))
         return not left
+
+    def flush(self, timeout: float) -> bool:
+        """The runtime's flush: wait for pending spans; at shutdown, export the rest unresolved.
+
+        During ``shutdown()`` the runtime has already dropped its tracer, and nothing
+        submitted later could be exported: what the budget leaves is exported now, with CPU
+        time, rather than lost. Half the budget: the exporters need the rest.
+        """
+        if DEFAULT.tracer is None:
+            return self.drain(timeout / 2)
+        return self.wait(timeout / 2)
 
     def _after_fork(self) -> None:
         # CUDA cannot be used in a forked child; forget the parent's thread and queue.
         self._pending = collections.deque()
         self._cond = threading.Condition()
         self._thread = None
+        _available[:] = []  # ask again: a child forked after CUDA started cannot use it
 
 
 RESOLVER = Resolver()
@@ -224,7 +247,11 @@ _available: list[bool] = []
 
 def _cuda_available(torch: Any) -> bool:
     if not _available:
-        _available.append(bool(torch.cuda.is_available()))
+        # A child forked after the parent started CUDA sees a device it cannot use: every
+        # call raises "Cannot re-initialize CUDA in forked subprocess". Time on the CPU there.
+        bad_fork = getattr(torch.cuda, "_is_in_bad_fork", None)
+        usable = bool(torch.cuda.is_available()) and not (bad_fork is not None and bad_fork())
+        _available.append(usable)
     return _available[0]
 
 

@@ -1,100 +1,210 @@
-"""DataLoader workers that join the trace of the step that created the iterator.
+"""DataLoader workers whose spans join the trace of the step that consumes each batch.
 
 :func:`worker_init_fn` returns a picklable callable for ``DataLoader(worker_init_fn=...)``.
-The trace context it carries is taken when the workers start, which is when the iterator is
-created (``iter(loader)``, the first ``for``): with the ``spawn``/``forkserver`` start
-methods it is captured while the callable is pickled; with ``fork`` the child inherits the
-current context of the thread that forked it. In each worker it opens a
-``torch.dataloader.worker`` span that stays current for the worker's life (so spans in
-``Dataset.__getitem__`` and ``collate_fn`` nest under it) and ends it, then flushes, when the
-worker exits: workers leave through ``os._exit`` and never run ``atexit`` hooks.
+In each worker it makes every batch fetch (``Dataset.__getitem__``/``__iter__`` and
+``collate_fn``) run under a ``torch.dataloader.worker`` span of its own. The worker cannot know
+which step will consume the batch (it is prefetched while an earlier step runs), so these spans
+are recorded, not exported, and travel back with the batch; the main process exports them
+under the step that takes the batch (:mod:`.batches`). A fetch that raises exports its spans
+from the worker, as a trace of their own. Workers leave through ``os._exit`` and never run
+``atexit`` hooks: each flushes when it exits. Spans the worker makes outside a fetch (your own
+``worker_init_fn``) join the trace that was current when the iterator was created.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer, TracerProvider
 
 from ..guard import report
-from ..propagation import extract, inject
+from ..propagation import attach, inject
 from ..runtime import DEFAULT
-from . import keys
-from .fastspans import LiteSpan, start
+from . import keys, require_torch
+from .batches import (
+    SpanRecord,
+    WorkerBatch,
+    creating_iterator,
+    export,
+    install_consumer,
+    record,
+)
+from .fastspans import IDS, emitter, start
 
 
 class TracedWorkerInit:
-    """``worker_init_fn`` that continues the parent's trace in a DataLoader worker."""
+    """``worker_init_fn`` that traces a DataLoader worker's batches."""
 
     def __init__(self, fn: Callable[[int], Any] | None = None) -> None:
         self.fn = fn
         self.carrier: dict[str, str] | None = None
         self.settings: dict[str, Any] = {}
+        self.unwrapped: bool | None = None  # set when pickled (spawn); inherited with fork
 
     def __getstate__(self) -> dict[str, Any]:
-        # Pickled by the start method while the iterator is being created: that is the
-        # moment whose trace the workers should join.
+        # Pickled by the spawn/forkserver start method while the iterator is being created.
         carrier: dict[str, str] = {}
         inject(carrier)
         settings = DEFAULT.options.as_arguments() if DEFAULT.options is not None else {}
-        return {"fn": self.fn, "carrier": carrier, "settings": settings}
+        return {
+            "fn": self.fn,
+            "carrier": carrier,
+            "settings": settings,
+            "unwrapped": creating_iterator(),
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.fn = state["fn"]
         self.carrier = state["carrier"]
         self.settings = state["settings"]
+        self.unwrapped = state["unwrapped"]
 
     def __call__(self, worker_id: int) -> None:
         try:
-            self._join_trace(worker_id)
+            self._setup(worker_id)
         except Exception as exc:
             report("dataloader worker_init_fn", exc)
-        if self.fn is not None:
+        if self.fn is None:
+            return
+        if self.carrier is None:
+            self.fn(worker_id)  # fork: the context of the thread that forked is current
+            return
+        with attach(self.carrier):
             self.fn(worker_id)
 
-    def _join_trace(self, worker_id: int) -> None:
-        if DEFAULT.tracer is None and self.settings:
-            DEFAULT.init(**self.settings)  # spawned worker: same settings as the parent
-        if self.carrier is not None:
-            otel_context.attach(extract(self.carrier))
-        if not trace.get_current_span().get_span_context().is_valid:
-            return
-        info = _worker_info()
-        span = start(
-            "torch.dataloader.worker",
-            {
-                keys.WORKER_ID: worker_id,
-                keys.WORKER_COUNT: info,
-                keys.WORKER_PID: os.getpid(),
-            },
-        )
-        if span is None:
-            return
-        span.activate()  # current for the rest of the worker's life
-        _register_exit(span)
-
-
-def _worker_info() -> int:
-    try:
+    def _setup(self, worker_id: int) -> None:
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
-        return int(info.num_workers) if info is not None else 0
-    except Exception:
-        return 0
+        if info is None:
+            return  # called outside a worker: nothing to set up
+        if DEFAULT.tracer is None and self.settings:
+            DEFAULT.init(**self.settings)  # spawned worker: same settings as the parent
+        if DEFAULT.tracer is None:
+            return
+        _flush_at_exit()
+        unwrapped = self.unwrapped if self.unwrapped is not None else creating_iterator()
+        if unwrapped:  # the main process unwraps batches: record each fetch with it
+            _RECORDER.worker = {
+                keys.WORKER_ID: worker_id,
+                keys.WORKER_COUNT: int(info.num_workers),
+                keys.WORKER_PID: os.getpid(),
+            }
+            _patch_fetchers()
 
 
-def _register_exit(span: LiteSpan) -> None:
-    """End the worker span and flush when the worker process exits."""
+class _Capture(SpanProcessor):
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+class _Recorder:
+    """Runs one fetch with a tracer whose spans are kept for the batch instead of exported."""
+
+    def __init__(self) -> None:
+        self.worker: dict[str, Any] = {}
+        self._capture = _Capture()
+        self._tracer: Tracer | None = None
+
+    def _capturing_tracer(self, exporting: Any) -> Tracer:
+        if self._tracer is None:
+            provider = TracerProvider(
+                resource=exporting.resource, shutdown_on_exit=False, id_generator=IDS
+            )
+            provider.add_span_processor(self._capture)
+            tracer = provider.get_tracer("glmtrace")
+            assert isinstance(tracer, Tracer)
+            self._tracer = tracer
+        return self._tracer
+
+    def fetch(self, original: Callable[[Any, Any], Any], fetcher: Any, index: Any) -> Any:
+        exporting = DEFAULT.tracer
+        if not isinstance(exporting, Tracer):
+            return original(fetcher, index)
+        # A root of its own (provisional) trace, whatever the worker inherited.
+        token = otel_context.attach(Context())
+        span = None
+        try:
+            DEFAULT.tracer = self._capturing_tracer(exporting)
+            attributes = dict(self.worker)
+            if isinstance(index, list):
+                attributes[keys.BATCH_SAMPLES] = len(index)
+            span = start("torch.dataloader.worker", attributes)
+            if span is not None:
+                span.activate()
+        except Exception as exc:
+            report("dataloader worker span", exc)
+        try:
+            data = original(fetcher, index)
+        except BaseException as exc:
+            spans = self._finish(span, token, exporting, exc)
+            self._export_here(spans, exc)
+            raise
+        return WorkerBatch(data, self._finish(span, token, exporting, None))
+
+    def _finish(
+        self, span: Any, token: object, exporting: Tracer, error: BaseException | None
+    ) -> list[SpanRecord]:
+        try:
+            if span is not None:
+                span.end(error=None if isinstance(error, StopIteration) else error)
+        except Exception as exc:
+            report("dataloader worker span", exc)
+        finally:
+            DEFAULT.tracer = exporting
+            otel_context.detach(token)  # type: ignore[arg-type]
+        captured, self._capture.spans = self._capture.spans, []
+        try:
+            return [record(s) for s in captured]
+        except Exception as exc:
+            report("dataloader worker span", exc)
+            return []
+
+    @staticmethod
+    def _export_here(spans: list[SpanRecord], error: BaseException) -> None:
+        """A fetch that raised sends no batch: its spans leave from the worker."""
+        if isinstance(error, StopIteration) and len(spans) <= 1:
+            return  # an IterableDataset ran out: nothing happened worth a span
+        em = emitter()
+        if em is not None:
+            export(em, spans, None)
+
+
+_RECORDER = _Recorder()
+
+
+def _patch_fetchers() -> None:
+    """Route every fetch of this worker process through the recorder (idempotent)."""
+    from torch.utils.data._utils import fetch
+
+    for cls in (fetch._MapDatasetFetcher, fetch._IterableDatasetFetcher):
+        if getattr(cls.fetch, "__glmtrace_original__", None) is None:
+            setattr(cls, "fetch", _recorded(cls.fetch))  # noqa: B010 (mypy: method)
+
+
+def _recorded(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    @functools.wraps(original)
+    def fetch(self: Any, possibly_batched_index: Any) -> Any:
+        return _RECORDER.fetch(original, self, possibly_batched_index)
+
+    fetch.__glmtrace_original__ = original  # type: ignore[attr-defined]
+    return fetch
+
+
+def _flush_at_exit() -> None:
+    """Flush when the worker exits: workers leave through ``os._exit``, skipping ``atexit``."""
     from multiprocessing import util
 
     def finish() -> None:
         try:
-            span.token = None  # the worker's context dies with it; nothing to detach
-            span.end()
             DEFAULT.force_flush()
         except Exception as exc:
             report("dataloader worker exit", exc)
@@ -104,17 +214,22 @@ def _register_exit(span: LiteSpan) -> None:
 
 
 def worker_init_fn(fn: Callable[[int], Any] | None = None) -> TracedWorkerInit:
-    """A ``worker_init_fn`` whose workers join the trace of the step that iterates the loader.
+    """A ``worker_init_fn`` whose workers' spans join the trace of the step using each batch.
 
-    ``fn``, when given, is your own ``worker_init_fn`` and runs after. Each worker gets a
-    ``torch.dataloader.worker`` span (worker id, process id) under the span that was current
-    when the iterator was created; spans in your dataset and collate code are its children.
+    ``fn``, when given, is your own ``worker_init_fn`` and runs after. Each batch a worker
+    fetches gets a ``torch.dataloader.worker`` span (worker id, process id, samples); spans
+    in your dataset and collate code are its children. The main process exports them under
+    the first span it opens after taking the batch (the step), with ``fork``, ``spawn`` or
+    ``forkserver`` workers, persistent or not.
 
     Example::
 
         loader = DataLoader(dataset, num_workers=4,
                             worker_init_fn=glmtrace.distributed.worker_init_fn())
-        with glmtrace.span("epoch"):
-            for batch in loader: ...
+        for batch in loader:
+            with glmtrace.distributed.share_trace("step"):   # or glmtrace.span("step")
+                train_step(batch)
     """
+    require_torch()
+    install_consumer()
     return TracedWorkerInit(fn)

@@ -11,13 +11,16 @@ from types import TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Tracer
 
 from ..attributes import AttributeValue
-from ..guard import report
+from ..guard import report, warn_once
 from ..propagation import extract, inject
 from ..runtime import DEFAULT
 from ..spans import NOOP_HANDLE, SpanHandle, SpanScope
-from . import keys, require_torch
+from . import fastspans, keys, require_torch
+from .batches import BATCHES
 from .fastspans import start
 
 _ENV = (("RANK", keys.RANK), ("LOCAL_RANK", keys.LOCAL_RANK), ("WORLD_SIZE", keys.WORLD_SIZE))
@@ -41,6 +44,54 @@ COLLECTIVES = (
 
 _originals: dict[str, Callable[..., Any]] = {}
 _lock = threading.Lock()
+
+# Set by init(): child processes inherit it, and one without glmtrace started can tell.
+INIT_PID_ENV = "GLMTRACE_INIT_PID"
+
+
+def mark_initialised() -> None:
+    """Note in the environment that this process started glmtrace (see :func:`_check_child`)."""
+    os.environ[INIT_PID_ENV] = str(os.getpid())
+
+
+def _check_child() -> None:
+    """Warn once when a parent process started glmtrace but this one did not (mp.spawn ranks).
+
+    ``mp.spawn`` starts fresh interpreters: ``init()`` in the parent does not reach them, and
+    without a word every rank's spans would be missing.
+    """
+    if DEFAULT.tracer is not None:
+        return
+    parent = os.environ.get(INIT_PID_ENV, "")
+    if parent and parent != str(os.getpid()):
+        warn_once(
+            "init-in-parent",
+            "glmtrace.init() ran in the parent process (pid %s) but not in this process "
+            "(pid %d): its spans are not recorded. Call glmtrace.init() in the function "
+            "that mp.spawn / multiprocessing runs, in every rank.",
+            parent,
+            os.getpid(),
+        )
+
+
+def _note_ranks(dist: Any) -> None:
+    """Put rank and world size on the resource once a process group is up (mp.spawn ranks).
+
+    torchrun's ranks find them in the environment at ``init()``; ranks started by
+    ``mp.spawn`` only know them from ``torch.distributed``. Spans started from now on carry
+    them; earlier ones cannot be changed.
+    """
+    tracer = DEFAULT.tracer
+    if not isinstance(tracer, Tracer) or keys.RANK in tracer.resource.attributes:
+        return
+    ranks: dict[str, AttributeValue] = {
+        keys.RANK: int(dist.get_rank()),
+        keys.WORLD_SIZE: int(dist.get_world_size()),
+    }
+    tracer.resource = tracer.resource.merge(Resource(ranks))
+    em = fastspans.emitter()
+    if em is not None and em.tracer is tracer:
+        em.resource = tracer.resource
 
 
 def distributed_resource(environ: Mapping[str, str] | None = None) -> dict[str, int]:
@@ -89,11 +140,13 @@ class SharedTrace:
 
     def __enter__(self) -> SpanHandle:
         dist = require_torch().distributed
+        _check_child()
         if not (dist.is_available() and dist.is_initialized()):
             self._scope = DEFAULT.span(self._name, self._attributes)
-            return self._scope.__enter__()
+            return _settled(self._scope.__enter__())
         try:
             self._attributes.update(_rank_attributes(dist, self._group))
+            _note_ranks(dist)
         except Exception as exc:
             report("share_trace ranks", exc)
         is_src = dist.get_rank() == self._src
@@ -119,7 +172,7 @@ class SharedTrace:
             self._token = otel_context.attach(extract(received))
             self._scope = DEFAULT.span(self._name, self._attributes)
             handle = self._scope.__enter__()
-        return handle
+        return _settled(handle)
 
     def __exit__(
         self,
@@ -138,6 +191,15 @@ class SharedTrace:
                 report("share_trace exit", internal)
 
 
+def _settled(handle: SpanHandle) -> SpanHandle:
+    """A step sampled out takes the DataLoader batch waiting for it along (see .batches)."""
+    try:
+        BATCHES.settle(handle._span.get_span_context())
+    except Exception as exc:
+        report("share_trace batch", exc)
+    return handle
+
+
 def share_trace(
     name: str = "step",
     *,
@@ -150,8 +212,11 @@ def share_trace(
     A collective: every rank of ``group`` must enter it, in the same order. Rank ``src``
     opens its span under its current span and broadcasts the span's context through the
     process group (``broadcast_object_list``, one small object); the other ranks' spans are
-    children of it. Each span carries rank and world size. Without an initialised process
-    group it is a plain ``glmtrace.span(name)``.
+    children of it. Each span carries rank and world size, and so, from the first step on,
+    does the process's resource (ranks started by ``mp.spawn`` have no ``RANK`` in their
+    environment). Without an initialised process group it is a plain
+    ``glmtrace.span(name)``. A DataLoader batch taken just before is adopted by this span
+    (see :func:`worker_init_fn`).
 
     Example::
 
@@ -184,6 +249,7 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
                 import torch.distributed as dist
 
                 span.attributes.update(_rank_attributes(dist, kwargs.get("group")))
+                _note_ranks(dist)
                 size = _nbytes(args, kwargs)
                 if size is not None:
                     span.attributes[keys.COLLECTIVE_BYTES] = size
@@ -224,6 +290,7 @@ def instrument_collectives() -> None:
         dist.all_reduce(grad)   # -> span "torch.distributed all_reduce"
     """
     dist = require_torch().distributed
+    _check_child()
     with _lock:
         if _originals:
             return

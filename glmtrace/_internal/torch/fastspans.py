@@ -14,6 +14,8 @@ SDK documents ``ReadableSpan`` as created by its pipeline; its constructor is st
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import sys
 import time
@@ -22,7 +24,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, Tracer
+from opentelemetry.sdk.trace import Event, ReadableSpan, Tracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import (
     Link,
@@ -40,7 +43,35 @@ from ..spans import stamp_context
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
-_getrandbits = random.getrandbits
+
+
+class ProcessIds(RandomIdGenerator):
+    """Trace and span ids from a generator of glmtrace's own, reseeded in each forked child.
+
+    OpenTelemetry's default draws from the global ``random``, which programs seed: every
+    DataLoader worker runs ``random.seed(base_seed + worker_id)`` with the same base seed on
+    every rank of a seeded job, and ``seed_everything(0)`` is common. Processes seeded alike
+    made the same ids, and spans of one step trace replaced each other in the backends.
+    """
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(32))
+        self.getrandbits = self._random.getrandbits
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._random.seed(os.urandom(32))
+
+    def generate_span_id(self) -> int:
+        return self.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self.getrandbits(128) or 1
+
+
+IDS = ProcessIds()
+_getrandbits = IDS.getrandbits
 
 
 class Emitter:
@@ -78,6 +109,7 @@ class Emitter:
         links: Sequence[Link] = (),
         status: Status = _UNSET,
         kind: SpanKind = SpanKind.INTERNAL,
+        events: Sequence[Event] = (),
     ) -> None:
         """Export one finished span."""
         span = ReadableSpan(
@@ -87,6 +119,7 @@ class Emitter:
             resource=self.resource,
             attributes=attributes,
             links=links,
+            events=events,
             kind=kind,
             status=status,
             start_time=start_ns,
@@ -190,8 +223,14 @@ def start(
     return LiteSpan(em, name, context, parent_or_none, stamp_context(attrs))
 
 
-def summary_json(value: Any) -> str | None:
-    """Compact JSON of tensor summaries in ``value`` (a tensor or a shallow container)."""
+def summary_json(value: Any, named: Mapping[str, Any] | None = None) -> str | None:
+    """Compact JSON of tensor summaries in ``value`` (a tensor or a shallow container).
+
+    With ``named`` (a call's keyword arguments) holding tensors, an object instead: positional
+    inputs under their index, keyword inputs under their name (``{"0":..., "input_ids":...}``).
+    """
+    if named:
+        return _summaries.summarize_call(value, named)
     return _summaries.summarize(value)
 
 
@@ -229,6 +268,21 @@ class _Summaries:
         if not parts:
             return None
         return "[" + ",".join(parts) + "]"
+
+    def summarize_call(self, args: Any, kwargs: Mapping[str, Any], limit: int = 8) -> str | None:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return None
+        tensor = torch.Tensor
+        if not any(isinstance(v, tensor) for v in kwargs.values()):
+            return self.summarize(args, limit)  # model(x, use_cache=True): the usual list
+        named = [(str(i), v) for i, v in enumerate(args)] + list(kwargs.items())
+        parts = [f"{json.dumps(name)}:{self.one(v)}" for name, v in named if isinstance(v, tensor)][
+            :limit
+        ]
+        if not parts:
+            return None
+        return "{" + ",".join(parts) + "}"
 
 
 _summaries = _Summaries()

@@ -37,6 +37,7 @@ PROFILE_COUNTS = "glmtrace.torch.profile.counts"
 WORKER_ID = "glmtrace.torch.worker.id"
 WORKER_COUNT = "glmtrace.torch.worker.count"
 WORKER_PID = "process.pid"
+BATCH_SAMPLES = "glmtrace.torch.batch.samples"
 
 # torch.distributed (also the resource attributes of every rank's process)
 RANK = "glmtrace.distributed.rank"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import heapq
 import json
-import random
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from ..attributes import AttributeValue
 from . import keys
-from .fastspans import Emitter
+from .fastspans import IDS, Emitter
 
 MARKER = "glmtrace.clock "
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -140,7 +139,7 @@ class _Threadline:
 
 
 def _new_context(trace_id: int) -> SpanContext:
-    return SpanContext(trace_id, random.getrandbits(64) or 1, False, _SAMPLED)
+    return SpanContext(trace_id, IDS.generate_span_id(), False, _SAMPLED)
 
 
 def _attributes(ev: _Ev, record_shapes: bool) -> dict[str, AttributeValue]:

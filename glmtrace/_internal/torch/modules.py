@@ -72,7 +72,7 @@ class _ModuleHooks:
             try:
                 span = start(name, attributes)
                 if span is not None:
-                    inputs = summary_json(args)
+                    inputs = summary_json(args, kwargs)
                     if inputs is not None:
                         span.attributes[keys.INPUTS] = inputs
                     span.activate()
@@ -185,9 +185,11 @@ def instrument_torch(
 
     Each selected module's forward becomes a child span of the current span named
     ``torch.module <path>`` (the model itself: its class name), with summaries
-    (``{shape, dtype, device}``) of its input and output tensors. ``depth`` selects the model
-    (0) and its submodules down to that many levels; ``include`` (glob patterns over module
-    paths, or module classes) selects modules at any depth instead; ``exclude`` removes some.
+    (``{shape, dtype, device}``) of its input and output tensors: a list for positional
+    inputs, an object by name when there are keyword ones (``model(input_ids=...)``).
+    ``depth`` selects the model (0) and its submodules down to that many levels; ``include``
+    (glob patterns over module paths, or module classes) selects modules at any depth
+    instead; ``exclude`` removes some.
     Calling it again with the same settings does nothing; with other settings it re-hooks.
     Backward spans (``torch.backward <path>``) use full backward hooks, which reject
     in-place operations on a hooked module's output (such as ``ReLU(inplace=True)``).

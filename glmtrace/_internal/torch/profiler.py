@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
 import queue
 import threading
 import time
@@ -19,7 +20,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -28,6 +29,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 
 from ..errors import ConfigError
 from ..guard import report
+from ..runtime import DEFAULT
 from ..stats import STATS
 from . import keys, require_torch
 from .fastspans import Emitter, emitter
@@ -55,6 +57,8 @@ class Timeline(SpanProcessor):
         attributes = span.attributes or {}
         if keys.GPU_DURATION_MS in attributes:
             return  # a cuda_span: noted with its CPU interval at exit (see note())
+        if attributes.get(keys.WORKER_PID, os.getpid()) != os.getpid():
+            return  # a DataLoader worker's span, exported here: its thread ids are not ours
         ident = attributes.get("thread.id")
         if isinstance(ident, int):
             self.entries.append((ident, span.start_time, span.end_time, ctx))
@@ -84,23 +88,69 @@ def _install_timeline(em: Emitter) -> None:
         _installed.add(multi)
 
 
+class Converts(Protocol):
+    """What the converter thread calls for one window (a :class:`Profile`)."""
+
+    def convert_window(self, window: Window) -> None: ...
+
+
 class _Converter:
-    """One background thread converting windows; at most two windows wait."""
+    """One background thread converting windows; at most two windows wait.
+
+    A part of the runtime: ``force_flush()`` and ``shutdown()`` wait for the windows handed
+    over so far; at shutdown the events of windows still waiting after the budget are
+    counted as dropped.
+    """
+
+    name = "torch-profiler"
 
     def __init__(self) -> None:
-        self.jobs: queue.Queue[tuple[Window, Profile] | None] = queue.Queue(maxsize=2)
+        self.jobs: queue.Queue[tuple[Window, Converts] | None] = queue.Queue(maxsize=2)
         self.thread: threading.Thread | None = None
+        self._registered = False
 
-    def submit(self, window: Window, session: Profile) -> bool:
+    def submit(self, window: Window, session: Converts) -> bool:
+        if not self._registered:
+            DEFAULT.register(self)
+            self._registered = True
         if self.thread is None or not self.thread.is_alive():
             self.thread = threading.Thread(target=self._run, name="glmtrace-profiler", daemon=True)
             self.thread.start()
         try:
             self.jobs.put_nowait((window, session))
         except queue.Full:
-            STATS.add("torch-profiler", "dropped", len(window.events))
+            STATS.add(self.name, "dropped", len(window.events))
             return False
         return True
+
+    def wait(self, timeout: float) -> bool:
+        """Wait until the windows handed over so far are converted; True when they are."""
+        deadline = time.monotonic() + timeout
+        while self.jobs.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self.jobs.unfinished_tasks
+
+    def flush(self, timeout: float) -> bool:
+        """The runtime's flush; at shutdown, windows not converted in time are counted dropped.
+
+        Half the budget: the exporters need the rest.
+        """
+        done = self.wait(timeout / 2)
+        if not done and DEFAULT.tracer is None:
+            while True:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    STATS.add(self.name, "dropped", len(job[0].events))
+                self.jobs.task_done()
+        return done
+
+    def _after_fork(self) -> None:
+        # The parent's thread is gone and its queue's lock may be held: start empty.
+        self.jobs = queue.Queue(maxsize=2)
+        self.thread = None
 
     def _run(self) -> None:
         while True:
@@ -115,6 +165,16 @@ class _Converter:
 
 
 CONVERTER = _Converter()
+os.register_at_fork(after_in_child=CONVERTER._after_fork)
+
+
+def _timeline_after_fork() -> None:
+    # A forked child is in none of the parent's profiling sessions.
+    TIMELINE.sessions = 0
+    TIMELINE.entries = collections.deque(maxlen=_TIMELINE_MAX)
+
+
+os.register_at_fork(after_in_child=_timeline_after_fork)
 
 
 @contextlib.contextmanager
@@ -261,10 +321,7 @@ class Profile:
 
     def wait(self, timeout: float = 30.0) -> bool:
         """Wait until the windows handed over so far are converted; True when they are."""
-        deadline = time.monotonic() + timeout
-        while CONVERTER.jobs.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return not CONVERTER.jobs.unfinished_tasks
+        return CONVERTER.wait(timeout)
 
     # ------------------------------------------------------------- converter thread
     def convert_window(self, window: Window) -> None:

@@ -1,0 +1,267 @@
+"""The main process's side of DataLoader worker tracing: each batch's spans join its step.
+
+A worker fetches batch *k* while the main process still runs an earlier step (prefetching),
+so when the worker records its spans nobody knows the trace they belong to. The worker
+therefore records them under a provisional root (see :mod:`.dataloader`) and sends them
+with the batch. Here, when the iterator hands the batch to the program, the spans are
+*parked* for the thread that took it; they are exported, re-parented, under the first span
+that thread opens next at the same level (``for batch in loader: with share_trace("step")``
+gives the step: a root span, or a span whose parent is the one current when the batch was
+taken). A batch nobody adopts before the next batch is taken, or before ``force_flush()``,
+goes under the span that was current when it was taken (or stays its own trace).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from ..guard import report
+from ..runtime import DEFAULT
+from . import keys
+from .fastspans import Emitter, emitter
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class SpanRecord(NamedTuple):
+    """One finished worker span, as plain picklable values."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    parent_id: int  # 0: the worker's batch span, the root of the provisional trace
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    events: list[tuple[str, int, dict[str, Any]]]
+    links: list[tuple[int, int, dict[str, Any]]]
+    status: tuple[int, str | None]
+    kind: int
+
+
+def record(span: ReadableSpan) -> SpanRecord:
+    """A worker span, ready to travel with its batch."""
+    ctx = span.context
+    assert ctx is not None
+    attributes: dict[str, Any] = dict(span.attributes or {})
+    attributes.setdefault(keys.WORKER_PID, os.getpid())
+    return SpanRecord(
+        span.name,
+        ctx.trace_id,
+        ctx.span_id,
+        span.parent.span_id if span.parent is not None else 0,
+        span.start_time or 0,
+        span.end_time or 0,
+        attributes,
+        [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events],
+        [(k.context.trace_id, k.context.span_id, dict(k.attributes or {})) for k in span.links],
+        (span.status.status_code.value, span.status.description),
+        span.kind.value,
+    )
+
+
+class WorkerBatch:
+    """A batch from a traced worker, with the spans the worker made for it."""
+
+    __slots__ = ("data", "spans")
+
+    def __init__(self, data: Any, spans: list[SpanRecord]) -> None:
+        self.data = data
+        self.spans = spans
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WorkerBatch, (self.data, self.spans))
+
+    def pin_memory(self, *args: Any) -> WorkerBatch:
+        """``pin_memory=True``: the pinning thread pins the data, the spans ride along."""
+        from torch.utils.data._utils import pin_memory
+
+        pin: Any = pin_memory.pin_memory
+        return WorkerBatch(pin(self.data, *args), self.spans)
+
+
+def export(em: Emitter, spans: Sequence[SpanRecord], parent: SpanContext | None) -> None:
+    """Export a batch's spans, its provisional root re-parented under ``parent``."""
+    if not spans or (parent is not None and not parent.trace_flags.sampled):
+        return  # the step was sampled out: so is its batch
+    provisional = next((s.trace_id for s in spans if s.parent_id == 0), spans[0].trace_id)
+    target = parent.trace_id if parent is not None else provisional
+    if parent is None and not _sampled(em, provisional, spans[0].name):
+        return  # a trace of its own: sampled like any new trace
+    for s in spans:
+        trace_id = target if s.trace_id == provisional else s.trace_id
+        up = parent if s.parent_id == 0 else SpanContext(trace_id, s.parent_id, False, _SAMPLED)
+        code, description = s.status
+        em.emit(
+            s.name,
+            SpanContext(trace_id, s.span_id, False, _SAMPLED),
+            up,
+            s.start_ns,
+            s.end_ns,
+            s.attributes,
+            [Link(SpanContext(t, i, True, _SAMPLED), a) for t, i, a in s.links],
+            Status(StatusCode(code), description),
+            SpanKind(s.kind),
+            [Event(n, a, ts) for n, ts, a in s.events],
+        )
+
+
+def _sampled(em: Emitter, trace_id: int, name: str) -> bool:
+    decision = em.sampler.should_sample(None, trace_id, name).decision
+    return decision in (Decision.RECORD_AND_SAMPLE, Decision.RECORD_ONLY)
+
+
+class _Parked(NamedTuple):
+    spans: list[SpanRecord]
+    taken_under: SpanContext | None  # the span current when the program took the batch
+
+
+class Batches:
+    """Parked batches per thread, the span processor that adopts them, and a runtime part."""
+
+    name = "dataloader-batches"
+
+    def __init__(self) -> None:
+        self._parked: dict[int, _Parked] = {}
+        self._lock = threading.Lock()
+        self._installed: set[int] = set()
+
+    def take(self, spans: list[SpanRecord]) -> None:
+        """The program took a batch: park its spans until the step that uses it opens."""
+        em = emitter()
+        if em is None or not spans:
+            return
+        self._install(em)
+        current = trace.get_current_span().get_span_context()
+        parked = _Parked(spans, current if current.is_valid else None)
+        with self._lock:
+            previous = self._parked.pop(threading.get_ident(), None)
+            self._parked[threading.get_ident()] = parked
+        if previous is not None:  # no step opened for it: under what was current then
+            export(em, previous.spans, previous.taken_under)
+
+    def _install(self, em: Emitter) -> None:
+        if id(em.processor) not in self._installed:
+            em.processor.add_span_processor(_Adopter(self))
+            self._installed.add(id(em.processor))
+            DEFAULT.register(self)
+
+    def adopt(self, span: SdkSpan) -> None:
+        """A span opens: the batch parked on this thread becomes its child when it fits."""
+        ident = threading.get_ident()
+        parked = self._parked.get(ident)
+        if parked is None:
+            return
+        parent, before = span.parent, parked.taken_under
+        if not (
+            parent is None
+            or parent.is_remote
+            or (before is not None and parent.span_id == before.span_id)
+        ):
+            return
+        with self._lock:
+            if self._parked.get(ident) is not parked:
+                return
+            del self._parked[ident]
+        em = emitter()
+        if em is not None:
+            export(em, parked.spans, span.get_span_context())
+
+    def settle(self, step: SpanContext) -> None:
+        """``share_trace`` opened a step that is sampled out: its batch is, too."""
+        if step.is_valid and not step.trace_flags.sampled:
+            with self._lock:
+                self._parked.pop(threading.get_ident(), None)
+
+    def flush(self, timeout: float) -> bool:
+        """The runtime's flush: batches still parked go under the span current when taken."""
+        with self._lock:
+            parked, self._parked = list(self._parked.values()), {}
+        em = emitter()
+        if em is not None:
+            for item in parked:
+                export(em, item.spans, item.taken_under)
+        return True
+
+    def _after_fork(self) -> None:
+        # The parent's batches are the parent's to export.
+        self._parked = {}
+        self._lock = threading.Lock()
+
+
+class _Adopter(SpanProcessor):
+    def __init__(self, batches: Batches) -> None:
+        self._batches = batches
+
+    def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
+        if self._batches._parked:  # cheap: nothing parked is the usual case
+            try:
+                self._batches.adopt(span)
+            except Exception as exc:
+                report("dataloader batch adoption", exc)
+
+
+BATCHES = Batches()
+os.register_at_fork(after_in_child=BATCHES._after_fork)
+
+_creating = threading.local()
+
+
+def creating_iterator() -> bool:
+    """True while this thread builds a DataLoader iterator whose batches we unwrap."""
+    return bool(getattr(_creating, "depth", 0))
+
+
+def install_consumer() -> None:
+    """Unwrap :class:`WorkerBatch` in torch's multiprocessing iterator (idempotent).
+
+    Workers wrap their batches only when started by this iterator class (see
+    :func:`creating_iterator`), so an iterator that is not unwrapped never sees a wrapper.
+    """
+    from torch.utils.data import dataloader
+
+    cls = dataloader._MultiProcessingDataLoaderIter
+    if getattr(cls._next_data, "__glmtrace_original__", None) is not None:
+        return
+    setattr(cls, "__init__", _creating_workers(cls.__init__))  # noqa: B010 (mypy: method)
+    setattr(cls, "_next_data", _unwrapping(cls._next_data))  # noqa: B010
+
+
+def _creating_workers(init: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        _creating.depth = getattr(_creating, "depth", 0) + 1
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            _creating.depth -= 1
+
+    wrapper.__glmtrace_original__ = init  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _unwrapping(next_data: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    @functools.wraps(next_data)
+    def wrapper(self: Any) -> Any:
+        data = next_data(self)
+        if isinstance(data, WorkerBatch):
+            try:
+                BATCHES.take(data.spans)
+            except Exception as exc:
+                report("dataloader batch spans", exc)
+            return data.data
+        return data
+
+    wrapper.__glmtrace_original__ = next_data  # type: ignore[attr-defined]
+    return wrapper
