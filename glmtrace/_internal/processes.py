@@ -62,6 +62,17 @@ def _shutdown_at_worker_exit() -> None:
     multiprocessing.util.Finalize(None, DEFAULT.shutdown_at_exit, exitpriority=10)
 
 
+def _after_multiprocessing_fork(runtime: Any) -> None:
+    # A fork-started multiprocessing.Process ends through os._exit as well: when glmtrace is
+    # running in it (inherited from the parent), its spans are flushed at that exit too.
+    if runtime.tracer is not None:
+        _shutdown_at_worker_exit()
+
+
+# Run by multiprocessing in each child it starts, after it clears the inherited finalizers.
+multiprocessing.util.register_after_fork(DEFAULT, _after_multiprocessing_fork)
+
+
 def propagate(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap ``fn`` so that, run in another process, its spans join the current trace.
 

@@ -67,3 +67,36 @@ def test_worker_spans_arrive_when_the_pool_shuts_down(tmp_path: Path, method: st
     assert result["tasks"] == list(range(6))
     assert result["parents"] == [result["parent"]]
     assert result["services"] == ["from-env"]
+
+
+PROCESS = """
+import json, multiprocessing
+import glmtrace
+
+def work(i):
+    with glmtrace.span("child", {"i": i}):
+        pass
+
+if __name__ == "__main__":
+    glmtrace.init(store="process.db")
+    context = multiprocessing.get_context("fork")
+    with glmtrace.span("parent") as parent:
+        children = [context.Process(target=work, args=(i,)) for i in range(3)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join()
+    glmtrace.shutdown()
+    from glmtrace._internal.store import Store
+    spans = Store("process.db").spans(parent.trace_id)
+    print(json.dumps({
+        "exit": [c.exitcode for c in children],
+        "children": sorted(s["attributes"]["i"] for s in spans if s["name"] == "child"),
+    }))
+"""
+
+
+def test_forked_process_spans_arrive_without_propagate(tmp_path: Path) -> None:
+    """A fork-started multiprocessing.Process (which exits through os._exit) flushes its spans."""
+    result = run_traced(PROCESS, tmp_path)
+    assert result == {"exit": [0, 0, 0], "children": [0, 1, 2]}
