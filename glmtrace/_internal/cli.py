@@ -15,9 +15,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import render
+from . import plugins, render
 from .config import SECRET_SETTINGS, ElasticsearchOptions, redact_url, resolve
 from .errors import GlmtraceError
+from .stack.command import stack as stack_command
 from .store import Store, StoreError
 
 console = Console()
@@ -235,6 +236,7 @@ def doctor() -> None:
             f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}",
         )
     console.print(health)
+    console.print(plugins.table())
     _print_recent_runs(options.store)
 
 
@@ -293,6 +295,8 @@ def _endpoint_checks(options: Any) -> list[tuple[str, str]]:
         checks.append(("jaeger", jaeger))
     return checks
 
+
+main.add_command(stack_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
