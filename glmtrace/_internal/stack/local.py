@@ -126,13 +126,13 @@ def up(
             f"only {', '.join(running)} of the stack in {directory} is running; "
             "run: glmtrace stack down, then up"
         )
-    paths.java_home()
     taken = [f"{name} ({port})" for name, port in stack.ports.items() if port_taken(port)]
     if taken:
         raise StackError(
             f"port(s) in use on 127.0.0.1: {', '.join(taken)}; stop what listens there or "
             "choose others with --port NAME=PORT"
         )
+    paths.java_home()
     missing = paths.missing_components()
     if missing and not allow_provision:
         raise StackError(f"not provisioned: {', '.join(missing)}; run: bash scripts/provision.sh")
