@@ -91,6 +91,15 @@ def _log_messages(es: str, trace_id: str) -> list[str]:
     return [str(hit["_source"].get("message")) for hit in reply.json()["hits"]["hits"]]
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (its reaper may not have collected it yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_stack_up_then_the_main_job_shows_its_trace_in_jaeger_and_its_logs_in_es(
     stack_dir: Path, tmp_path: Path
 ) -> None:
@@ -141,5 +150,5 @@ def test_stack_up_then_the_main_job_shows_its_trace_in_jaeger_and_its_logs_in_es
     pids = [stack.service(name).pid for name in local.NAMES]  # type: ignore[union-attr]
     down = glmtrace_cli("stack", "down", "--dir", str(stack_dir))
     assert down.strip() == "stopped: collector, jaeger, elasticsearch"
-    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert not any(_running(pid) for pid in pids)
     assert "stopped" in glmtrace_cli("stack", "status", "--dir", str(stack_dir))
