@@ -125,7 +125,8 @@ def prepare_es_dir(rundir: Path, user: str | None) -> None:
 
 @dataclass(frozen=True)
 class EsNode:
-    """How one node is addressed; ``seeds`` (transport addresses) make it join a cluster."""
+    """How one node is addressed; ``seeds`` (transport addresses) make it join a cluster,
+    ``masters`` names the master-eligible nodes that form it, ``roles`` narrows this node's."""
 
     http_port: int
     transport_port: int
@@ -133,6 +134,7 @@ class EsNode:
     cluster: str = "glmtrace"
     seeds: tuple[str, ...] = ()
     masters: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
     heap: str = "512m"
 
     @property
@@ -164,9 +166,12 @@ def start_elasticsearch(
         "cluster.routing.allocation.disk.threshold_enabled": "false",
         "action.destructive_requires_name": "false",
     }
+    if node.roles:
+        settings["node.roles"] = ",".join(node.roles)
     if node.seeds:
         settings["discovery.seed_hosts"] = ",".join(node.seeds)
-        settings["cluster.initial_master_nodes"] = ",".join(node.masters)
+        if node.masters:
+            settings["cluster.initial_master_nodes"] = ",".join(node.masters)
     else:
         settings["discovery.type"] = "single-node"
     if "x-pack-security" in modules:  # an unknown setting would abort start-up
