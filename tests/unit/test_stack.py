@@ -69,3 +69,20 @@ def test_status_logs_and_down_without_a_stack(tmp_path: Path) -> None:
     assert runner.invoke(main, ["stack", "down", "--dir", str(tmp_path)]).output == (
         "nothing was running\n"
     )
+
+
+def test_provision_hands_each_line_to_the_progress_display_and_reports_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """provision() runs the checkout's scripts/provision.sh (here a stand-in that fails)."""
+    (tmp_path / "exporters").mkdir()
+    (tmp_path / "exporters" / "versions.env").write_text("ES_JAVA_MIN=21\n")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "provision.sh").write_text(
+        'echo "building $2"; echo "go: downloading x" >&2; echo "FAILED otelcol"; exit 1\n'
+    )
+    monkeypatch.setenv("GLMTRACE_SOURCE", str(tmp_path))
+    seen: list[str] = []
+    with pytest.raises(StackError, match=r"(?s)provisioning failed .*FAILED otelcol"):
+        paths.provision(["jaeger", "otelcol"], seen.append)
+    assert seen == ["building jaeger,otelcol", "go: downloading x", "FAILED otelcol"]
