@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parents[2]
 EXPORTERS = REPO / "exporters"
 JAEGER_CONFIG = EXPORTERS / "jaeger" / "config.yaml"
 JAEGER_STORAGE_MEMORY = EXPORTERS / "jaeger" / "storage-memory.yaml"
-JAEGER_STORAGE_ES = EXPORTERS / "jaeger" / "storage-elasticsearch.yaml"
 COLLECTOR_CONFIG = EXPORTERS / "collector" / "config.yaml"
 INDEX_TEMPLATE = EXPORTERS / "elasticsearch" / "index-template.json"
 INDEX_TEMPLATE_NAME = services.INDEX_TEMPLATE_NAME
@@ -85,13 +84,6 @@ def require(path: Path, what: str) -> Path:
     if not paths.provisioned(path):
         pytest.fail(f"{what} is not provisioned (expected {path}); run: {PROVISION}", pytrace=False)
     return path
-
-
-def es_java_home() -> str:
-    """A JDK new enough for the pinned Elasticsearch ($ES_JAVA_HOME, else /usr/lib/jvm/*)."""
-    with failing_test():
-        return str(paths.java_home())
-    raise AssertionError("unreachable")  # pytest.fail raised
 
 
 # --- processes -----------------------------------------------------------------------------------
