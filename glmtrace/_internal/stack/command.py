@@ -65,7 +65,7 @@ def up(directory: Path | None, port_values: tuple[str, ...], no_provision: bool)
         raise click.ClickException(str(exc)) from None
     for label, url in result.urls().items():
         console.print(f"{label:<26} {url}", markup=False, highlight=False)
-    console.print(f"data, logs, pid files         {directory}", markup=False, highlight=False)
+    console.print(f"{'Data, logs, pid files':<26} {directory}", markup=False, highlight=False)
     console.print("# point glmtrace at it:", markup=False, highlight=False)
     for name, value in result.environment().items():
         click.echo(f"export {name}={value}")
