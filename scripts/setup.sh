@@ -16,6 +16,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 start=$SECONDS
 "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT[dev]"
+# The example plugin the plugin tests exercise end to end (tests/unit/test_plugins.py).
+"$VENV/bin/python" -m pip install -q --no-deps "$ROOT/examples/plugins/glmtrace-jsonl"
 echo "setup: python environment ready in $((SECONDS - start))s ($VENV)" >&2
 export VENV
 export PATH="$VENV/bin:$PATH"

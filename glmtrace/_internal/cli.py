@@ -17,9 +17,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import perfetto, render
+from . import perfetto, plugins, render
 from .config import SECRET_SETTINGS, ElasticsearchOptions, redact_url, resolve
 from .errors import GlmtraceError
+from .stack.command import stack as stack_command
 from .store import Store, StoreError
 
 console = Console()
@@ -288,6 +289,7 @@ def doctor() -> None:
             f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}",
         )
     console.print(health)
+    console.print(plugins.table())
     _print_recent_runs(options.store)
 
 
@@ -368,6 +370,7 @@ from .ui.command import stats_command, ui_command  # noqa: E402
 
 main.add_command(ui_command)
 main.add_command(stats_command)
+main.add_command(stack_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

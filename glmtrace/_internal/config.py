@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 
 from opentelemetry.util.re import parse_env_headers
 
+from . import plugins
 from .errors import ConfigError
 
 TracesSink = Literal["local", "otlp", "none"]
@@ -175,11 +176,18 @@ def _logs(name: str, value: Any) -> tuple[str, ...]:
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list | tuple) or not value:
         raise ConfigError(f"{name}={value!r}: pass a sink name or a list of them")
-    allowed = get_args(LogsSink)
+    allowed = (*get_args(LogsSink), *plugins.names(plugins.LOG_SINKS))
     for v in value:
         _choice(allowed)(name, v)
+    plugins.check(plugins.LOG_SINKS, value)
     sinks = tuple(dict.fromkeys(value))
     return ("none",) if "none" in sinks else sinks
+
+
+def _traces(name: str, value: Any) -> str:
+    sink = _choice((*get_args(TracesSink), *plugins.names(plugins.SPAN_EXPORTERS)))(name, value)
+    plugins.check(plugins.SPAN_EXPORTERS, [sink])
+    return sink
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str, Any], Any]:
@@ -274,7 +282,7 @@ class _Setting:
 
 _SETTINGS: dict[str, _Setting] = {
     "service_name": _Setting(("GLMTRACE_SERVICE_NAME", "OTEL_SERVICE_NAME"), _str),
-    "traces": _Setting(("GLMTRACE_TRACES",), _choice(get_args(TracesSink))),
+    "traces": _Setting(("GLMTRACE_TRACES",), _traces),
     "logs": _Setting(("GLMTRACE_LOGS",), _logs),
     "endpoint": _Setting(
         ("GLMTRACE_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from . import plugins
 from .config import Options
 
 log = logging.getLogger("glmtrace")
@@ -29,10 +30,11 @@ class LogSink(Protocol):
     def close(self, timeout: float = 2.0) -> None: ...
 
 
-def create_log_sink(sink: str, options: Options) -> LogSink | None:
+def create_log_sink(sink: str, options: Options, strict: bool = True) -> LogSink | None:
     """A function that ships one batch of ECS documents to ``sink``, or None if unavailable.
 
-    Raises :class:`~glmtrace.MissingDependencyError` when the sink's extra is not installed.
+    Raises :class:`~glmtrace.MissingDependencyError` when the sink's extra is not installed;
+    a plugin's failure to start is a ConfigError, raised when ``strict`` (see plugins.py).
     """
     if sink == "elasticsearch":
         from .es_sink import create as create_es
@@ -42,5 +44,7 @@ def create_log_sink(sink: str, options: Options) -> LogSink | None:
         from .fluent_sink import create as create_fluent
 
         return create_fluent(options)
+    if sink in plugins.names(plugins.LOG_SINKS):
+        return plugins.start(plugins.LOG_SINKS, sink, options, strict)  # type: ignore[no-any-return]
     log.warning("log sink %r is not available; its records are not shipped", sink)
     return None

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span
 
-from . import capture
+from . import capture, plugins
 from . import provider as global_provider
 from .attributes import AttributeValue, Limits
 from .config import Options, resolve
@@ -194,6 +194,10 @@ class Runtime:
             self._add_exporter(
                 provider, "otlp", SizeBoundedExporter("otlp", otlp_exporter(options))
             )
+        elif options.traces != "none":  # an entry-point plugin (plugins.py)
+            strict = self.sources.get("traces") == "argument"
+            if found := plugins.start(plugins.SPAN_EXPORTERS, options.traces, options, strict):
+                self._add_exporter(provider, options.traces, found)
         if exporter is not None:
             self._add_exporter(provider, "custom", exporter)
         from . import red_metrics  # stage/model histograms, if a metrics endpoint is set
@@ -228,7 +232,7 @@ class Runtime:
             if sink == "local":
                 shipper = BackgroundShipper("logs-local", _counting(sink, store.write_logs))
             else:
-                remote = create_log_sink(sink, options)
+                remote = create_log_sink(sink, options, self.sources.get("logs") == "argument")
                 if remote is None:
                     continue
                 shipper = BackgroundShipper(f"logs-{sink}", remote)  # it counts itself
