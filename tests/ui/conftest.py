@@ -93,7 +93,7 @@ def watched_page(browser: Any) -> Iterator[Any]:
     assert [p for p in problems if p not in allowed] == []
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     with launch_chromium() as browser:
         yield browser
