@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from . import ecs
 from .inference import LINK_ROLE
 from .render import log_time_ns
 
@@ -13,7 +14,7 @@ def _int(item: Mapping[str, Any], key: str) -> int:
     return int(item.get(key) or 0)
 
 
-def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
+def trace_events(spans: Sequence[Mapping[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
     """Chrome trace-event JSON (Perfetto UI, chrome://tracing): a track per process/thread,
     and a flow arrow from each linked span to the span that links to it."""
     events: list[dict[str, Any]] = []
@@ -69,10 +70,8 @@ def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dic
         )
     events.extend(_flows(spans, where))
     for d in logs:
-        pid, tid = _int(d, "process.pid"), _int(d, "process.thread.id")
-        track(
-            pid, tid, str(d.get("service.name", "service")), str(d.get("process.thread.name", tid))
-        )
+        pid, tid = _int(d, ecs.PROCESS_PID), _int(d, ecs.THREAD_ID)
+        track(pid, tid, str(d.get(ecs.SERVICE_NAME, "service")), str(d.get(ecs.THREAD_NAME, tid)))
         events.append(
             {
                 "ph": "i",
@@ -82,14 +81,14 @@ def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dic
                 "ts": log_time_ns(d) / 1000,
                 "pid": pid,
                 "tid": tid,
-                "args": {"logger": d.get("log.logger"), "span.id": d.get("span.id")},
+                "args": {"logger": d.get(ecs.LOG_LOGGER), ecs.SPAN_ID: d.get(ecs.SPAN_ID)},
             }
         )
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 
 def _flows(
-    spans: list[dict[str, Any]], where: Mapping[tuple[str, str], tuple[int, int, float]]
+    spans: Sequence[Mapping[str, Any]], where: Mapping[tuple[str, str], tuple[int, int, float]]
 ) -> list[dict[str, Any]]:
     """Flow events ("s" in the linked span, "f" in the linking span, both bound to the
     enclosing slice) for every link whose two ends are in the file."""

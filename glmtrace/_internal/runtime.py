@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span
 
-from . import capture
+from . import capture, span_row
 from . import provider as global_provider
 from .attributes import AttributeValue, Limits
 from .config import Options, resolve
@@ -330,17 +330,8 @@ class Runtime:
         """See :func:`glmtrace.span`."""
         return SpanScope(self, name, attributes)
 
-    @staticmethod
-    def current_trace_id() -> str | None:
-        """See :func:`glmtrace.current_trace_id`."""
-        ctx = trace.get_current_span().get_span_context()
-        return format(ctx.trace_id, "032x") if ctx.is_valid else None
-
-    @staticmethod
-    def current_span_id() -> str | None:
-        """See :func:`glmtrace.current_span_id`."""
-        ctx = trace.get_current_span().get_span_context()
-        return format(ctx.span_id, "016x") if ctx.is_valid else None
+    current_trace_id = staticmethod(span_row.current_trace_id)
+    current_span_id = staticmethod(span_row.current_span_id)
 
     @staticmethod
     def stats() -> dict[str, dict[str, int]]:

@@ -76,7 +76,7 @@ class RemoteSource:
                 "query.num_traces": str(limit),
             },
         )
-        return rows_from_otlp_json(payload or {})
+        return [dict(row) for row in rows_from_otlp_json(payload or {})]
 
     def _traces_between(
         self, since_ns: int, until_ns: int, service: str | None, limit: int
@@ -155,7 +155,9 @@ class RemoteSource:
             if cached and time.monotonic() - cached[0] < _CACHE_S:
                 return cached[1]
         try:
-            spans = remote.jaeger_trace(self.jaeger, trace_id)
+            spans: list[dict[str, Any]] = [
+                dict(row) for row in remote.jaeger_trace(self.jaeger, trace_id)
+            ]
         except remote.RemoteError as exc:
             raise QueryError(str(exc)) from None
         if not spans:
