@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.sdk.resources import PROCESS_PID
+
 from . import ecs
 from .inference import LINK_ROLE
+from .keys import THREAD_ID, THREAD_NAME
 from .render import log_time_ns
 
 
@@ -40,7 +43,7 @@ def trace_events(spans: Sequence[Mapping[str, Any]], logs: list[dict[str, Any]])
 
     where: dict[tuple[str, str], tuple[int, int, float]] = {}
     for s in spans:
-        pid, tid = _int(s["resource"], "process.pid"), _int(s["attributes"], "thread.id")
+        pid, tid = _int(s["resource"], PROCESS_PID), _int(s["attributes"], THREAD_ID)
         # Flow ends sit just inside their slice: Perfetto binds them to the slice open at that
         # time, and at the very start the slice may not be open yet (µs floats keep ~0.25 µs).
         inside = s["start_ns"] + min(1000, max(0, s["end_ns"] - s["start_ns"]) // 2)
@@ -49,7 +52,7 @@ def trace_events(spans: Sequence[Mapping[str, Any]], logs: list[dict[str, Any]])
             pid,
             tid,
             str(s.get("service_name") or "service"),
-            str(s["attributes"].get("thread.name", tid)),
+            str(s["attributes"].get(THREAD_NAME, tid)),
         )
         args = {"span_id": s["span_id"], "status": s["status"], **s["attributes"]}
         if s.get("status_message"):

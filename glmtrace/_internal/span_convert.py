@@ -10,7 +10,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -88,7 +88,7 @@ def _row(span: Mapping[str, Any], resource: dict[str, Any]) -> SpanRow:
         "end_ns": int(span.get("endTimeUnixNano", start)),
         "status": _enum(status.get("code"), _STATUS, "STATUS_CODE_", "UNSET"),
         "status_message": status.get("message") or None,
-        "service_name": resource.get("service.name"),
+        "service_name": resource.get(SERVICE_NAME),
         "attributes": attributes(span.get("attributes")),
         "events": [
             {

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
@@ -24,7 +24,7 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
     ctx = span.context
     assert ctx is not None
     resource = dict(span.resource.attributes) if span.resource else {}
-    service = resource.get("service.name")
+    service = resource.get(SERVICE_NAME)
     return {
         "trace_id": trace_id_hex(ctx.trace_id),
         "span_id": span_id_hex(ctx.span_id),
@@ -76,7 +76,7 @@ class StoreSpanExporter(PartialExporter):
         rows = [span_to_row(s) for s in spans]
         pid = os.getpid()  # the resource predates a fork; the exporting process is the writer
         for row in rows:
-            row["resource"]["process.pid"] = pid
+            row["resource"][PROCESS_PID] = pid
         return self._store.write_spans(rows)
 
     def shutdown(self) -> None:

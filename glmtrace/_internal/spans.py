@@ -21,7 +21,7 @@ from .attributes import (
     truncate,
 )
 from .guard import report
-from .keys import BAGGAGE_SESSION_ID, INTERRUPTED, SESSION_ID, SIGNAL
+from .keys import BAGGAGE_SESSION_ID, INTERRUPTED, SESSION_ID, SIGNAL, THREAD_ID, THREAD_NAME
 from .repair import safe_str
 from .signals import interrupting_signal
 from .span_row import span_id_hex, trace_id_hex
@@ -37,8 +37,8 @@ def stamp_context(attributes: dict[str, AttributeValue]) -> dict[str, AttributeV
     less than three locked ``set_attribute`` calls.
     """
     thread = threading.current_thread()
-    attributes["thread.id"] = thread.ident or 0
-    attributes["thread.name"] = thread.name
+    attributes[THREAD_ID] = thread.ident or 0
+    attributes[THREAD_NAME] = thread.name
     session = baggage.get_baggage(BAGGAGE_SESSION_ID)
     if session is not None:
         attributes[SESSION_ID] = str(session)

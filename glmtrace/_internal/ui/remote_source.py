@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from .. import remote
+from .. import ecs, remote
 from ..config import ElasticsearchOptions, redact_url
 from ..errors import GlmtraceError
 from ..keys import SESSION_ID, STAGE
@@ -125,7 +125,7 @@ class RemoteSource:
                 index=remote.LOG_INDEX,
                 query={"match_phrase": {"message": text}},
                 size=200,
-                source=["trace.id"],
+                source=[ecs.TRACE_ID],
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
@@ -136,7 +136,7 @@ class RemoteSource:
         ids = []
         for hit in reply["hits"]["hits"]:
             source = hit.get("_source", {})
-            tid = source.get("trace.id") or source.get("trace", {}).get("id")
+            tid = source.get(ecs.TRACE_ID) or source.get("trace", {}).get("id")
             if tid and tid not in ids:
                 ids.append(tid)
         return ids
