@@ -1,14 +1,8 @@
-"""Every log document glmtrace writes conforms to the ECS version it declares.
-
-The definitions come from elastic/ecs's generated/ecs/ecs_flat.yml of that version, reduced
-to the fields glmtrace uses (tests/unit/data/ecs_fields.json names the source). A key is
-either such an ECS field with a value of its type, a user extra under ECS ``labels.*``,
-glmtrace's own under ``glmtrace.*``, or (in the local store only) a bookkeeping key.
-"""
+"""Every log document glmtrace writes conforms to the ECS version it declares: the local
+store's, the Elasticsearch bulk bodies, the Fluent records (rules in ecs_conformance.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from pathlib import Path
@@ -16,6 +10,7 @@ from typing import Any, get_type_hints
 
 import msgpack
 import pytest
+from ecs_conformance import DEFINITIONS, FAMILIES, FIELDS, conformance_errors, mapped_types
 from opentelemetry import baggage, context
 
 import glmtrace
@@ -23,46 +18,7 @@ from glmtrace._internal import ecs, es_bulk
 from glmtrace._internal.fluent_sink import _messages
 from glmtrace._internal.store import Store
 
-DEFINITIONS = json.loads((Path(__file__).parent / "data" / "ecs_fields.json").read_text())
-FIELDS: dict[str, dict[str, str]] = DEFINITIONS["fields"]
-# Elasticsearch's type families: a mapping may use any member of the ECS type's family.
-FAMILIES = {
-    "keyword": {"keyword", "constant_keyword", "wildcard"},
-    "wildcard": {"keyword", "constant_keyword", "wildcard"},
-    "match_only_text": {"text", "match_only_text"},
-    "date": {"date", "date_nanos"},
-    "long": {"long"},
-}
 log = logging.getLogger("ecs-test")
-
-
-def _is_type(value: Any, ecs_type: str) -> bool:
-    if ecs_type == "long":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if ecs_type == "date":
-        return isinstance(value, str) and dt.datetime.fromisoformat(value).tzinfo is not None
-    return isinstance(value, str)  # keyword, wildcard, match_only_text
-
-
-def conformance_errors(doc: dict[str, Any], internal_allowed: bool) -> list[str]:
-    errors = []
-    for key, value in doc.items():
-        if key in ecs.INTERNAL_KEYS:
-            if not internal_allowed:
-                errors.append(f"{key}: bookkeeping key left the process")
-        elif key.startswith(ecs.CUSTOM):
-            if key.removeprefix(ecs.CUSTOM) in ("", "labels"):
-                errors.append(f"{key}: empty custom name")
-        elif key.startswith(ecs.LABELS):
-            # glmtrace's own labels are text, as ECS types labels (keyword); user extras keep
-            # their JSON type (documented in ecs.py).
-            if key.removeprefix(ecs.LABELS).startswith("glmtrace_") and not isinstance(value, str):
-                errors.append(f"{key}: glmtrace's label is not text")
-        elif key not in FIELDS:
-            errors.append(f"{key}: not an ECS {DEFINITIONS['ecs_version']} field")
-        elif not _is_type(value, FIELDS[key]["type"]):
-            errors.append(f"{key}={value!r}: not of ECS type {FIELDS[key]['type']}")
-    return errors
 
 
 def _emit_every_kind() -> None:
@@ -161,16 +117,6 @@ def test_document_type_names_only_ecs_or_custom_fields() -> None:
             assert key in ecs.INTERNAL_KEYS or key.startswith((ecs.CUSTOM, ecs.LABELS)), key
 
 
-def _mapped_types(properties: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, spec in properties.items():
-        if "properties" in spec:
-            out.update(_mapped_types(spec["properties"], f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = spec["type"]
-    return out
-
-
 @pytest.mark.parametrize(
     "path",
     [
@@ -179,7 +125,7 @@ def _mapped_types(properties: dict[str, Any], prefix: str = "") -> dict[str, str
     ],
 )
 def test_index_templates_map_fields_with_ecs_types(path: Path) -> None:
-    mapped = _mapped_types(json.loads(path.read_text())["template"]["mappings"]["properties"])
+    mapped = mapped_types(json.loads(path.read_text())["template"]["mappings"]["properties"])
     for name, definition in FIELDS.items():
         if name == "labels":
             assert mapped[name] == "object"
