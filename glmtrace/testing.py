@@ -22,6 +22,7 @@ its block, whatever glmtrace's configuration:
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,18 +76,24 @@ _SPAN_KEYS = (
 
 
 class _Listener(SpanProcessor):
-    """Copies each ended span into a :class:`Capture` while the block runs, then nothing."""
+    """Copies each ended span into the open captures. One per provider, added the first time a
+    capture runs on it (a provider cannot drop a processor): with no capture open, it idles."""
 
-    def __init__(self, into: Capture) -> None:
-        self.into: Capture | None = into
+    def __init__(self) -> None:
+        self.into: tuple[Capture, ...] = ()
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self.into is not None:
+        if self.into:
             row: Mapping[str, Any] = span_to_row(span)
-            self.into.spans.append({k: row[k] for k in _SPAN_KEYS})
+            for capture in self.into:
+                capture.spans.append({k: row[k] for k in _SPAN_KEYS})
+
+
+_LISTENER = _Listener()
+_listened: weakref.WeakSet[TracerProvider] = weakref.WeakSet()
 
 
 @contextmanager
@@ -95,6 +102,7 @@ def capture() -> Iterator[Capture]:
 
     Log records are captured as glmtrace captures them: from ``log_level`` (INFO) up, even
     where the program's logging lets only WARNING through, without changing what it prints.
+    Captures may nest; each sees everything of its own block.
     """
     started_here = _DEFAULT.options is None or not isinstance(
         _provider.GLOBAL.provider, TracerProvider
@@ -102,10 +110,11 @@ def capture() -> Iterator[Capture]:
     if started_here:
         _DEFAULT.init(traces="none", logs="none")
     result = Capture()
-    listener = _Listener(result)
     tracer_provider = _provider.GLOBAL.provider
-    if isinstance(tracer_provider, TracerProvider):
-        tracer_provider.add_span_processor(listener)
+    if isinstance(tracer_provider, TracerProvider) and tracer_provider not in _listened:
+        tracer_provider.add_span_processor(_LISTENER)
+        _listened.add(tracer_provider)
+    _LISTENER.into = (*_LISTENER.into, result)
     handler = DocumentHandler([result.logs.append], _DEFAULT.service_name, _DEFAULT.limits)
     options = _DEFAULT.options
     handler.setLevel(logging.getLevelName(options.log_level if options else "INFO"))
@@ -114,6 +123,6 @@ def capture() -> Iterator[Capture]:
         yield result
     finally:
         _capture.release(handler)
-        listener.into = None  # it stays in the provider until the next init(), idle
+        _LISTENER.into = tuple(c for c in _LISTENER.into if c is not result)
         if started_here:
             _DEFAULT.shutdown()

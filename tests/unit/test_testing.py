@@ -77,6 +77,22 @@ def test_info_records_are_captured_like_glmtrace_captures_them() -> None:
     assert logging.getLogger().getEffectiveLevel() == logging.WARNING
 
 
+def test_nested_captures_each_see_their_own_block(tmp_path: Path) -> None:
+    glmtrace.init(traces="none", logs="none", store=tmp_path / "s.db")
+    try:
+        with glmtrace.testing.capture() as outer:
+            with glmtrace.span("a"), glmtrace.testing.capture() as inner, glmtrace.span("b"):
+                pass
+            with glmtrace.span("c"):
+                pass
+        with glmtrace.span("after"):
+            pass
+        assert [s["name"] for s in inner.spans] == ["b"]
+        assert [s["name"] for s in outer.spans] == ["b", "a", "c"]
+    finally:
+        glmtrace.shutdown()
+
+
 def test_span_lookup_names_what_it_did_not_find() -> None:
     with glmtrace.testing.capture() as cap:
         pass
