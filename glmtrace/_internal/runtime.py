@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span
 
-from . import capture, span_row
+from . import capture
 from . import provider as global_provider
 from .attributes import AttributeValue, Limits
 from .config import Options, resolve
@@ -43,6 +43,7 @@ from .span_export import (
     StoreSpanExporter,
     otlp_exporter,
 )
+from .span_row import current_span_id, current_trace_id
 from .spans import SpanScope, stamp_context
 from .stats import STATS
 from .store import Store
@@ -330,8 +331,8 @@ class Runtime:
         """See :func:`glmtrace.span`."""
         return SpanScope(self, name, attributes)
 
-    current_trace_id = staticmethod(span_row.current_trace_id)
-    current_span_id = staticmethod(span_row.current_span_id)
+    current_trace_id = staticmethod(current_trace_id)
+    current_span_id = staticmethod(current_span_id)
 
     @staticmethod
     def stats() -> dict[str, dict[str, int]]:
