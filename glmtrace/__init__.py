@@ -26,13 +26,13 @@ from ._internal import propagation as _propagation
 from ._internal import stage as _stage
 from ._internal.config import ElasticsearchOptions, FluentOptions, LogsSink, Options, TracesSink
 from ._internal.errors import ConfigError, GlmtraceError, MissingDependencyError
-from ._internal.inference import InferenceCall, batch, inference
+from ._internal.inference import BatchScope, InferenceCall, InferenceScope, batch, inference
 from ._internal.processes import propagate
 from ._internal.runtime import DEFAULT as _DEFAULT
 from ._internal.spans import SpanHandle, SpanScope
-from ._internal.torch.cuda import cuda_span
+from ._internal.torch.cuda import CudaSpan, cuda_span
 from ._internal.torch.modules import instrument_torch, uninstrument_torch
-from ._internal.torch.profiler import profile
+from ._internal.torch.profiler import Profile, profile
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +75,56 @@ def init(
     ``OTEL_RESOURCE_ATTRIBUTES`` are honoured; ``resource_attributes`` adds to (and wins over)
     the latter. Calling ``init()`` again with the same settings does nothing; with other
     settings it flushes and restarts. ``exporter`` adds any OpenTelemetry ``SpanExporter``.
+
+    Args:
+        service_name: the ``service.name`` of every span and log line
+            (``GLMTRACE_SERVICE_NAME``, ``OTEL_SERVICE_NAME``; default ``unknown_service``).
+        traces: where spans go: ``"local"`` (the store), ``"otlp"`` (``endpoint``) or
+            ``"none"`` (``GLMTRACE_TRACES``; default ``otlp`` with an endpoint, else ``local``).
+        logs: where captured log records go, one or a list of ``"local"``,
+            ``"elasticsearch"``, ``"fluent"``, ``"none"`` (``GLMTRACE_LOGS``; default ``local``).
+        endpoint: the OTLP traces endpoint, e.g. ``http://127.0.0.1:4317``
+            (``GLMTRACE_ENDPOINT``, ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT``).
+        protocol: ``"grpc"`` or ``"http/protobuf"`` (``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``;
+            default gRPC, HTTP on port 4318).
+        headers: extra OTLP request headers, e.g. an ``authorization`` token
+            (``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``).
+        store: the local SQLite store's path (``GLMTRACE_STORE``;
+            default ``./.glmtrace/glmtrace.db``).
+        sample_rate: the fraction of traces kept, 0 to 1, decided at the root span
+            (``GLMTRACE_SAMPLE_RATE``, ``OTEL_TRACES_SAMPLER[_ARG]``; default 1).
+        max_attribute_length: the longest attribute or log text kept, in characters; longer
+            values are cut and marked (``GLMTRACE_MAX_ATTRIBUTE_LENGTH``; default 4096).
+        redact_keys: key fragments, besides the built-in ``password``, ``token``,
+            ``api_key``..., whose attribute and log-extra values become ``[REDACTED]``
+            (``GLMTRACE_REDACT_KEYS``, comma-separated).
+        log_level: the lowest level of the log records captured, e.g. ``"INFO"``
+            (``GLMTRACE_LOG_LEVEL``; default INFO).
+        capture_logs: whether log records are captured at all (``GLMTRACE_CAPTURE_LOGS``;
+            default on).
+        shutdown_timeout: seconds that ``force_flush()`` and ``shutdown()`` may take
+            (``GLMTRACE_SHUTDOWN_TIMEOUT``; default 2).
+        spool_max_bytes: the disk spool for log records a backend could not take yet
+            (``GLMTRACE_SPOOL_MAX_BYTES``; default 256 MiB); beyond it records are dropped
+            and counted in :func:`stats`.
+        es_url: the Elasticsearch URL for ``logs="elasticsearch"`` (``GLMTRACE_ES_URL``).
+        es_api_key: an Elasticsearch API key (``GLMTRACE_ES_API_KEY``).
+        es_username: an Elasticsearch user, with ``es_password`` (``GLMTRACE_ES_USERNAME``).
+        es_password: that user's password (``GLMTRACE_ES_PASSWORD``).
+        es_ca_certs: a CA bundle to verify Elasticsearch's certificate
+            (``GLMTRACE_ES_CA_CERTS``).
+        es_verify_certs: whether to verify that certificate (``GLMTRACE_ES_VERIFY_CERTS``;
+            default on).
+        fluent_host: the Fluent Bit / Fluentd / Collector forward input for
+            ``logs="fluent"`` (``GLMTRACE_FLUENT_HOST``; default ``127.0.0.1``).
+        fluent_port: its port (``GLMTRACE_FLUENT_PORT``; default 24224).
+        resource_attributes: extra resource attributes of every span (str, bool, int or
+            float values), added to and winning over ``OTEL_RESOURCE_ATTRIBUTES``.
+        exporter: any OpenTelemetry ``SpanExporter``, fed beside ``traces`` (an
+            ``InMemorySpanExporter`` in tests; see also :mod:`glmtrace.testing`).
+
+    Returns:
+        The resolved :class:`Options`.
 
     Raises :class:`ConfigError` naming the bad argument or environment variable and the fix.
 
@@ -149,14 +199,19 @@ extract = _propagation.extract
 attach = _propagation.attach
 
 __all__ = [
+    "BatchScope",
     "ConfigError",
+    "CudaSpan",
     "ElasticsearchOptions",
     "FluentOptions",
     "GlmtraceError",
     "InferenceCall",
+    "InferenceScope",
     "MissingDependencyError",
     "Options",
+    "Profile",
     "SpanHandle",
+    "SpanScope",
     "attach",
     "batch",
     "cuda_span",

@@ -20,12 +20,14 @@ from rich.table import Table
 from . import perfetto, plugins, render
 from .config import SECRET_SETTINGS, ElasticsearchOptions, redact_url, resolve
 from .errors import GlmtraceError
+from .span_row import SpanRow
 from .stack.command import stack as stack_command
 from .store import Store, StoreError
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
-Rows = list[dict[str, Any]]
+Rows = list[SpanRow]
+Docs = list[dict[str, Any]]
 _MAX_LINKED_TRACES = 50  # other traces read for the spans that links point to
 
 
@@ -165,7 +167,7 @@ def list_traces(
 
 def _load_trace(
     trace_id: str, store: Path | None, jaeger: str | None, es: str | None
-) -> tuple[str, Rows, Rows, Rows]:
+) -> tuple[str, Rows, Docs, Rows]:
     """The trace's spans and logs, and the spans of the other traces its links point to."""
     spans_of: Callable[[str], Rows]
     if jaeger:
@@ -184,7 +186,7 @@ def _load_trace(
 
 
 def _linked_traces(trace_id: str, spans: Rows, spans_of: Callable[[str], Rows]) -> Rows:
-    others = {li["trace_id"] for s in spans for li in s.get("links") or []} - {trace_id}
+    others = {li["trace_id"] for s in spans for li in s["links"]} - {trace_id}
     rows: Rows = []
     for other in sorted(others)[:_MAX_LINKED_TRACES]:
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from . import repair
+from . import ecs, repair
 from .config import ElasticsearchOptions
 
 if TYPE_CHECKING:
@@ -23,25 +23,23 @@ if TYPE_CHECKING:
 TEMPLATE_NAME = "glmtrace-logs"
 MAX_BULK_BYTES = 5 * 1024 * 1024
 MAX_BULK_DOCS = 2_000
-# Keys of ecs_document() that only glmtrace uses: the id travels as _id, and the
-# nanosecond time is in @timestamp (microseconds, what record.created resolves anyway).
-INTERNAL_KEYS = ("log.id", "timestamp_ns")
 # What survives when Elasticsearch rejects a document (a mapping conflict in a labels.* extra):
 # the log line itself is never lost because of one odd field.
 CORE_KEYS = (
-    "@timestamp",
-    "message",
-    "log.level",
-    "log.logger",
-    "service.name",
-    "trace.id",
-    "span.id",
-    "error.type",
-    "error.message",
-    "error.stack_trace",
-    "labels.session_id",
-    "process.pid",
-    "host.hostname",
+    ecs.TIMESTAMP,
+    ecs.ECS_VERSION_KEY,
+    ecs.MESSAGE,
+    ecs.LOG_LEVEL,
+    ecs.LOG_LOGGER,
+    ecs.SERVICE_NAME,
+    ecs.TRACE_ID,
+    ecs.SPAN_ID,
+    ecs.ERROR_TYPE,
+    ecs.ERROR_MESSAGE,
+    ecs.ERROR_STACK_TRACE,
+    ecs.LABEL_SESSION_ID,
+    ecs.PROCESS_PID,
+    ecs.HOST_HOSTNAME,
 )
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 # States of the cluster, not faults of the document: a write block, a closed write index, a
@@ -59,7 +57,8 @@ TRANSIENT_ERRORS = frozenset(
     }
 )
 # Where a label whose value the mapping refuses is kept, as text: a keyword under labels.*.
-UNMAPPED = "labels.glmtrace_unmapped"
+UNMAPPED = f"{ecs.LABELS}glmtrace_unmapped"
+REJECTED = f"{ecs.LABELS}glmtrace_rejected"
 _FIELD = re.compile(r"(?:mapping for|mapper|field) \[([^\]]+)\]")
 
 Failure = Literal["transient", "timeout", "auth", "permanent"]
@@ -142,11 +141,11 @@ def error_type(body: Any) -> str | None:
 
 def valid(doc: Any) -> bool:
     """Whether ``doc`` (read back from the spool) can be shipped at all: it needs its id."""
-    return isinstance(doc, dict) and isinstance(doc.get("log.id"), str) and bool(doc["log.id"])
+    return isinstance(doc, dict) and isinstance(doc.get(ecs.LOG_ID), str) and bool(doc[ecs.LOG_ID])
 
 
 def _body(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k not in INTERNAL_KEYS}
+    return ecs.wire(doc)
 
 
 def repaired(doc: dict[str, Any], reason: str) -> dict[str, Any] | None:
@@ -163,7 +162,7 @@ def repaired(doc: dict[str, Any], reason: str) -> dict[str, Any] | None:
     moved = {
         k: v
         for k, v in doc.items()
-        if k not in INTERNAL_KEYS
+        if k not in ecs.INTERNAL_KEYS
         and k != UNMAPPED
         and (k == field_name or field_name.startswith(k + ".") or k.startswith(field_name + "."))
     }
@@ -182,8 +181,8 @@ def repaired(doc: dict[str, Any], reason: str) -> dict[str, Any] | None:
 
 def core(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` reduced to the ECS fields every log line must keep."""
-    kept = {k: doc[k] for k in (*INTERNAL_KEYS, *CORE_KEYS) if k in doc}
-    kept["labels.glmtrace_rejected"] = "fields dropped: Elasticsearch rejected the document"
+    kept = {k: doc[k] for k in (*ecs.INTERNAL_KEYS, *CORE_KEYS) if k in doc}
+    kept[REJECTED] = "fields dropped: Elasticsearch rejected the document"
     return kept
 
 
@@ -193,7 +192,7 @@ def chunks(index: str, docs: list[dict[str, Any]]) -> Iterator[tuple[list[dict[s
     lines: list[bytes] = []
     size = 0
     for doc in docs:
-        action = {"create": {"_index": index, "_id": doc["log.id"]}}
+        action = {"create": {"_index": index, "_id": doc[ecs.LOG_ID]}}
         line = repair.dumps(action) + b"\n" + repair.dumps(_body(doc)) + b"\n"
         if part and (size + len(line) > MAX_BULK_BYTES or len(part) >= MAX_BULK_DOCS):
             yield part, b"".join(lines)
@@ -259,7 +258,7 @@ def send_repairing(client: Elasticsearch, index: str, docs: list[dict[str, Any]]
         pending = []
         for doc, reason in rejected:
             fixed = repaired(doc, reason) if attempt < 3 else None
-            if fixed is None and "labels.glmtrace_rejected" not in doc:
+            if fixed is None and REJECTED not in doc:
                 fixed = core(doc)
             if fixed is None:
                 total.rejected.append((doc, reason))

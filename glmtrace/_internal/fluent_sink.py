@@ -15,8 +15,9 @@ holds (:meth:`FluentSink.spill`) and :meth:`FluentSink.finish` makes one last at
 within the deadline; what is left is counted as dropped.
 
 Records are the flat ECS documents (``trace.id``, ``span.id``, ``log.level``,
-``service.name``, ``message``): the Collector's fluent_forward receiver turns each key into a
-log attribute, and its Elasticsearch exporter in ECS mode writes them as top-level fields.
+``service.name``, ``message``; the id as ``event.id``, see :func:`.ecs.wire`): the Collector's
+fluent_forward receiver turns each key into a log attribute, and its Elasticsearch exporter in
+ECS mode writes them as top-level fields.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import ecs
 from .config import FluentOptions, Options
 from .errors import MissingDependencyError
 from .guard import warn_once
@@ -228,8 +230,8 @@ def _messages(tag: str, batch: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
     size = 0
     packer = msgpack.Packer()
     for doc in batch:
-        record = {k: v for k, v in doc.items() if k != "timestamp_ns"}
-        ns = doc.get("timestamp_ns")
+        record = ecs.wire(doc)
+        ns = doc.get(ecs.TIMESTAMP_NS)
         when = _event_time(ns if isinstance(ns, int) else 0)
         try:
             entry = packer.pack([when, record])

@@ -6,6 +6,9 @@ STAGE = "glmtrace.stage"
 MODULE = "glmtrace.module"
 FUNCTION = "code.function"
 SESSION_ID = "session.id"
+# The thread that started the span (OTel semantic conventions).
+THREAD_ID = "thread.id"
+THREAD_NAME = "thread.name"
 CONFIG_PREFIX = "glmtrace.config."
 PAYLOAD = "glmtrace.payload"
 

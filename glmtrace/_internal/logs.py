@@ -17,16 +17,16 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import baggage, trace
 
+from . import ecs
 from .attributes import Limits, jsonable, scrub, short_repr, truncate
+from .ecs import SPAN_ID, TRACE_ID, EcsDocument
 from .keys import BAGGAGE_SESSION_ID
 from .repair import safe_str
-
-TRACE_ID = "trace.id"
-SPAN_ID = "span.id"
+from .span_row import context_ids
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -46,11 +46,8 @@ def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     assert _previous_factory is not None
     record = _previous_factory(*args, **kwargs)
     if _active:
-        ctx = trace.get_current_span().get_span_context()
-        trace_id = span_id = ""
-        if ctx.is_valid:
-            trace_id = format(ctx.trace_id, "032x")
-            span_id = format(ctx.span_id, "016x")
+        ids = context_ids(trace.get_current_span().get_span_context())
+        trace_id, span_id = ids or ("", "")
         record.__dict__[TRACE_ID] = record.otelTraceID = trace_id
         record.__dict__[SPAN_ID] = record.otelSpanID = span_id
     return record
@@ -97,24 +94,30 @@ _ids = _Ids()
 _HOST = socket.gethostname()
 
 
-def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -> dict[str, Any]:
-    """One flat ECS document for ``record`` (dotted keys; extras under ``labels.*``)."""
+def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -> EcsDocument:
+    """One flat ECS document for ``record`` (dotted keys; extras under ``labels.*``).
+
+    ``log.level`` is the level's name as logging gives it ("WARNING"): ECS keeps the
+    source's own spelling. ``stack_info=True`` goes to ``glmtrace.stack_info``.
+    """
     doc: dict[str, Any] = {
-        "@timestamp": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(
+        ecs.TIMESTAMP: dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(
             timespec="microseconds"
         ),
-        "timestamp_ns": int(record.created * 1e9),
-        "log.id": _ids.next(),
-        "message": _message(record, limits),
-        "log.level": record.levelname,
-        "log.logger": record.name,
-        "service.name": service_name,
-        "process.pid": record.process,
-        "process.thread.name": record.threadName,
-        "process.thread.id": record.thread,
-        "host.hostname": _HOST,
-        "log.origin.function": record.funcName,
-        "log.origin.file.line": record.lineno,
+        ecs.TIMESTAMP_NS: int(record.created * 1e9),
+        ecs.LOG_ID: _ids.next(),
+        ecs.ECS_VERSION_KEY: ecs.ECS_VERSION,
+        ecs.MESSAGE: _message(record, limits),
+        ecs.LOG_LEVEL: record.levelname,
+        ecs.LOG_LOGGER: record.name,
+        ecs.SERVICE_NAME: service_name,
+        ecs.PROCESS_PID: record.process,
+        ecs.THREAD_NAME: record.threadName,
+        ecs.THREAD_ID: record.thread,
+        ecs.HOST_HOSTNAME: _HOST,
+        ecs.LOG_FUNCTION: record.funcName,
+        ecs.LOG_FILE_NAME: record.filename,
+        ecs.LOG_LINE: record.lineno,
     }
     trace_id = record.__dict__.get(TRACE_ID)
     if trace_id:  # empty outside a span: the document leaves the fields out
@@ -122,25 +125,34 @@ def ecs_document(record: logging.LogRecord, service_name: str, limits: Limits) -
         doc[SPAN_ID] = record.__dict__[SPAN_ID]
     session = baggage.get_baggage(BAGGAGE_SESSION_ID)
     if session is not None:
-        doc["labels.session_id"] = str(session)
+        doc[ecs.LABEL_SESSION_ID] = str(session)
     if record.exc_info and record.exc_info[0] is not None:
         exc_type, exc, tb = record.exc_info
-        doc["error.type"] = exc_type.__name__
-        doc["error.message"] = limits_text(safe_str(exc), limits)
-        doc["error.stack_trace"] = limits_text(
+        doc[ecs.ERROR_TYPE] = exc_type.__name__
+        doc[ecs.ERROR_MESSAGE] = limits_text(safe_str(exc), limits)
+        doc[ecs.ERROR_STACK_TRACE] = limits_text(
             "".join(traceback.format_exception(exc_type, exc, tb)), limits
         )
+    if record.stack_info:
+        doc[ecs.STACK_INFO] = _stack_tail(scrub(record.stack_info), limits.max_length)
     for key, value in record.__dict__.items():
         if key not in _STANDARD:
             name = key if isinstance(key, str) else safe_str(key)  # extra={1: ...} is legal
-            label = name if name.startswith("labels.") else f"labels.{name}"
+            label = name if name.startswith(ecs.LABELS) else f"{ecs.LABELS}{name}"
             doc[label] = "[REDACTED]" if limits.is_secret(name) else jsonable(value, limits)
-    return doc
+    return cast(EcsDocument, doc)
 
 
 def limits_text(text: str, limits: Limits) -> str:
     """``text`` with credentials scrubbed, truncated to the attribute limit."""
     return truncate(scrub(text), limits.max_length)
+
+
+def _stack_tail(stack: str, max_length: int) -> str:
+    # The innermost frames, where the record was logged, are the stack's end.
+    if len(stack) <= max_length:
+        return stack
+    return f"[truncated {len(stack) - max_length} chars]...{stack[-max_length:]}"
 
 
 def _message(record: logging.LogRecord, limits: Limits) -> str:
@@ -177,7 +189,7 @@ class DocumentHandler(logging.Handler):
         if threading.current_thread().name.startswith("glmtrace-"):
             return
         try:
-            document = ecs_document(record, self._service_name, self._limits)
+            document = cast(dict[str, Any], ecs_document(record, self._service_name, self._limits))
             for submit in self._submits:
                 submit(document)
         except Exception:

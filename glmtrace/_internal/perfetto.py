@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.sdk.resources import PROCESS_PID
+
+from . import ecs
 from .inference import LINK_ROLE
+from .keys import THREAD_ID, THREAD_NAME
 from .render import log_time_ns
 
 
@@ -13,7 +17,7 @@ def _int(item: Mapping[str, Any], key: str) -> int:
     return int(item.get(key) or 0)
 
 
-def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
+def trace_events(spans: Sequence[Mapping[str, Any]], logs: list[dict[str, Any]]) -> dict[str, Any]:
     """Chrome trace-event JSON (Perfetto UI, chrome://tracing): a track per process/thread,
     and a flow arrow from each linked span to the span that links to it."""
     events: list[dict[str, Any]] = []
@@ -39,7 +43,7 @@ def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dic
 
     where: dict[tuple[str, str], tuple[int, int, float]] = {}
     for s in spans:
-        pid, tid = _int(s["resource"], "process.pid"), _int(s["attributes"], "thread.id")
+        pid, tid = _int(s["resource"], PROCESS_PID), _int(s["attributes"], THREAD_ID)
         # Flow ends sit just inside their slice: Perfetto binds them to the slice open at that
         # time, and at the very start the slice may not be open yet (µs floats keep ~0.25 µs).
         inside = s["start_ns"] + min(1000, max(0, s["end_ns"] - s["start_ns"]) // 2)
@@ -48,7 +52,7 @@ def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dic
             pid,
             tid,
             str(s.get("service_name") or "service"),
-            str(s["attributes"].get("thread.name", tid)),
+            str(s["attributes"].get(THREAD_NAME, tid)),
         )
         args = {"span_id": s["span_id"], "status": s["status"], **s["attributes"]}
         if s.get("status_message"):
@@ -69,10 +73,8 @@ def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dic
         )
     events.extend(_flows(spans, where))
     for d in logs:
-        pid, tid = _int(d, "process.pid"), _int(d, "process.thread.id")
-        track(
-            pid, tid, str(d.get("service.name", "service")), str(d.get("process.thread.name", tid))
-        )
+        pid, tid = _int(d, ecs.PROCESS_PID), _int(d, ecs.THREAD_ID)
+        track(pid, tid, str(d.get(ecs.SERVICE_NAME, "service")), str(d.get(ecs.THREAD_NAME, tid)))
         events.append(
             {
                 "ph": "i",
@@ -82,14 +84,14 @@ def trace_events(spans: list[dict[str, Any]], logs: list[dict[str, Any]]) -> dic
                 "ts": log_time_ns(d) / 1000,
                 "pid": pid,
                 "tid": tid,
-                "args": {"logger": d.get("log.logger"), "span.id": d.get("span.id")},
+                "args": {"logger": d.get(ecs.LOG_LOGGER), ecs.SPAN_ID: d.get(ecs.SPAN_ID)},
             }
         )
     return {"traceEvents": events, "displayTimeUnit": "ms"}
 
 
 def _flows(
-    spans: list[dict[str, Any]], where: Mapping[tuple[str, str], tuple[int, int, float]]
+    spans: Sequence[Mapping[str, Any]], where: Mapping[tuple[str, str], tuple[int, int, float]]
 ) -> list[dict[str, Any]]:
     """Flow events ("s" in the linked span, "f" in the linking span, both bound to the
     enclosing slice) for every link whose two ends are in the file."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import ecs
 from .config import (
     ElasticsearchOptions,
     otlp_protocol,
@@ -32,6 +33,7 @@ from .config import (
 )
 from .errors import GlmtraceError
 from .span_export import otlp_exporter
+from .span_row import SpanRow
 from .store import Store, TraceSummary
 
 TIMEOUT = 10.0
@@ -68,7 +70,7 @@ def _reason(exc: BaseException) -> str:
 # ---------------------------------------------------------------------------- Jaeger
 
 
-def jaeger_trace(url: str, trace_id: str) -> list[dict[str, Any]]:
+def jaeger_trace(url: str, trace_id: str) -> list[SpanRow]:
     """The spans of ``trace_id`` (32 hex) from Jaeger's api/v3, as store rows; [] if unknown."""
     from .span_convert import rows_from_otlp_json
 
@@ -95,7 +97,7 @@ def jaeger_recent(
     }
     query = urllib.parse.urlencode(params)
     payload = _get_json(f"{url.rstrip('/')}/api/v3/traces?{query}", "Jaeger")
-    by_trace: dict[str, list[dict[str, Any]]] = {}
+    by_trace: dict[str, list[SpanRow]] = {}
     for row in rows_from_otlp_json(payload or {}):
         by_trace.setdefault(row["trace_id"], []).append(row)
     summaries = [_summary(tid, rows) for tid, rows in by_trace.items()]
@@ -103,7 +105,7 @@ def jaeger_recent(
     return summaries[:limit]
 
 
-def _summary(trace_id: str, rows: list[dict[str, Any]]) -> TraceSummary:
+def _summary(trace_id: str, rows: list[SpanRow]) -> TraceSummary:
     ids = {r["span_id"] for r in rows}
     roots = [r for r in rows if r["parent_span_id"] not in ids] or rows
     root = min(roots, key=lambda r: (r["parent_span_id"] is not None, r["start_ns"]))
@@ -152,8 +154,8 @@ def es_logs(
     try:
         reply = client.search(
             index=index,
-            query={"term": {"trace.id": trace_id.strip().lower()}},
-            sort=[{"@timestamp": {"order": "asc", "unmapped_type": "date"}}],
+            query={"term": {ecs.TRACE_ID: trace_id.strip().lower()}},
+            sort=[{ecs.TIMESTAMP: {"order": "asc", "unmapped_type": "date"}}],
             size=MAX_LOGS,
             ignore_unavailable=True,
             allow_no_indices=True,
@@ -171,17 +173,18 @@ def es_logs(
 
 def _log_doc(hit: dict[str, Any]) -> dict[str, Any]:
     doc = _flatten(hit.get("_source") or {})
-    doc.setdefault("log.id", hit.get("_id"))
-    if "timestamp_ns" not in doc and isinstance(doc.get("@timestamp"), str):
-        doc["timestamp_ns"] = timestamp_ns(doc["@timestamp"])
+    # glmtrace's documents carry their id as event.id (the Collector's get another _id).
+    doc.setdefault(ecs.LOG_ID, doc.pop(ecs.EVENT_ID, None) or hit.get("_id"))
+    if ecs.TIMESTAMP_NS not in doc and isinstance(doc.get(ecs.TIMESTAMP), str):
+        doc[ecs.TIMESTAMP_NS] = timestamp_ns(doc[ecs.TIMESTAMP])
     return doc
 
 
 def _log_order(doc: dict[str, Any]) -> tuple[int, str, int]:
     # Lines logged within one microsecond tie on time; ecs_document's ids are
     # "<process prefix>-<counter>", which orders them within a process.
-    prefix, _, counter = str(doc.get("log.id", "")).rpartition("-")
-    return int(doc.get("timestamp_ns") or 0), prefix, int(counter) if counter.isdigit() else 0
+    prefix, _, counter = str(doc.get(ecs.LOG_ID, "")).rpartition("-")
+    return int(doc.get(ecs.TIMESTAMP_NS) or 0), prefix, int(counter) if counter.isdigit() else 0
 
 
 def _flatten(source: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -254,7 +257,7 @@ def push(
     nothing in Elasticsearch). ``progress(done, total)`` is called after each batch.
     """
     result = PushResult()
-    spans: list[dict[str, Any]] = []
+    spans: list[SpanRow] = []
     logs: list[dict[str, Any]] = []
     span_dest = otlp_url.rstrip("/") if otlp_url else None
     es_options = _es_options(es) if es is not None else None
@@ -266,7 +269,7 @@ def push(
     if es_options is not None:
         done_ids = store.pushed(es_options.url, "log")
         all_logs = store.all_logs()
-        logs = [d for d in all_logs if d["log.id"] not in done_ids]
+        logs = [d for d in all_logs if d[ecs.LOG_ID] not in done_ids]
         result.skipped_logs = len(all_logs) - len(logs)
     total, done = len(spans) + len(logs), 0
     if progress:
@@ -296,7 +299,7 @@ def push(
     return result
 
 
-def _span_key(row: dict[str, Any]) -> str:
+def _span_key(row: SpanRow) -> str:
     return f"{row['trace_id']}{row['span_id']}"
 
 
@@ -305,7 +308,7 @@ def _span_exporter(url: str, protocol: str | None) -> Any:
     return otlp_exporter(options, timeout=TIMEOUT)
 
 
-def _export_spans(exporter: Any, rows: list[dict[str, Any]], url: str) -> None:
+def _export_spans(exporter: Any, rows: list[SpanRow], url: str) -> None:
     from opentelemetry.sdk.trace.export import SpanExportResult
 
     from .span_convert import readable_span
@@ -343,8 +346,8 @@ def _push_logs(
         {
             "_op_type": "create",
             "_index": es.data_stream,
-            "_id": d["log.id"],
-            "_source": {k: v for k, v in d.items() if k not in es_bulk.INTERNAL_KEYS},
+            "_id": d[ecs.LOG_ID],
+            "_source": ecs.wire(d),
         }
         for d in logs
     )

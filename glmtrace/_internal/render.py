@@ -15,8 +15,10 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from . import ecs
 from .inference import LINK_ROLE
 from .repair import json_ready
+from .span_row import SpanRow
 from .store import TraceSummary
 
 # Shown elsewhere (the span name, the root) or only useful in a trace viewer.
@@ -36,7 +38,7 @@ _MAX_VALUE = 60  # characters of one attribute in the tree; --json has the whole
 Names = Mapping[tuple[str, str], str]  # (trace id, span id) -> span name
 
 
-def _names(*groups: Sequence[dict[str, Any]] | None) -> Names:
+def _names(*groups: Sequence[SpanRow] | None) -> Names:
     return {(s["trace_id"], s["span_id"]): s["name"] for spans in groups for s in spans or ()}
 
 
@@ -78,7 +80,7 @@ def _key_attributes(attributes: Mapping[str, Any], inherited: Mapping[str, Any],
     return text + ("  …" if len(shown) > _MAX_SHOWN else "")
 
 
-def _span_label(span: dict[str, Any], parent: dict[str, Any] | None, line: int) -> Text:
+def _span_label(span: SpanRow, parent: SpanRow | None, line: int) -> Text:
     label = Text()
     label.append(span["name"], style="bold")
     label.append(f"  {_ms(span['end_ns'] - span['start_ns'])}", style="cyan")
@@ -113,19 +115,19 @@ _LEVEL_STYLE = {"ERROR": "red", "CRITICAL": "bold red", "WARNING": "yellow", "DE
 
 
 def _log_label(doc: dict[str, Any]) -> Text:
-    level = str(doc.get("log.level", "INFO"))
+    level = str(doc.get(ecs.LOG_LEVEL, "INFO"))
     label = Text()
     label.append(f"{level:<7}", style=_LEVEL_STYLE.get(level, "green"))
-    label.append(f" {doc.get('log.logger', '')}: ", style="dim")
-    label.append(str(doc.get("message", "")))
+    label.append(f" {doc.get(ecs.LOG_LOGGER, '')}: ", style="dim")
+    label.append(str(doc.get(ecs.MESSAGE, "")))
     return label
 
 
 def tree(
     trace_id: str,
-    spans: list[dict[str, Any]],
+    spans: list[SpanRow],
     logs: list[dict[str, Any]],
-    linked: Sequence[dict[str, Any]] = (),
+    linked: Sequence[SpanRow] = (),
     width: int = 200,
 ) -> Tree:
     """The span tree: under each span its links, then its events, logs and child spans by time.
@@ -145,7 +147,7 @@ def tree(
         for event in span.get("events") or []:
             children[span["span_id"]].append((int(event.get("timestamp_ns") or 0), 1, event))
     for doc in logs:
-        parent = doc.get("span.id") if doc.get("span.id") in ids else None
+        parent = doc.get(ecs.SPAN_ID) if doc.get(ecs.SPAN_ID) in ids else None
         children[parent].append((log_time_ns(doc), 2, doc))
 
     root = Tree(Text(f"trace {trace_id}", style="bold magenta"))
@@ -170,24 +172,24 @@ def tree(
 
 def log_time_ns(doc: dict[str, Any]) -> int:
     """A log document's time: every source (local store, ``remote.es_logs``) sets it."""
-    return int(doc.get("timestamp_ns", 0))
+    return int(doc.get(ecs.TIMESTAMP_NS, 0))
 
 
 _LOG_KEYS = {
-    "timestamp": "@timestamp",
-    "level": "log.level",
-    "message": "message",
-    "trace.id": "trace.id",
-    "span.id": "span.id",
-    "logger": "log.logger",
+    "timestamp": ecs.TIMESTAMP,
+    "level": ecs.LOG_LEVEL,
+    "message": ecs.MESSAGE,
+    ecs.TRACE_ID: ecs.TRACE_ID,
+    ecs.SPAN_ID: ecs.SPAN_ID,
+    "logger": ecs.LOG_LOGGER,
 }
 
 
 def as_json(
     trace_id: str,
-    spans: list[dict[str, Any]],
+    spans: list[SpanRow],
     logs: list[dict[str, Any]],
-    linked: Sequence[dict[str, Any]] = (),
+    linked: Sequence[SpanRow] = (),
 ) -> dict[str, Any]:
     """The ``show --json`` document: every field the store (or Jaeger and ES) holds.
 
@@ -208,7 +210,7 @@ def as_json(
     }
 
 
-def _span_json(span: dict[str, Any], names: Names) -> dict[str, Any]:
+def _span_json(span: SpanRow, names: Names) -> dict[str, Any]:
     return {
         "trace_id": span["trace_id"],
         "span_id": span["span_id"],

@@ -43,6 +43,7 @@ from .span_export import (
     StoreSpanExporter,
     otlp_exporter,
 )
+from .span_row import current_span_id, current_trace_id
 from .spans import SpanScope, stamp_context
 from .stats import STATS
 from .store import Store
@@ -340,17 +341,8 @@ class Runtime:
         """See :func:`glmtrace.span`."""
         return SpanScope(self, name, attributes)
 
-    @staticmethod
-    def current_trace_id() -> str | None:
-        """See :func:`glmtrace.current_trace_id`."""
-        ctx = trace.get_current_span().get_span_context()
-        return format(ctx.trace_id, "032x") if ctx.is_valid else None
-
-    @staticmethod
-    def current_span_id() -> str | None:
-        """See :func:`glmtrace.current_span_id`."""
-        ctx = trace.get_current_span().get_span_context()
-        return format(ctx.span_id, "016x") if ctx.is_valid else None
+    current_trace_id = staticmethod(current_trace_id)
+    current_span_id = staticmethod(current_span_id)
 
     @staticmethod
     def stats() -> dict[str, dict[str, int]]:

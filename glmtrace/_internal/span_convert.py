@@ -10,12 +10,13 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .repair import repaired, text
+from .span_row import SpanRow
 
 _KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 _STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -61,9 +62,9 @@ def attributes(items: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {item["key"]: any_value(item.get("value")) for item in items or []}
 
 
-def rows_from_otlp_json(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+def rows_from_otlp_json(payload: Mapping[str, Any]) -> list[SpanRow]:
     """Every span in an OTLP JSON ``resourceSpans`` payload, as store rows, by start time."""
-    rows: list[dict[str, Any]] = []
+    rows: list[SpanRow] = []
     body = payload.get("result") or payload
     for resource_spans in body.get("resourceSpans", []):
         resource = attributes((resource_spans.get("resource") or {}).get("attributes"))
@@ -74,12 +75,12 @@ def rows_from_otlp_json(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _row(span: Mapping[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+def _row(span: Mapping[str, Any], resource: dict[str, Any]) -> SpanRow:
     status = span.get("status") or {}
     start = int(span.get("startTimeUnixNano", 0))
     return {
-        "trace_id": _hex_id(span.get("traceId")),
-        "span_id": _hex_id(span.get("spanId")),
+        "trace_id": _hex_id(span.get("traceId")) or "",
+        "span_id": _hex_id(span.get("spanId")) or "",
         "parent_span_id": _hex_id(span.get("parentSpanId")),
         "name": span.get("name", ""),
         "kind": _enum(span.get("kind"), _KINDS, "SPAN_KIND_", "INTERNAL"),
@@ -87,7 +88,7 @@ def _row(span: Mapping[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
         "end_ns": int(span.get("endTimeUnixNano", start)),
         "status": _enum(status.get("code"), _STATUS, "STATUS_CODE_", "UNSET"),
         "status_message": status.get("message") or None,
-        "service_name": resource.get("service.name"),
+        "service_name": resource.get(SERVICE_NAME),
         "attributes": attributes(span.get("attributes")),
         "events": [
             {
@@ -99,8 +100,8 @@ def _row(span: Mapping[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
         ],
         "links": [
             {
-                "trace_id": _hex_id(link.get("traceId")),
-                "span_id": _hex_id(link.get("spanId")),
+                "trace_id": _hex_id(link.get("traceId")) or "",
+                "span_id": _hex_id(link.get("spanId")) or "",
                 "attributes": attributes(link.get("attributes")),
             }
             for link in span.get("links", [])
@@ -127,7 +128,7 @@ def _context(trace_id: str, span_id: str) -> SpanContext:
 _SCOPE = InstrumentationScope("glmtrace")
 
 
-def readable_span(row: Mapping[str, Any]) -> ReadableSpan:
+def readable_span(row: SpanRow) -> ReadableSpan:
     """A store row as a finished SDK span that the OTLP exporters can encode."""
     code = StatusCode[row.get("status") or "UNSET"]
     # Only an error status may carry a description (the SDK warns otherwise).
@@ -144,7 +145,10 @@ def readable_span(row: Mapping[str, Any]) -> ReadableSpan:
             for e in row.get("events") or []
         ],
         links=[
-            Link(_context(li["trace_id"], li["span_id"]), _attrs(li.get("attributes") or {}))
+            Link(
+                _context(li["trace_id"], li["span_id"]),
+                _attrs(li.get("attributes") or {}),
+            )
             for li in row.get("links") or []
         ],
         kind=SpanKind[row.get("kind") or "INTERNAL"],

@@ -6,34 +6,36 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, Status, format_span_id, format_trace_id
+from opentelemetry.trace import Link, Status
 
 from .config import Options, otlp_traces_url
 from .guard import report
 from .repair import otlp_ok, repaired, safe_str, text, utf8_ok
+from .span_row import SpanRow, span_id_hex, trace_id_hex
 from .stats import STATS
 from .store import Store
 
 
-def span_to_row(span: ReadableSpan) -> dict[str, Any]:
-    """A span as the plain dict the store (and ``show --json``) uses."""
+def span_to_row(span: ReadableSpan) -> SpanRow:
+    """A span as the row the store (and ``show --json``) uses."""
     ctx = span.context
     assert ctx is not None
     resource = dict(span.resource.attributes) if span.resource else {}
+    service = resource.get(SERVICE_NAME)
     return {
-        "trace_id": format_trace_id(ctx.trace_id),
-        "span_id": format_span_id(ctx.span_id),
-        "parent_span_id": format_span_id(span.parent.span_id) if span.parent else None,
+        "trace_id": trace_id_hex(ctx.trace_id),
+        "span_id": span_id_hex(ctx.span_id),
+        "parent_span_id": span_id_hex(span.parent.span_id) if span.parent else None,
         "name": span.name,
         "kind": span.kind.name,
         "start_ns": span.start_time or 0,
         "end_ns": span.end_time or span.start_time or 0,
         "status": span.status.status_code.name,
         "status_message": span.status.description,
-        "service_name": resource.get("service.name"),
+        "service_name": None if service is None else str(service),
         "attributes": dict(span.attributes or {}),
         "events": [
             {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
@@ -41,8 +43,8 @@ def span_to_row(span: ReadableSpan) -> dict[str, Any]:
         ],
         "links": [
             {
-                "trace_id": format_trace_id(link.context.trace_id),
-                "span_id": format_span_id(link.context.span_id),
+                "trace_id": trace_id_hex(link.context.trace_id),
+                "span_id": span_id_hex(link.context.span_id),
                 "attributes": dict(link.attributes or {}),
             }
             for link in span.links
@@ -74,7 +76,7 @@ class StoreSpanExporter(PartialExporter):
         rows = [span_to_row(s) for s in spans]
         pid = os.getpid()  # the resource predates a fork; the exporting process is the writer
         for row in rows:
-            row["resource"]["process.pid"] = pid
+            row["resource"][PROCESS_PID] = pid
         return self._store.write_spans(rows)
 
     def shutdown(self) -> None:

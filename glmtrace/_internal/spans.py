@@ -21,9 +21,10 @@ from .attributes import (
     truncate,
 )
 from .guard import report
-from .keys import BAGGAGE_SESSION_ID, INTERRUPTED, SESSION_ID, SIGNAL
+from .keys import BAGGAGE_SESSION_ID, INTERRUPTED, SESSION_ID, SIGNAL, THREAD_ID, THREAD_NAME
 from .repair import safe_str
 from .signals import interrupting_signal
+from .span_row import span_id_hex, trace_id_hex
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -36,8 +37,8 @@ def stamp_context(attributes: dict[str, AttributeValue]) -> dict[str, AttributeV
     less than three locked ``set_attribute`` calls.
     """
     thread = threading.current_thread()
-    attributes["thread.id"] = thread.ident or 0
-    attributes["thread.name"] = thread.name
+    attributes[THREAD_ID] = thread.ident or 0
+    attributes[THREAD_NAME] = thread.name
     session = baggage.get_baggage(BAGGAGE_SESSION_ID)
     if session is not None:
         attributes[SESSION_ID] = str(session)
@@ -94,13 +95,13 @@ class SpanHandle:
     def trace_id(self) -> str | None:
         """32 lowercase hex characters, or None for a no-op span."""
         ctx = self._span.get_span_context()
-        return format(ctx.trace_id, "032x") if ctx.is_valid else None
+        return trace_id_hex(ctx.trace_id) if ctx.is_valid else None
 
     @property
     def span_id(self) -> str | None:
         """16 lowercase hex characters, or None for a no-op span."""
         ctx = self._span.get_span_context()
-        return format(ctx.span_id, "016x") if ctx.is_valid else None
+        return span_id_hex(ctx.span_id) if ctx.is_valid else None
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set one attribute; the value is coerced and redacted like every other."""

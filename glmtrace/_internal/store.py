@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import sqlite_fork
+from .ecs import EcsDocument
 from .guard import warn_once
+from .span_row import SpanRow
 from .stats import STATS
 from .store_rows import SPAN_COLUMNS, encoded, log_values, span_row, span_values
 
@@ -169,8 +171,8 @@ class Store:
 
     # ------------------------------------------------------------------ writes
 
-    def write_spans(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Store ``rows`` (span dicts) in one transaction; the number that could not be stored.
+    def write_spans(self, rows: Sequence[SpanRow]) -> int:
+        """Store ``rows`` in one transaction; the number that could not be stored.
 
         A value that cannot be encoded is repaired; a row that still fails costs only itself.
         """
@@ -178,7 +180,9 @@ class Store:
 
     def write_logs(self, documents: Sequence[dict[str, Any]]) -> int:
         """Store ECS log documents like :meth:`write_spans`; the number not stored."""
-        return self._insert(_LOG_INSERT, [encoded(log_values, d) for d in documents], "log")
+        return self._insert(
+            _LOG_INSERT, [encoded(log_values, cast(EcsDocument, d)) for d in documents], "log"
+        )
 
     def _insert(self, sql: str, rows: list[tuple[Any, ...] | None], what: str) -> int:
         good = [r for r in rows if r is not None]
@@ -250,7 +254,7 @@ class Store:
             raise StoreError(f"trace id prefix {prefix} is ambiguous; give more characters")
         return str(rows[0][0])
 
-    def spans(self, trace_id: str) -> list[dict[str, Any]]:
+    def spans(self, trace_id: str) -> list[SpanRow]:
         rows = self._query(
             f"SELECT {','.join(SPAN_COLUMNS)} FROM spans WHERE trace_id = ? ORDER BY start_ns",
             (trace_id,),
@@ -277,7 +281,7 @@ class Store:
         )
         return [TraceSummary(r[0], r[1], r[2], r[3], r[4], r[5] or 0) for r in rows]
 
-    def all_spans(self, after_ns: int = 0) -> list[dict[str, Any]]:
+    def all_spans(self, after_ns: int = 0) -> list[SpanRow]:
         rows = self._query(
             f"SELECT {','.join(SPAN_COLUMNS)} FROM spans WHERE start_ns >= ? ORDER BY start_ns",
             (after_ns,),

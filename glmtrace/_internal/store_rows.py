@@ -7,10 +7,13 @@ JSON does not know) is repaired rather than allowed to fail the transaction it i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
+from . import ecs
+from .ecs import EcsDocument
 from .repair import repaired, safe_str, utf8_ok
+from .span_row import SpanRow
 
 SPAN_COLUMNS = (
     "trace_id",
@@ -29,29 +32,31 @@ SPAN_COLUMNS = (
     "resource",
 )
 _JSON_COLUMNS = frozenset(("attributes", "events", "links", "resource"))
+T = TypeVar("T", SpanRow, EcsDocument)
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=safe_str)
 
 
-def span_values(row: dict[str, Any]) -> tuple[Any, ...]:
-    """A span dict as the ``spans`` table's column values, in ``SPAN_COLUMNS`` order."""
+def span_values(row: SpanRow) -> tuple[Any, ...]:
+    """A span row as the ``spans`` table's column values, in ``SPAN_COLUMNS`` order."""
+    values: Mapping[str, Any] = row
     return tuple(
-        _json(row[c]) if c in _JSON_COLUMNS else _not_null(c, row[c]) for c in SPAN_COLUMNS
+        _json(values[c]) if c in _JSON_COLUMNS else _not_null(c, values[c]) for c in SPAN_COLUMNS
     )
 
 
-def log_values(doc: dict[str, Any]) -> tuple[Any, ...]:
+def log_values(doc: EcsDocument) -> tuple[Any, ...]:
     """An ECS log document as the ``logs`` table's column values."""
     return (
-        doc["log.id"],
-        doc["timestamp_ns"],
-        doc.get("trace.id"),
-        doc.get("span.id"),
-        _not_null("level", doc["log.level"]),
-        _not_null("logger", doc["log.logger"]),
-        _not_null("message", doc["message"]),
+        doc[ecs.LOG_ID],
+        doc[ecs.TIMESTAMP_NS],
+        doc.get(ecs.TRACE_ID),
+        doc.get(ecs.SPAN_ID),
+        _not_null("level", doc[ecs.LOG_LEVEL]),
+        _not_null("logger", doc[ecs.LOG_LOGGER]),
+        _not_null("message", doc[ecs.MESSAGE]),
         _json(doc),
     )
 
@@ -63,9 +68,7 @@ def _not_null(column: str, value: Any) -> Any:
     return value
 
 
-def encoded(
-    encode: Callable[[dict[str, Any]], tuple[Any, ...]], item: dict[str, Any]
-) -> tuple[Any, ...] | None:
+def encoded(encode: Callable[[T], tuple[Any, ...]], item: T) -> tuple[Any, ...] | None:
     """The column values of ``item``, from a repaired copy if needed; None if even that fails."""
     try:
         values = encode(item)
@@ -74,14 +77,14 @@ def encoded(
     except (ValueError, TypeError, RecursionError):
         pass
     try:
-        return encode(repaired(item))
+        return encode(cast(T, repaired(item)))
     except Exception:
         return None
 
 
-def span_row(row: Sequence[Any]) -> dict[str, Any]:
-    """A ``spans`` table row (``SPAN_COLUMNS`` order) as the span dict it was written from."""
+def span_row(row: Sequence[Any]) -> SpanRow:
+    """A ``spans`` table row (``SPAN_COLUMNS`` order) as the span row it was written from."""
     span = dict(zip(SPAN_COLUMNS, row, strict=True))
-    for key in ("attributes", "events", "links", "resource"):
+    for key in _JSON_COLUMNS:
         span[key] = json.loads(span[key])
-    return span
+    return cast(SpanRow, span)

@@ -121,7 +121,7 @@ def test_missing_client_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 
 def test_bulk_bodies_are_creates_keyed_by_log_id() -> None:
-    """Each document is a create with _id = log.id; internal keys stay out of the body."""
+    """Each document is a create with _id = log.id; the body carries it as ECS event.id."""
     ((part, body),) = list(es_bulk.chunks("logs-glmtrace-default", [doc(1), doc(2)]))
     lines = body.decode().splitlines()
     assert json.loads(lines[0]) == {"create": {"_index": "logs-glmtrace-default", "_id": "run-1"}}
@@ -129,6 +129,7 @@ def test_bulk_bodies_are_creates_keyed_by_log_id() -> None:
         "@timestamp": "2026-01-01T00:00:00.000001+00:00",
         "message": "line 1",
         "log.level": "INFO",
+        "event.id": "run-1",
     }
     assert len(part) == 2 and body.endswith(b"\n")
 

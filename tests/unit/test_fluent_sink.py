@@ -118,7 +118,7 @@ def test_missing_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_batch_is_one_forward_message_with_event_time(receiver: Receiver) -> None:
-    """Records arrive tagged, with nanosecond EventTime and the ECS keys as sent."""
+    """Records arrive tagged, with nanosecond EventTime, the ECS keys and the id as event.id."""
     sink = FluentSink(FluentOptions(port=receiver.port, tag="glmtrace"))
     sink([doc(0), doc(1)])
     wait_for(lambda: len(receiver.events) == 2)
@@ -126,7 +126,7 @@ def test_batch_is_one_forward_message_with_event_time(receiver: Receiver) -> Non
     assert tag == "glmtrace"
     assert seconds * 10**9 + nanos == 1_767_225_600_123_456_790
     assert record == {
-        "log.id": "id-1",
+        "event.id": "id-1",
         "message": "line 1",
         "trace.id": "ab" * 16,
         "log.level": "INFO",
@@ -161,7 +161,7 @@ def test_peer_down_buffers_then_delivers_when_back() -> None:
         sink._retry_at = 0.0  # the backoff is over
         sink([doc(2)])
         wait_for(lambda: len(receiver.events) == 3)
-        assert [r["log.id"] for *_, r in receiver.events] == ["id-0", "id-1", "id-2"]
+        assert [r["event.id"] for *_, r in receiver.events] == ["id-0", "id-1", "id-2"]
         assert counts() == {"exported": 3} and sink.buffered == 0
     finally:
         sink.close()
@@ -221,7 +221,7 @@ def test_reset_mid_stream_loses_nothing(receiver: Receiver) -> None:
     sink._retry_at = 0.0  # the backoff is over
     sink([doc(2)])
     wait_for(lambda: len(receiver.events) == 3)
-    assert [r["log.id"] for *_, r in receiver.events] == ["id-0", "id-1", "id-2"]
+    assert [r["event.id"] for *_, r in receiver.events] == ["id-0", "id-1", "id-2"]
     assert counts() == {"exported": 3}
     assert sink.finish(1.0)
 

@@ -162,6 +162,13 @@ def test_es_hit_becomes_a_flat_store_document() -> None:
     }
 
 
+def test_es_hit_id_comes_from_event_id() -> None:
+    """A document glmtrace shipped (through the Collector too) keeps its own id: event.id."""
+    hit = {"_id": "es-made", "_source": {"@timestamp": "2026-01-01T00:00:00Z", "event.id": "p-3"}}
+    doc = remote._log_doc(hit)
+    assert doc["log.id"] == "p-3" and "event.id" not in doc
+
+
 def test_logs_in_one_microsecond_keep_their_order() -> None:
     """Equal times fall back to the per-process counter in log.id (numeric, not text)."""
     docs = [{"timestamp_ns": 5, "log.id": f"p-{i}"} for i in (10, 9, 2)]

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from .. import remote
+from .. import ecs, remote
 from ..config import ElasticsearchOptions, redact_url
 from ..errors import GlmtraceError
 from ..keys import SESSION_ID, STAGE
@@ -76,7 +76,7 @@ class RemoteSource:
                 "query.num_traces": str(limit),
             },
         )
-        return rows_from_otlp_json(payload or {})
+        return [dict(row) for row in rows_from_otlp_json(payload or {})]
 
     def _traces_between(
         self, since_ns: int, until_ns: int, service: str | None, limit: int
@@ -125,7 +125,7 @@ class RemoteSource:
                 index=remote.LOG_INDEX,
                 query={"match_phrase": {"message": text}},
                 size=200,
-                source=["trace.id"],
+                source=[ecs.TRACE_ID],
                 ignore_unavailable=True,
                 allow_no_indices=True,
             )
@@ -136,7 +136,7 @@ class RemoteSource:
         ids = []
         for hit in reply["hits"]["hits"]:
             source = hit.get("_source", {})
-            tid = source.get("trace.id") or source.get("trace", {}).get("id")
+            tid = source.get(ecs.TRACE_ID) or source.get("trace", {}).get("id")
             if tid and tid not in ids:
                 ids.append(tid)
         return ids
@@ -155,7 +155,9 @@ class RemoteSource:
             if cached and time.monotonic() - cached[0] < _CACHE_S:
                 return cached[1]
         try:
-            spans = remote.jaeger_trace(self.jaeger, trace_id)
+            spans: list[dict[str, Any]] = [
+                dict(row) for row in remote.jaeger_trace(self.jaeger, trace_id)
+            ]
         except remote.RemoteError as exc:
             raise QueryError(str(exc)) from None
         if not spans:

@@ -16,6 +16,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, NamedTuple
 
+from opentelemetry.sdk.resources import PROCESS_PID
+
+from .. import ecs
 from ..keys import STAGE
 from ..render import log_time_ns
 from ..torch import keys as torch_keys
@@ -53,7 +56,7 @@ def brief(span: dict[str, Any]) -> Brief:
         span["end_ns"],
         span["status"],
         span.get("service_name"),
-        resource.get("process.pid"),
+        resource.get(PROCESS_PID),
         resource.get(torch_keys.RANK, attrs.get(torch_keys.RANK)),
         attrs.get(torch_keys.GPU_DEVICE),
         attrs.get(torch_keys.GPU_STREAM),
@@ -223,10 +226,10 @@ def build(trace_id: str, spans: list[Brief], logs: list[dict[str, Any]]) -> dict
     log_rows = [
         {
             "t": log_time_ns(doc) - start,
-            "level": str(doc.get("log.level", "INFO")),
-            "logger": str(doc.get("log.logger", "")),
-            "msg": str(doc.get("message", "")),
-            "span": doc.get("span.id") if doc.get("span.id") in index else None,
+            "level": str(doc.get(ecs.LOG_LEVEL, "INFO")),
+            "logger": str(doc.get(ecs.LOG_LOGGER, "")),
+            "msg": str(doc.get(ecs.MESSAGE, "")),
+            "span": doc.get(ecs.SPAN_ID) if doc.get(ecs.SPAN_ID) in index else None,
         }
         for doc in logs
     ]
