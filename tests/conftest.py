@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,36 @@ os.environ["GLMTRACE_STRICT"] = "1"
 for _name in list(os.environ):
     if (_name.startswith("GLMTRACE_") and _name not in _HARNESS) or _name.startswith("OTEL_"):
         del os.environ[_name]
+
+
+_INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test under tests/integration/ without the ``integration`` marker is an error: it would
+    run in ``-m "not integration"`` selections that are meant to start no backend."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if item.path.is_relative_to(_INTEGRATION) and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests/integration/ tests need pytestmark = pytest.mark.integration: "
+            + ", ".join(unmarked)
+        )
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A 127.0.0.1 port that refuses connections and that nobody else can take meanwhile.
+
+    The socket stays bound without listening, so a connect gets RST (refused) and the port
+    is not free for another process to grab, as a bound-then-closed port would be.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 class Traced:
