@@ -140,16 +140,20 @@ async def test_async_generator_break_and_cancel(
             i += 1
             await asyncio.sleep(0.01)
 
+    iterating = asyncio.Event()
+
     async def consume(stop: int) -> None:
         agen = ticks()
         async for i in agen:
+            if i == 3:
+                iterating.set()
             if i == stop:
                 break
         await agen.aclose()
 
     await consume(2)
     task = asyncio.create_task(consume(10_000))
-    await asyncio.sleep(0.05)
+    await iterating.wait()  # cancelled mid-iteration, inside the generator's span
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
