@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import glmtrace
 from glmtrace._internal.span_export import span_to_row
+from glmtrace._internal.stats import STATS
 
 # The harness's own settings survive; every SDK setting starts from its default.
 _HARNESS = {"GLMTRACE_STRICT", "GLMTRACE_BACKENDS", "GLMTRACE_BACKEND_STARTUP_TIMEOUT"}
@@ -38,6 +39,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             "tests/integration/ tests need pytestmark = pytest.mark.integration: "
             + ", ".join(unmarked)
         )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stats() -> None:
+    """stats() is process-wide: each test starts from zero, so "nothing dropped" checks do not
+    depend on which tests ran before."""
+    STATS.reset()
 
 
 @pytest.fixture
