@@ -26,6 +26,7 @@ for _name in list(os.environ):
 _INTEGRATION = Path(__file__).parent / "integration"
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every selection checks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test under tests/integration/ without the ``integration`` marker is an error: it would
     run in ``-m "not integration"`` selections that are meant to start no backend."""
