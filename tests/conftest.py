@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import glmtrace
 from glmtrace._internal.span_export import span_to_row
+from glmtrace._internal.stats import STATS
 
 # The harness's own settings survive; every SDK setting starts from its default.
 _HARNESS = {"GLMTRACE_STRICT", "GLMTRACE_BACKENDS", "GLMTRACE_BACKEND_STARTUP_TIMEOUT"}
@@ -19,6 +21,44 @@ os.environ["GLMTRACE_STRICT"] = "1"
 for _name in list(os.environ):
     if (_name.startswith("GLMTRACE_") and _name not in _HARNESS) or _name.startswith("OTEL_"):
         del os.environ[_name]
+
+
+_INTEGRATION = Path(__file__).parent / "integration"
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything: every selection checks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test under tests/integration/ without the ``integration`` marker is an error: it would
+    run in ``-m "not integration"`` selections that are meant to start no backend."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if item.path.is_relative_to(_INTEGRATION) and item.get_closest_marker("integration") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests/integration/ tests need pytestmark = pytest.mark.integration: "
+            + ", ".join(unmarked)
+        )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stats() -> None:
+    """stats() is process-wide: each test starts from zero, so "nothing dropped" checks do not
+    depend on which tests ran before."""
+    STATS.reset()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A 127.0.0.1 port that refuses connections and that nobody else can take meanwhile.
+
+    The socket stays bound without listening, so a connect gets RST (refused) and the port
+    is not free for another process to grab, as a bound-then-closed port would be.
+    """
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
 
 
 class Traced:

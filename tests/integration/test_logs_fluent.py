@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ JOB = """
 
     log.addFilter(Keep())
     expected = []
-    loop_started = time.monotonic()
     with glmtrace.span("job") as job:
         for i in range({n}):
             with glmtrace.span("item"):
@@ -48,12 +48,10 @@ JOB = """
         log.error("summary failed", extra={{"run": {run!r}}})
         expected.append({{"span_id": job.span_id, "message": "summary failed",
                           "created_ns": created[-1]}})
-    log_s = time.monotonic() - loop_started
-    started = time.monotonic()
+    logged = glmtrace.stats().get("logs-fluent", {{}})  # what was delivered when logging ended
     ok = glmtrace.shutdown({shutdown})
     print(json.dumps({{"trace_id": job.trace_id, "expected": expected, "flushed": ok,
-                      "shutdown_s": time.monotonic() - started, "log_s": log_s,
-                      "stats": glmtrace.stats()}}))
+                      "logged": logged, "stats": glmtrace.stats()}}))
 """
 
 
@@ -85,16 +83,40 @@ def test_fluent_records_reach_elasticsearch_by_trace_id(
     assert {d["log.level"] for d in docs} == {"INFO", "ERROR"}
 
 
-def test_fluent_peer_down_never_blocks_the_caller(tmp_path: Path) -> None:
-    """With nothing listening, logging stays fast and shutdown keeps its deadline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = run_job(tmp_path, host="127.0.0.1", port=port, n=2000, run="down", shutdown=2)
-    # 2,000 spans + log lines; generous, but a blocked caller would take the socket timeout
-    # per record (2,000 s) or hang.
-    assert out["log_s"] < 20
-    assert out["shutdown_s"] < 2 + 0.5
+BLACK_HOLED_UNCOUNTED = pytest.mark.xfail(
+    strict=True,
+    reason="shutdown() returns while the sink's 5 s attempt still holds the records: "
+    "stats() counts them dropped only after that attempt ends, so a process that exits "
+    "right after shutdown loses 2,001 records without a count",
+)
+
+
+@pytest.fixture(params=["refused", pytest.param("black-holed", marks=BLACK_HOLED_UNCOUNTED)])
+def dead_peer(request: pytest.FixtureRequest, refused_port: int) -> Iterator[int]:
+    """A Fluent port that refuses connections, or that accepts them (kernel backlog) and never
+    reads a byte nor acks; held for the whole test, so no other process takes it."""
+    if request.param == "refused":
+        yield refused_port
+        return
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        yield server.getsockname()[1]
+
+
+def test_fluent_peer_down_never_blocks_the_caller(tmp_path: Path, dead_peer: int) -> None:
+    """With a dead peer the program logs all its lines without waiting for any delivery, its
+    shutdown returns, and every record is counted dropped.
+
+    The bound is the job's own timeout (120 s): a caller that waited on the network would
+    spend the sink's 5 s attempt on each of 2,001 records, a shutdown without a deadline
+    would wait for acks that never come.
+    """
+    out = run_job(tmp_path, host="127.0.0.1", port=dead_peer, n=2000, run="down", shutdown=2)
+    assert "exported" not in out["logged"]  # logging finished with nothing delivered
+    assert not out["flushed"], out["stats"]
+    assert out["stats"].get("logs-fluent") == {"dropped": 2001}, out["stats"]
 
 
 def test_stats_count_each_shipped_record_once(

@@ -29,10 +29,11 @@ PATTERN = "logs-glmtrace-*"
 RECORDS = 100_000
 OUTAGE_S = 30.0
 
-# Logs RECORDS lines at a steady pace (so the outage falls in the middle), then waits until
-# the sink reports every spooled record replayed, and exits.
+# Logs RECORDS lines at a steady pace (so the outage falls in the middle), writing how many
+# it has logged to ./progress as it goes, then waits until the sink reports every spooled
+# record replayed, and exits.
 ES_JOB = """
-    import json, logging, sys, time
+    import json, logging, os, sys, time
     import glmtrace
 
     glmtrace.init(service_name="outage-it", traces="none", logs="elasticsearch",
@@ -52,13 +53,13 @@ ES_JOB = """
 
     import threading
     threading.Thread(target=sample, name="glmtrace-test-sampler", daemon=True).start()
-    worst = 0.0
     with glmtrace.span("long job"):
         for i in range(total):
-            t = time.perf_counter()
             log.info("record %d", i, extra={{"run": run, "seq": i}})
-            worst = max(worst, time.perf_counter() - t)
             if i % 500 == 499:  # pace: the user code would be doing real work here
+                with open("progress.tmp", "w") as f:
+                    f.write(str(i + 1))
+                os.replace("progress.tmp", "progress")
                 time.sleep(max(0.0, started + (i + 1) / per_s - time.monotonic()))
     logged_s = time.monotonic() - started
 
@@ -71,7 +72,7 @@ ES_JOB = """
     while not replayed_all() and time.monotonic() < deadline:
         time.sleep(0.5)
     ok = glmtrace.shutdown(10)
-    print(json.dumps({{"logged_s": logged_s, "worst_call_s": worst, "flushed": ok,
+    print(json.dumps({{"logged_s": logged_s, "flushed": ok,
                       "stats": glmtrace.stats(), "timeline": timeline}}))
 """
 
@@ -170,13 +171,23 @@ def _distinct_seqs(es: Elasticsearch, run: str) -> set[int]:
             return seen
 
 
+def _progress(tmp_path: Path) -> int:
+    """How many records the job has logged so far (it writes the count every 500)."""
+    try:
+        return int((tmp_path / "progress").read_text())
+    except FileNotFoundError:
+        return 0
+
+
 def test_es_stopped_mid_run_every_record_arrives_exactly_once(
     own_elasticsearch: RestartableNode, tmp_path: Path
 ) -> None:
-    """100,000 records, Elasticsearch down >= 30 s in the middle: all arrive, none twice."""
+    """100,000 records, Elasticsearch down >= 30 s in the middle: the program keeps logging
+    through the outage, and all records arrive, none twice."""
     es = own_elasticsearch.es
     run = uuid.uuid4().hex
-    job = _job(tmp_path, ES_JOB, url=es.url, run=run, records=RECORDS, per_s=2_000, drain_s=240)
+    per_s = 2_000
+    job = _job(tmp_path, ES_JOB, url=es.url, run=run, records=RECORDS, per_s=per_s, drain_s=240)
     try:
         # Let the run get going with the backend up, then take it away.
         deadline = time.monotonic() + 60
@@ -186,9 +197,11 @@ def test_es_stopped_mid_run_every_record_arrives_exactly_once(
             time.sleep(0.5)
         own_elasticsearch.stop()
         down_at = time.monotonic()
+        logged_before = _progress(tmp_path)
         spool = tmp_path / "store" / "spool" / "elasticsearch"
         time.sleep(OUTAGE_S)
         assert job.poll() is None, "the run should still be logging during the outage"
+        logged_during = _progress(tmp_path) - logged_before
         assert any(spool.iterdir()), "records were not spooled during the outage"
         own_elasticsearch.start()
         outage = time.monotonic() - down_at
@@ -196,72 +209,82 @@ def test_es_stopped_mid_run_every_record_arrives_exactly_once(
     finally:
         if job.poll() is None:
             job.kill()
-    print(f"outage {outage:.1f}s; job {out}")  # the figures for the closing note (-s / -rP)
+    # The figures for the closing note (-s / -rP).
+    print(f"outage {outage:.1f}s; {logged_during} records logged during it; job {out}")
     assert outage >= OUTAGE_S
+    # The caller never waited on the network: with Elasticsearch gone the program still
+    # logged at its pace (a quarter of it is the bound; one waiting on retries or timeouts
+    # per batch would crawl or stop).
+    assert logged_during >= per_s * OUTAGE_S / 4, (logged_during, out["timeline"])
     stats = out["stats"]["logs-elasticsearch"]
     assert stats.get("dropped", 0) == 0, stats
     assert stats["spooled"] > 0 and stats["replayed"] > 0, stats
     assert out["flushed"]
-    # The caller never waited on the network: the slowest logger.info stayed far below
-    # anything a blocking retry or timeout would cost.
-    assert out["worst_call_s"] < 0.5, out
     es.search(PATTERN, {"term": {"labels.run": run}}, min_hits=1)
     assert es.count(PATTERN, {"term": {"labels.run": run}}) == RECORDS
     assert _distinct_seqs(es, run) == set(range(RECORDS))
     assert not [p for p in spool.iterdir() if p.stat().st_size], "spool not drained"
 
 
+SPANS = 5_000
 BLACKHOLE_JOB = """
-    import json, logging, time
+    import json, logging, threading
     import glmtrace
 
     glmtrace.init(service_name="blackhole-it", endpoint={endpoint!r}, protocol={protocol!r},
                   logs="none", shutdown_timeout={deadline}, store="store/glmtrace.db")
-    started = time.monotonic()
-    for i in range(5_000):
+    for i in range({spans}):
         with glmtrace.span("work", attributes={{"i": i}}):
             pass
-    spans_s = time.monotonic() - started
-    started = time.monotonic()
     ok = glmtrace.shutdown()
-    shutdown_s = time.monotonic() - started
-    print(json.dumps({{"spans_s": spans_s, "shutdown_s": shutdown_s, "flushed": ok,
+    # The flush that shutdown() ran for its deadline, if still stuck in the exporter.
+    flushing = any(t.name == "glmtrace-flush" for t in threading.enumerate())
+    print(json.dumps({{"flushed": ok, "still_flushing": flushing,
                       "stats": glmtrace.stats()}}))
 """
 
 
-@pytest.fixture
-def black_hole() -> Iterator[int]:
-    """A port that accepts TCP connections (kernel backlog) and never reads or answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(128)
-    try:
-        yield server.getsockname()[1]
-    finally:
-        server.close()
+@pytest.fixture(scope="module", params=["grpc", "http/protobuf"])
+def black_holed_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """A job exporting 5,000 spans over OTLP to a port that accepts TCP connections (kernel
+    backlog) and never reads or answers; its report once it has shut down."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(128)
+        job = _job(
+            tmp_path_factory.mktemp("black-hole"),
+            BLACKHOLE_JOB,
+            endpoint=f"http://127.0.0.1:{server.getsockname()[1]}",
+            protocol=request.param,
+            deadline=2.0,
+            spans=SPANS,
+        )
+        # A hang detector, not a benchmark: the job itself takes a few seconds. A span
+        # creation that waited on the exporter, or an exit hook that waited for it again
+        # after shutdown() gave up, would take minutes.
+        out = _finish(job, timeout=60)
+    print(f"{request.param}: job {out}")
+    return out
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_shutdown_keeps_its_deadline_with_a_black_holed_otlp_endpoint(
-    black_hole: int, protocol: str, tmp_path: Path
+    black_holed_run: dict[str, Any],
 ) -> None:
-    """shutdown() returns within its deadline (+ margin) and span creation is never blocked."""
-    deadline = 2.0
-    started = time.monotonic()
-    job = _job(
-        tmp_path,
-        BLACKHOLE_JOB,
-        endpoint=f"http://127.0.0.1:{black_hole}",
-        protocol=protocol,
-        deadline=deadline,
-    )
-    out = _finish(job, timeout=120)
-    whole = time.monotonic() - started
-    print(f"{protocol}: whole process {whole:.2f}s; job {out}")
-    # A correctness bound, not a benchmark: the margin covers thread joins and scheduling.
-    assert out["shutdown_s"] < deadline + 1.0, out
-    assert out["spans_s"] < 10, out  # 5,000 spans; a blocked exporter would stall far longer
-    assert out["stats"].get("otlp", {}).get("exported", 0) == 0
-    # The exit hook must not wait again for the endpoint after shutdown() gave up.
-    assert whole < 60, whole
+    """shutdown() returns while the export it started is still stuck on the black hole (it
+    waited for its deadline, not for the exporter), says so, and nothing was exported."""
+    assert not black_holed_run["flushed"]
+    assert black_holed_run["still_flushing"], black_holed_run
+    assert black_holed_run["stats"].get("otlp", {}).get("exported", 0) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the batch inside the stuck export (512 spans) is neither exported nor counted "
+    "dropped when shutdown() returns",
+)
+def test_black_holed_otlp_endpoint_every_span_is_counted(black_holed_run: dict[str, Any]) -> None:
+    """What shutdown() could not send is counted dropped: nothing is lost silently."""
+    otlp = black_holed_run["stats"].get("otlp", {})
+    assert otlp.get("exported", 0) + otlp.get("dropped", 0) == SPANS, otlp

@@ -36,6 +36,9 @@ KIBANA_OBJECTS = EXPORTERS / "kibana" / "glmtrace.ndjson"
 JAEGER_STORAGE_ES = EXPORTERS / "jaeger" / "storage-elasticsearch.yaml"
 BUILDER_MANIFEST = EXPORTERS / "collector" / "builder-config.yaml"
 
+# Every test here, also the file-only ones: tests/conftest.py refuses an unmarked one.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 
 import pytest
@@ -49,9 +50,12 @@ def test_exporter_errors_are_rate_limited(caplog: pytest.LogCaptureFixture) -> N
     glmtrace.init(traces="none", logs="none")
     try:
         noisy = logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter")
+        # The limit is per message and process-wide: a message no earlier test logged, so
+        # that the first line is this test's to see whatever ran before.
+        message = f"Failed to export traces to %s ({uuid.uuid4().hex})"
         with caplog.at_level(logging.WARNING):
             for _ in range(50):
-                noisy.error("Failed to export traces to %s", "127.0.0.1:9")
+                noisy.error(message, "127.0.0.1:9")
         assert caplog.text.count("Failed to export traces") == 1
     finally:
         glmtrace.shutdown()

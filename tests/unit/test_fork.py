@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.integration.jobs import run_traced
 
 FORK_DURING_SHUTDOWN = """
-import json, os, signal, sys, threading, time
+import json, os, signal, sys, threading
 import glmtrace
 from glmtrace._internal.runtime import DEFAULT
 
@@ -17,11 +17,12 @@ class SlowPart:
 
     def __init__(self):
         self.entered = threading.Event()
+        self.forked = threading.Event()
 
     def flush(self, timeout):
         if os.getpid() == parent:
             self.entered.set()
-            time.sleep(2)
+            self.forked.wait(10)  # hold shutdown() (and its lock) until the fork is done
         return True
 
 
@@ -39,6 +40,7 @@ if pid == 0:
     with glmtrace.span("in child"):
         pass
     os._exit(0 if glmtrace.shutdown() else 3)
+part.forked.set()
 _, status = os.waitpid(pid, 0)
 closing.join()
 print(json.dumps({"status": status}))

@@ -82,8 +82,11 @@ def test_stage_arguments_are_passed_through(
         return a, k
 
     got_args, got_kwargs = echo(*args, **kwargs)
-    assert got_args == tuple(args) or any(v != v for v in args)  # NaN is not equal to itself
+    # Identity, not equality: the very objects arrive (NaN included), none copied or converted.
+    assert len(got_args) == len(args)
+    assert all(got is sent for got, sent in zip(got_args, args, strict=True))
     assert got_kwargs.keys() == kwargs.keys()
+    assert all(got_kwargs[k] is v for k, v in kwargs.items())
 
 
 @fast
@@ -107,10 +110,14 @@ def test_log_extra_fields_accept_anything(local_store: Path, extra: dict[str, An
 def test_envelope_metadata_accepts_anything(traced: Traced, metadata: Any, session: Any) -> None:
     """inject/extract/attach on envelopes with arbitrary metadata and session ids never raise."""
     envelope = {"session_id": session, "payload": None, "metadata": metadata}
-    with glmtrace.span("producer"):
+    with glmtrace.span("producer") as producer:
         glmtrace.inject(envelope)
-    with glmtrace.attach(envelope), glmtrace.span("consumer") as span:
-        assert span.trace_id is not None
+    with glmtrace.attach(envelope), glmtrace.span("consumer") as consumer:
+        pass
+    # A header dict (or None, which inject fills) carries the trace; any other metadata cannot,
+    # so the consumer starts a trace of its own instead of failing.
+    carries = metadata is None or isinstance(metadata, dict)
+    assert (consumer.trace_id == producer.trace_id) == carries
 
 
 @pytest.mark.parametrize("name", [None, 42, b"bytes"])
@@ -119,6 +126,5 @@ def test_span_name_that_is_not_a_string_is_stored(local_store: Path, name: Any) 
     with glmtrace.span(name) as span:  # type: ignore[arg-type]
         pass
     glmtrace.force_flush()
-    assert span.trace_id is not None
     assert [s["name"] for s in Store(local_store).spans(span.trace_id)] == [str(name)]
     assert "dropped" not in glmtrace.stats().get("local", {})

@@ -163,13 +163,9 @@ def test_user_console_output_is_unchanged(tmp_path: Path) -> None:
         root.setLevel(old_level)
 
 
-def test_one_record_reaches_every_sink(tmp_path: Path) -> None:
+def test_one_record_reaches_every_sink(tmp_path: Path, refused_port: int) -> None:
     """With two log sinks, each record is built once and handed to both."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens: the fluent sink counts its drop
+    port = refused_port  # nothing listens: the fluent sink counts its drop
 
     def fluent_seen() -> int:
         counts = glmtrace.stats().get("logs-fluent", {})

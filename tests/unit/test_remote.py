@@ -7,7 +7,6 @@ tests/integration (test_traces_jaeger.py, test_logs_elasticsearch.py).
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -190,20 +189,15 @@ def test_jaeger_needs_a_full_trace_id() -> None:
         remote.jaeger_trace("http://127.0.0.1:9", "0af76519")
 
 
-def test_unreachable_jaeger_is_a_one_line_error() -> None:
+def test_unreachable_jaeger_is_a_one_line_error(refused_port: int) -> None:
     """Nothing listening: RemoteError naming the cause, no traceback-worthy exception."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with pytest.raises(remote.RemoteError, match="did not answer"):
-        remote.jaeger_trace(f"http://127.0.0.1:{port}", TRACE)
+        remote.jaeger_trace(f"http://127.0.0.1:{refused_port}", TRACE)
 
 
-def test_probe_never_raises() -> None:
+def test_probe_never_raises(refused_port: int) -> None:
     """probe() reports down endpoints and odd kinds as (False, reason)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = refused_port
     for kind in ("elasticsearch", "jaeger", "fluent", "otlp", "nonsense"):
         ok, detail = remote.probe(kind, f"http://127.0.0.1:{port}", protocol="http/protobuf")
         assert not ok and detail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -104,18 +105,50 @@ def test_open_segment_of_a_live_process_is_left_alone(tmp_path: Path) -> None:
     assert other.exists()
 
 
+ROUNDS, SEGMENTS = 100, 10
+
+
+def _claim_racer(folder: str, barrier: Any, results: Any) -> None:
+    """A second process's replayer: each round, claim and read segments until none is left."""
+    spool = Spool(Path(folder), 10**7)
+    for _ in range(ROUNDS):
+        barrier.wait(60)
+        got: list[str] = []
+        while (segment := spool.claim_oldest()) is not None:
+            got.extend(d["log.id"] for d in spool.read(segment))
+            spool.done(segment)
+        results.put(got)
+
+
 def test_claim_is_exclusive_between_processes(tmp_path: Path) -> None:
-    """A sealed segment is claimed by exactly one spool instance (atomic rename)."""
-    sealed = tmp_path / f"{1:020d}-999999{SEALED}"
-    sealed.write_bytes(b'{"log.id":"one"}\n')
-    a, b = Spool(tmp_path, 10**7), Spool(tmp_path, 10**7)
-    got_a = a.claim_oldest()
-    assert got_a is not None
-    # b runs in the same process here, so it sees a's claim as its own; a different pid
-    # would not: check the name carries the claimer's pid.
-    assert got_a.name.endswith(f"{SEALED}.{os.getpid()}")
-    a.done(got_a)
-    assert b.claim_oldest() is None
+    """Two processes racing to claim the same sealed segments: every segment is replayed by
+    exactly one of them, round after round (the claim is an atomic rename)."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of pytest's threads
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    racers = [
+        ctx.Process(target=_claim_racer, args=(str(tmp_path), barrier, results)) for _ in range(2)
+    ]
+    for racer in racers:
+        racer.start()
+    try:
+        for r in range(ROUNDS):
+            expected = []
+            for i in range(SEGMENTS):  # sealed by a writer that is gone; same age order
+                name = f"{r * SEGMENTS + i:020d}-999999{SEALED}"
+                (tmp_path / name).write_bytes(json.dumps({"log.id": name}).encode() + b"\n")
+                expected.append(name)
+            barrier.wait(60)  # both racers start claiming together
+            first, second = results.get(timeout=60), results.get(timeout=60)
+            assert not set(first) & set(second), f"round {r}: claimed twice"
+            assert sorted(first + second) == expected, f"round {r}: lost or repeated"
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        barrier.abort()  # a failed round: release the racers instead of waiting out 60 s
+        for racer in racers:
+            racer.join(60)
+            if racer.is_alive():
+                racer.kill()
+    assert [racer.exitcode for racer in racers] == [0, 0]
 
 
 def test_child_after_fork_writes_its_own_segment(tmp_path: Path) -> None:

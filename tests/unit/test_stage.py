@@ -79,11 +79,13 @@ def test_generator_span_covers_iteration_and_early_break(
 ) -> None:
     """A generator's span lasts until it is closed; an early break ends it cleanly."""
 
+    inside: list[str | None] = []
+
     @glmtrace.stage
     def numbers() -> Iterator[int]:
         for i in range(10):
             logging.getLogger("gen").warning("item %d", i)
-            assert glmtrace.current_span_id() is not None
+            inside.append(glmtrace.current_span_id())
             yield i
 
     with glmtrace.span("root") as root:
@@ -92,6 +94,7 @@ def test_generator_span_covers_iteration_and_early_break(
             if n == 2:
                 break
     span = traced.one("stage numbers")
+    assert inside == [span["span_id"]] * 3  # the generator body runs inside its own span
     assert span["parent_span_id"] == root.span_id
     assert span["status"] == "UNSET"
     assert "Failed to detach context" not in caplog.text
@@ -102,16 +105,25 @@ def test_generator_closed_from_another_context(
 ) -> None:
     """Closing a half-consumed generator outside its span raises no context error."""
 
+    closed: list[bool] = []
+
     @glmtrace.stage
     def numbers() -> Iterator[int]:
-        yield 1
-        yield 2
+        try:
+            yield 1
+            yield 2
+        finally:
+            closed.append(True)
 
-    with glmtrace.span("root"):
+    with glmtrace.span("root") as root:
         gen = numbers()
         next(gen)
+    assert "stage numbers" not in [s["name"] for s in traced.spans()]  # still open
     gen.close()
-    assert traced.one("stage numbers")["end_ns"] > 0
+    assert closed == [True]  # the close reached the user's generator
+    span = traced.one("stage numbers")  # and ended the span
+    assert span["parent_span_id"] == root.span_id
+    assert span["status"] == "UNSET"  # closing early is not an error
     assert "Failed to detach context" not in caplog.text
 
 
@@ -128,16 +140,20 @@ async def test_async_generator_break_and_cancel(
             i += 1
             await asyncio.sleep(0.01)
 
+    iterating = asyncio.Event()
+
     async def consume(stop: int) -> None:
         agen = ticks()
         async for i in agen:
+            if i == 3:
+                iterating.set()
             if i == stop:
                 break
         await agen.aclose()
 
     await consume(2)
     task = asyncio.create_task(consume(10_000))
-    await asyncio.sleep(0.05)
+    await iterating.wait()  # cancelled mid-iteration, inside the generator's span
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

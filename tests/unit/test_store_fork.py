@@ -30,12 +30,16 @@ _LOAD = textwrap.dedent(
     log = logging.getLogger("load")
     stop = threading.Event()
 
+    started = threading.Barrier(4)
+
     def busy(n):
         i = 0
         while not stop.is_set():
             with glmtrace.span("busy", {"thread": n}):
                 log.info("busy %d %d", n, i)
             i += 1
+            if i == 5:
+                started.wait(30)  # each thread is writing before the first fork
             if i % 5 == 0:
                 glmtrace.force_flush()  # many small transactions: forks land inside them
 
@@ -47,7 +51,7 @@ _LOAD = textwrap.dedent(
     threads = [threading.Thread(target=busy, args=(n,)) for n in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.3)
+    started.wait(30)
     children = {}
     for k in range(40):
         pid = os.fork()
