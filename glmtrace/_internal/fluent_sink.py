@@ -67,6 +67,8 @@ class FluentSink:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._closed = False
+        self._abandoned = False  # finish() counted what a send in progress held
+        self._spilled: list[dict[str, Any]] = []  # spilled while a send held the lock
         self._clean = True  # what finish() found: nothing left behind
         self._sock: socket.socket | None = None
         # Messages not acknowledged yet: (records, packet, chunk id), oldest first.
@@ -93,18 +95,26 @@ class FluentSink:
             if time.monotonic() >= self._retry_at:
                 self._drain(time.monotonic() + self.timeout)
             if self._closed:  # finish() gave up waiting for this send: count what is left
-                STATS.add(SINK, "dropped", self.buffered)
+                if not self._abandoned:
+                    STATS.add(SINK, "dropped", self.buffered)
                 self._pending.clear()
                 self._pending_bytes = 0
 
     def spill(self, batch: list[dict[str, Any]]) -> int:
         """At shutdown: take what the shipper still holds, for :meth:`finish` to send."""
         self._check_fork()
-        with self._lock:
+        if not self._lock.acquire(blocking=False):
+            # A send is in progress and may outlast the deadline: finish() takes these over,
+            # or counts them, under its own deadline.
+            self._spilled.extend(batch)
+            return len(batch)
+        try:
             if self._closed:
                 STATS.add(SINK, "dropped", len(batch))
                 return 0
             return self._buffer(batch)
+        finally:
+            self._lock.release()
 
     def watch_queue(self, fill: Callable[[], float]) -> None:
         """Nothing to spill to early: a full queue drops (counted), the caller never waits."""
@@ -150,7 +160,8 @@ class FluentSink:
                 return False
             self._pending.popleft()
             self._pending_bytes -= len(packet)
-            STATS.add(SINK, "exported", records)
+            if not self._abandoned:  # else finish() counted it dropped already
+                STATS.add(SINK, "exported", records)
         self._backoff = 0.0
         return True
 
@@ -189,12 +200,22 @@ class FluentSink:
         self._check_fork()
         deadline = time.monotonic() + timeout
         if not self._lock.acquire(timeout=max(0.0, timeout)):
-            self._closed = True  # the shipper thread is inside a send: it gives up by itself
+            # The shipper thread is inside a send that may outlast the process: count what it
+            # holds now (list() copies the deque atomically), so an exit right after
+            # shutdown() leaves nothing uncounted; that send, when it ends, counts nothing.
+            self._abandoned = True
+            self._closed = True
+            held = sum(records for records, _, _ in list(self._pending))
+            STATS.add(SINK, "dropped", held + len(self._spilled))
+            self._spilled = []
             return False
         try:
             if self._closed:
                 return self._clean
             self._closed = True
+            if self._spilled:
+                self._buffer(self._spilled)
+                self._spilled = []
             if self._pending:
                 self._drain(deadline)
             lost = sum(records for records, _, _ in self._pending)

@@ -83,15 +83,7 @@ def test_fluent_records_reach_elasticsearch_by_trace_id(
     assert {d["log.level"] for d in docs} == {"INFO", "ERROR"}
 
 
-BLACK_HOLED_UNCOUNTED = pytest.mark.xfail(
-    strict=True,
-    reason="shutdown() returns while the sink's 5 s attempt still holds the records: "
-    "stats() counts them dropped only after that attempt ends, so a process that exits "
-    "right after shutdown loses 2,001 records without a count",
-)
-
-
-@pytest.fixture(params=["refused", pytest.param("black-holed", marks=BLACK_HOLED_UNCOUNTED)])
+@pytest.fixture(params=["refused", "black-holed"])
 def dead_peer(request: pytest.FixtureRequest, refused_port: int) -> Iterator[int]:
     """A Fluent port that refuses connections, or that accepts them (kernel backlog) and never
     reads a byte nor acks; held for the whole test, so no other process takes it."""
