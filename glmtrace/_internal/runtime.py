@@ -58,7 +58,7 @@ class _BoundedBatchProcessor(BatchSpanProcessor):
     here the new span is dropped instead, counted in ``stats()``, warned about once.
     """
 
-    def __init__(self, sink: str, exporter: SpanExporter) -> None:
+    def __init__(self, sink: str, exporter: CountingExporter) -> None:
         super().__init__(
             exporter,
             max_queue_size=_MAX_QUEUE,
@@ -66,6 +66,7 @@ class _BoundedBatchProcessor(BatchSpanProcessor):
             schedule_delay_millis=500,
         )
         self.sink = sink
+        self.counter = exporter
 
     def pending(self) -> int:
         queue = getattr(self._batch_processor, "_queue", ())  # no public accessor
@@ -298,7 +299,8 @@ class Runtime:
 
             done = _bounded(stop, budget)
             for processor in processors:  # what the deadline left behind is lost: say so
-                STATS.add(processor.sink, "dropped", processor.pending())
+                in_flight = processor.counter.abandon()  # first: later exports count nothing
+                STATS.add(processor.sink, "dropped", in_flight + processor.pending())
             if not done:
                 log.warning(
                     "glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,8 +94,15 @@ class CountingExporter(SpanExporter):
     def __init__(self, sink: str, inner: SpanExporter) -> None:
         self.sink = sink
         self._inner = inner
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._abandoned = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self._lock:
+            if self._abandoned:  # after shutdown gave up: its pending count covers these
+                return SpanExportResult.FAILURE
+            self._in_flight += len(spans)
         try:
             if isinstance(self._inner, PartialExporter):
                 lost = self._inner.export_lost(spans)
@@ -104,9 +112,19 @@ class CountingExporter(SpanExporter):
         except Exception as exc:
             report(f"export to {self.sink}", exc)
             lost = len(spans)
-        STATS.add(self.sink, "exported", len(spans) - lost)
-        STATS.add(self.sink, "dropped", lost)
+        with self._lock:
+            self._in_flight -= len(spans)
+            if self._abandoned:  # counted dropped when shutdown gave up on this export
+                return SpanExportResult.FAILURE
+            STATS.add(self.sink, "exported", len(spans) - lost)
+            STATS.add(self.sink, "dropped", lost)
         return SpanExportResult.SUCCESS if not lost else SpanExportResult.FAILURE
+
+    def abandon(self) -> int:
+        """Stop counting (shutdown's deadline passed); how many spans an export still holds."""
+        with self._lock:
+            self._abandoned = True
+            return self._in_flight
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)
