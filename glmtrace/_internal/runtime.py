@@ -303,7 +303,9 @@ class Runtime:
                 STATS.add(processor.sink, "dropped", in_flight + processor.pending())
             if not done:
                 log.warning(
-                    "glmtrace shutdown gave up after %.1fs; unsent telemetry dropped", budget
+                    "glmtrace shutdown gave up after %.1fs; glmtrace.stats() counts what was not"
+                    " sent as dropped or spooled (the next run replays the spool)",
+                    budget,
                 )
             if self._threading_instrumented:
                 from opentelemetry.instrumentation.threading import ThreadingInstrumentor
