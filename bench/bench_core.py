@@ -9,7 +9,7 @@ checks that no span was dropped on either side: a ratio over lost spans would fl
 Two raw baselines: ``start_as_current_span`` (what most users hand-write) and
 ``start_span`` + ``context.attach``/``detach`` (the leaner form glmtrace itself uses).
 
-    python bench/bench_core.py [--calls 20000] [--rounds 9]
+    python bench/bench_core.py [--calls 5000] [--rounds 31]
 """
 
 from __future__ import annotations
@@ -113,19 +113,23 @@ def paired_ns(
     calls: int,
     rounds: int = 9,
     between: Callable[[], Any] = lambda: None,
-) -> tuple[float, float]:
-    """Median per-call cost of ``a`` and ``b``, measured in alternating rounds.
+) -> tuple[float, float, float]:
+    """Median per-call cost of ``a`` and ``b`` in alternating rounds, and the median b/a ratio.
 
     Alternating (and swapping which goes first every round) keeps drift (the batch thread,
-    the other core's load) out of the ratio. ``between`` runs untimed after every block.
+    the other core's load) out of the ratio; the ratio is taken within each round, between
+    two blocks measured back to back, so load that comes and goes cancels in it.
+    ``between`` runs untimed after every block.
     """
-    first, second = [], []
+    first: list[float] = []
+    second: list[float] = []
     for i in range(rounds):
         order = ((a, first), (b, second)) if i % 2 == 0 else ((b, second), (a, first))
         for fn, out in order:
             out.append(timeit.timeit(fn, number=calls) / calls * 1e9)
             between()
-    return statistics.median(first), statistics.median(second)
+    ratio = statistics.median(y / x for x, y in zip(first, second, strict=True))
+    return statistics.median(first), statistics.median(second), ratio
 
 
 def per_call_ns(fn: Callable[[], Any], calls: int, repeats: int = 7) -> float:
@@ -182,23 +186,24 @@ def measure_pair(
     flush: Callable[[], None],
     calls: int,
     rounds: int,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     a, b = variants[a_name], variants[b_name]
     flush()
     before = a.exported(), b.exported()
-    a_ns, b_ns = paired_ns(a.call, b.call, calls, rounds, between=flush)
+    a_ns, b_ns, ratio = paired_ns(a.call, b.call, calls, rounds, between=flush)
     # a and b export to different sinks (raw OTel's, glmtrace's); timeit makes ``calls`` each
     check_no_drops(a_name, a.spans_per_call * calls * rounds, a.exported() - before[0])
     check_no_drops(b_name, b.spans_per_call * calls * rounds, b.exported() - before[1])
-    return a_ns, b_ns
+    return a_ns, b_ns, ratio
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=20_000, help="calls per round (<= 20,000)")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--calls", type=int, default=5_000, help="calls per block (<= 20,000)")
+    parser.add_argument("--rounds", type=int, default=31)
     args = parser.parse_args()
     rows: list[tuple[str, str, float]] = []
+    ratios: dict[tuple[str, str], float] = {}
 
     uninit, _ = build(True, Discard())
     for name in ("@glmtrace.stage", "bare function"):
@@ -220,11 +225,12 @@ def main() -> None:
         )
         for depth in ("", ", 3-deep"):
             for raw in ("raw OTel start_as_current_span", "raw OTel start_span+attach"):
-                raw_ns, ours_ns = measure_pair(
+                raw_ns, ours_ns, ratio = measure_pair(
                     raw + depth, "@glmtrace.stage" + depth, variants, flush, args.calls, args.rounds
                 )
                 ours = f"@glmtrace.stage{depth} (vs {raw[9:]})"
                 rows += [(label, raw + depth, raw_ns), (label, ours, ours_ns)]
+                ratios[(label, raw + depth)] = ratio
         glmtrace.shutdown()
         print(f"{label}: glmtrace.stats() = {glmtrace.stats()}; zero dropped in every block")
 
@@ -234,11 +240,8 @@ def main() -> None:
         print(f"{mode:<16} {name:<54} {ns:>10.0f}")
     for mode in ("sampled", "sampled out"):
         for raw in ("raw OTel start_as_current_span", "raw OTel start_span+attach"):
-            ratios = []
-            for depth in ("", ", 3-deep"):
-                ours = table[(mode, f"@glmtrace.stage{depth} (vs {raw[9:]})")]
-                ratios.append(ours / table[(mode, raw + depth)])
-            print(f"{mode}: stage / {raw} = {ratios[0]:.2f}x (1 level), {ratios[1]:.2f}x (3-deep)")
+            one, three = ratios[(mode, raw)], ratios[(mode, raw + ", 3-deep")]
+            print(f"{mode}: stage / {raw} = {one:.2f}x (1 level), {three:.2f}x (3-deep)")
     bare = table[("not initialised", "bare function")]
     uninit_ns = table[("not initialised", "@glmtrace.stage")]
     print(f"not initialised: overhead over a bare call = {uninit_ns - bare:.0f} ns")
