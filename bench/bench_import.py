@@ -21,18 +21,25 @@ LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 
 
 def importtime() -> dict[str, tuple[int, int, int]]:
-    """Module -> (self us, cumulative us, depth) for one fresh ``import glmtrace``."""
+    """Module -> (self us, cumulative us, depth) for what one fresh ``import glmtrace`` loads.
+
+    Interpreter start-up (``site``, encodings) is left out: -X importtime prints a module
+    after everything it imported, so glmtrace's imports are the lines between the last
+    top-level line before ``glmtrace`` and ``glmtrace`` itself.
+    """
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import glmtrace"],
         capture_output=True,
         text=True,
         check=True,
     )
-    rows = {}
+    rows = []
     for match in LINE.finditer(done.stderr):
         own, cumulative, indent, name = match.groups()
-        rows[name] = (int(own), int(cumulative), (len(indent) - 1) // 2)
-    return rows
+        rows.append((name, int(own), int(cumulative), (len(indent) - 1) // 2))
+    end = next(i for i, row in enumerate(rows) if row[0] == "glmtrace" and row[3] == 0)
+    start = max((i for i in range(end) if rows[i][3] == 0), default=-1) + 1
+    return {name: (own, cum, depth) for name, own, cum, depth in rows[start : end + 1]}
 
 
 def wall(code: str) -> float:
@@ -59,6 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     totals: list[int] = []
     by_group: defaultdict[str, list[int]] = defaultdict(list)
+    by_top: defaultdict[str, list[int]] = defaultdict(list)
     children: defaultdict[str, list[int]] = defaultdict(list)
     empty, full = [], []
     for i in range(args.runs):
@@ -71,6 +79,12 @@ def main() -> None:
                 children[name].append(cumulative)
         for name, us in sums.items():
             by_group[name].append(us)
+        tops: defaultdict[str, int] = defaultdict(int)
+        for name, (own, _, _) in rows.items():
+            top = name.split(".")[0]
+            tops["standard library" if top in sys.stdlib_module_names else top] += own
+        for name, us in tops.items():
+            by_top[name].append(us)
         pair = [("pass", empty), ("import glmtrace", full)]
         for code, out in pair if i % 2 == 0 else reversed(pair):
             out.append(wall(code))
@@ -84,6 +98,9 @@ def main() -> None:
         f"wall clock: {full_ms:.0f} ms vs {empty_ms:.0f} ms for an empty interpreter "
         f"= {full_ms - empty_ms:.0f} ms (medians)"
     )
+    print("own import time by distribution (median ms):")
+    for name, values in sorted(by_top.items(), key=lambda kv: -statistics.median(kv[1])):
+        print(f"  {name:<40} {statistics.median(values) / 1e3:7.1f} ms")
     print("own import time by package (median ms, share of the total):")
     ranked = sorted(by_group.items(), key=lambda kv: -statistics.median(kv[1]))
     for name, values in ranked[: args.top]:
