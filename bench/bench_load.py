@@ -212,6 +212,7 @@ def main() -> None:
                 services[mode] = Service("otlp", workdir, endpoint)
             else:
                 services[mode] = Service(mode, workdir)
+            stack.callback(services[mode].proc.kill)  # on any error; a no-op once stopped
         print(f"maximum throughput ({args.users} users, no wait, {args.seconds} s):", flush=True)
         peak = run_rounds(services, args, None, workdir)
         rate = args.load * median_of(peak["off"], "rps")
