@@ -172,7 +172,7 @@ def run_rounds(
             samples = locust(
                 args.locust,
                 services[mode].port,
-                args.users,
+                args.users if rate is None else args.paced_users,
                 args.seconds,
                 rate,
                 workdir / f"{mode}-{i}-{rate}.json",
@@ -194,7 +194,9 @@ def median_of(rows: list[dict[str, float]], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--locust", type=Path, default=CACHE / "bench-load-venv" / "bin" / "locust")
-    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--users", type=int, default=8, help="users for the maximum")
+    # Paced, each user waits for its answer: with few users a slow tail lowers the rate offered.
+    parser.add_argument("--paced-users", type=int, default=32, help="users for paced runs")
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2)
