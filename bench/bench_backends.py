@@ -24,6 +24,7 @@ import tempfile
 import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -104,7 +105,7 @@ print(json.dumps(rows))
 """
 
 
-def run(code: str, *args: str) -> dict[str, object]:
+def run(code: str, *args: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True,
@@ -112,7 +113,8 @@ def run(code: str, *args: str) -> dict[str, object]:
         check=True,
         timeout=1800,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def main() -> None:
@@ -131,10 +133,10 @@ def main() -> None:
 
     with start_jaeger(work / "jaeger") as jaeger:
         result = run(SPANS, jaeger.otlp_grpc, str(args.spans))
-        stats = result["stats"]["otlp"]  # type: ignore[index]
-        for trace_id in result["sample"]:  # type: ignore[union-attr]
+        stats = result["stats"]["otlp"]
+        for trace_id in result["sample"]:
             jaeger.trace(trace_id, min_spans=200, timeout=60)
-        rate = args.spans / float(result["elapsed"])  # type: ignore[arg-type]
+        rate = args.spans / float(result["elapsed"])
         print(
             f"spans -> Jaeger (OTLP gRPC): {rate:,.0f} spans/s; exported={stats.get('exported')} "
             f"dropped={stats.get('dropped', 0)}; sampled traces complete in Jaeger"
@@ -148,11 +150,11 @@ def main() -> None:
             label = uuid.uuid4().hex
             result = run(LOGS, es.url, str(args.logs), label, str(work), str(offered))
             stored = es.count("logs-glmtrace-*", {"term": {"labels.run": label}})
-            logged = args.logs / float(result["logged"])  # type: ignore[arg-type]
-            shipped = args.logs / float(result["elapsed"])  # type: ignore[arg-type]
+            logged = args.logs / float(result["logged"])
+            shipped = args.logs / float(result["elapsed"])
             print(
                 f"logs -> Elasticsearch, offered {offered:,}/s: logged at {logged:,.0f}/s, "
-                f"flushed after {float(result['elapsed']):.1f}s ({shipped:,.0f}/s); "  # type: ignore[arg-type]
+                f"flushed after {float(result['elapsed']):.1f}s ({shipped:,.0f}/s); "
                 f"stored={stored}/{args.logs}; stats={result['stats']}"
             )
         costs = run(CALL_COST, es.url, str(work))
@@ -160,7 +162,7 @@ def main() -> None:
         print(
             f"logger.info: NullHandler {null:,.0f} ns, with glmtrace ES handler {shipped:,.0f} ns "
             f"= {float(shipped) / float(null):.2f}x (median of per-round ratios "
-            f"{float(costs['ratio']):.2f}x); stats={costs['stats']}"  # type: ignore[arg-type]
+            f"{float(costs['ratio']):.2f}x); stats={costs['stats']}"
         )
 
 

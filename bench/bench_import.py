@@ -68,7 +68,8 @@ def main() -> None:
     by_group: defaultdict[str, list[int]] = defaultdict(list)
     by_top: defaultdict[str, list[int]] = defaultdict(list)
     children: defaultdict[str, list[int]] = defaultdict(list)
-    empty, full = [], []
+    empty: list[float] = []
+    full: list[float] = []
     for i in range(args.runs):
         rows = importtime()
         totals.append(rows["glmtrace"][1])

@@ -135,7 +135,7 @@ def locust(
         capture_output=True,
         timeout=seconds + 120,
     )
-    return [tuple(s) for s in json.loads(out.read_text())]  # type: ignore[misc]
+    return [(float(t), float(ms), bool(ok)) for t, ms, ok in json.loads(out.read_text())]
 
 
 def summarise(samples: list[tuple[float, float, bool]], warmup: float) -> dict[str, float]:

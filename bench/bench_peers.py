@@ -58,12 +58,12 @@ def nest(decorate: Decorator) -> tuple[Callable[[], Any], Callable[[], Any]]:
     one = decorate(leaf)
 
     def mid(x: int) -> int:
-        return one(x)
+        return int(one(x))
 
     two = decorate(mid)
 
     def top(x: int) -> int:
-        return two(x)
+        return int(two(x))
 
     three = decorate(top)
     return (lambda: one(1)), (lambda: three(1))
@@ -114,8 +114,8 @@ def configure(variant: str) -> tuple[Decorator, Discard | None, bool, Flush]:
     from traceloop.sdk.decorators import workflow
 
     Traceloop.init(app_name="bench", exporter=sink, telemetry_enabled=False, disable_batch=False)
-    provider = trace.get_tracer_provider()  # Traceloop.init sets the global one
-    return (lambda fn: workflow(name=fn.__name__)(fn)), sink, True, provider.force_flush  # type: ignore[attr-defined]
+    installed: Any = trace.get_tracer_provider()  # Traceloop.init sets the global one
+    return (lambda fn: workflow(name=fn.__name__)(fn)), sink, True, installed.force_flush
 
 
 def child(variant: str, calls: int, rounds: int) -> dict[str, Any]:
