@@ -2,7 +2,8 @@
 
 1. Forward time of a small MLP and a small transformer block with ``instrument_torch(depth=1)``
    against the same model uninstrumented (target: under 5% overhead). Rounds alternate the
-   two so that drift (turbo, other load) hits both; the median ratio is reported.
+   two, and which of them runs first, so that drift (turbo, other load) hits both; the median
+   ratio is reported.
 2. Profiler events turned into spans per second (target: at least 100,000/s), measured on
    real Kineto windows by the converter itself (event extraction, parenting, span export).
 
@@ -61,6 +62,25 @@ def _time(model: torch.nn.Module, x: torch.Tensor, iters: int) -> float:
         return (time.perf_counter() - start) / iters
 
 
+def _paired(
+    model: torch.nn.Module, x: torch.Tensor, iters: int, traced_first: bool
+) -> tuple[float, float]:
+    """One round: (plain, instrumented) forward time, the instrumented run first if asked.
+
+    Rounds swap the order, so whatever the first run of a pair pays (or gains: caches warm,
+    the other core's load) falls on both sides equally.
+    """
+    plain = 0.0
+    if not traced_first:
+        plain = _time(model, x, iters)
+    glmtrace.instrument_torch(model, depth=1)
+    traced = _time(model, x, iters)
+    glmtrace.uninstrument_torch(model)
+    if traced_first:
+        plain = _time(model, x, iters)
+    return plain, traced
+
+
 def overhead(
     name: str,
     model: torch.nn.Module,
@@ -73,11 +93,8 @@ def overhead(
     ratios, plain_s, traced_s = [], [], []
     glmtrace.force_flush()
     before = exporter.count
-    for _ in range(rounds):
-        plain = _time(model, x, iters)
-        glmtrace.instrument_torch(model, depth=1)
-        traced = _time(model, x, iters)
-        glmtrace.uninstrument_torch(model)
+    for i in range(rounds):
+        plain, traced = _paired(model, x, iters, traced_first=i % 2 == 1)
         ratios.append(traced / plain)
         plain_s.append(plain)
         traced_s.append(traced)
@@ -97,11 +114,8 @@ def hook_cost(rounds: int) -> None:
     x = torch.zeros(1)
     iters = 200
     costs = []
-    for _ in range(rounds):
-        plain = _time(model, x, iters)
-        glmtrace.instrument_torch(model, depth=1)
-        traced = _time(model, x, iters)
-        glmtrace.uninstrument_torch(model)
+    for i in range(rounds):
+        plain, traced = _paired(model, x, iters, traced_first=i % 2 == 1)
         costs.append((traced - plain) / 17)
         glmtrace.force_flush()
     print(f"module span cost: {statistics.median(costs) * 1e6:.1f} us per instrumented module call")
