@@ -18,8 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from . import perfetto, plugins, render
-from .config import SECRET_SETTINGS, ElasticsearchOptions, redact_url, resolve
-from .errors import GlmtraceError
+from .config import (
+    SECRET_SETTINGS,
+    ElasticsearchOptions,
+    check_store_path,
+    redact_url,
+    resolve,
+)
+from .errors import ConfigError, GlmtraceError
 from .span_row import SpanRow
 from .stack.command import stack as stack_command
 from .store import Store, StoreError
@@ -45,7 +51,7 @@ def _clear_errors() -> Iterator[None]:
 def _local_store(path: Path | None) -> Store:
     """The store at ``path`` (default: the configured one), refused early if it is a folder."""
     if path is None:
-        path = resolve({})[0].store
+        path = resolve({}, check_store=False)[0].store
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a glmtrace store file (see GLMTRACE_STORE)")
     return Store(path)
@@ -105,7 +111,7 @@ def run(
     payload = text if text is not None else input_file.read()
     with _clear_errors():
         spec = pipelines.load(pipeline_file, allow_outside_modules=allow_outside_modules)
-        planned, _ = resolve({})
+        planned, _ = resolve({}, check_store=False)
         if planned.traces == "local" or "local" in planned.logs:
             _local_store(planned.store)  # an unusable store fails here, before any stage runs
         named = os.environ.get("GLMTRACE_SERVICE_NAME") or os.environ.get("OTEL_SERVICE_NAME")
@@ -271,7 +277,7 @@ def push(otlp: str, es: str | None, store: Path | None) -> None:
 def doctor() -> None:
     """Show the effective configuration, where each value came from, and endpoint health."""
     with _clear_errors():
-        options, sources = resolve({})
+        options, sources = resolve({}, check_store=False)  # the health table checks it
     table = Table("setting", "value", "source")
     for name, source in sorted(sources.items()):
         value: Any = (
@@ -297,13 +303,18 @@ def doctor() -> None:
 
 def _store_health(path: Path) -> str:
     """Whether the local store can be read; a store not created yet is not a fault."""
+    if path.is_dir():
+        return "[red]down[/red] is a directory, not a store file"
+    try:
+        check_store_path(path)
+    except ConfigError as exc:
+        return f"[red]down[/red] {exc}"
     if not path.exists():
         return "[yellow]not created yet[/yellow] (the first traced run creates it)"
     try:
         Store(path).recent_runs(1)
     except (StoreError, OSError, sqlite3.Error) as exc:
-        reason = "is a directory, not a store file" if path.is_dir() else str(exc)
-        return f"[red]down[/red] {reason}"
+        return f"[red]down[/red] {exc}"
     return f"[green]ok[/green] {path.stat().st_size} bytes"
 
 
@@ -338,7 +349,7 @@ def _print_recent_runs(path: Path) -> None:
 
 def _es_options(url: str) -> ElasticsearchOptions:
     """``url`` with the credentials and TLS settings of the GLMTRACE_ES_* environment."""
-    options, _ = resolve({"es_url": url})
+    options, _ = resolve({"es_url": url}, check_store=False)
     assert options.elasticsearch is not None
     return options.elasticsearch
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -19,6 +20,7 @@ from opentelemetry.util.re import parse_env_headers
 
 from . import plugins
 from .errors import ConfigError
+from .repair import text
 
 TracesSink = Literal["local", "otlp", "none"]
 LogsSink = Literal["local", "elasticsearch", "fluent", "none"]
@@ -149,11 +151,23 @@ def _repr(options: Any) -> str:
 
 # ---------------------------------------------------------------------------- parsers
 
+# Upper bounds (README, configuration): past these a value is a typo, and some (an infinite
+# shutdown timeout) would fail later inside the SDK, in the user's program.
+MAX_SHUTDOWN_TIMEOUT = 3600.0
+MAX_ATTRIBUTE_LENGTH = 16 * 1024 * 1024
+MAX_SPOOL_BYTES = 1024**4
+
 
 def _str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{name}={value!r} is not a non-empty string; pass e.g. {name}='my-app'")
     return value.strip()
+
+
+def _name(name: str, value: Any) -> str:
+    # Repaired here (lone surrogates, e.g. undecodable bytes in the environment, as U+FFFD)
+    # so the resource, the store and every shipped document carry the same text.
+    return text(_str(name, value))
 
 
 def _secret(name: str, value: Any) -> str:
@@ -190,14 +204,16 @@ def _traces(name: str, value: Any) -> str:
     return sink
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str, Any], Any]:
+def _bounded(kind: type[int] | type[float], maximum: float) -> Callable[[str, Any], Any]:
+    """A parser for a finite number above 0 and at most ``maximum``."""
+
     def parse(name: str, value: Any) -> Any:
         try:
             number = kind(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(float("inf"))
             raise ConfigError(f"{name}={value!r} is not a number; pass e.g. {name}=2") from None
-        if isinstance(value, bool) or number <= 0:
-            raise ConfigError(f"{name}={value!r} must be a positive number")
+        if isinstance(value, bool) or not 0 < number <= maximum:  # False for NaN too
+            raise ConfigError(f"{name}={value!r} must be a positive number, at most {maximum:g}")
         return number
 
     return parse
@@ -233,9 +249,19 @@ def _level(name: str, value: Any) -> str:
 
 def _endpoint(name: str, value: Any) -> str:
     text = _str(name, value)
+    example = "pass a URL such as 'http://127.0.0.1:4317'"
     if "://" not in text:
+        raise ConfigError(f"{name}={redact_url(text)!r} has no scheme; {example}")
+    parts = urllib.parse.urlsplit(text)
+    try:
+        port = parts.port  # urllib checks the port when it is read
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{name}={redact_url(text)!r}: the port must be 1-65535")
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"{name}={redact_url(text)!r} has no scheme; pass a URL such as 'http://127.0.0.1:4317'"
+            f"{name}={redact_url(text)!r} is not an http(s) URL with a host; {example}"
         )
     return text.rstrip("/")
 
@@ -263,7 +289,7 @@ def _resource(name: str, value: Any) -> dict[str, ResourceValue]:
                 f"{name}: {key!r} must be a non-empty string key with a str, bool, int or "
                 "float value"
             )
-    return dict(value)
+    return {text(k): text(v) if isinstance(v, str) else v for k, v in value.items()}
 
 
 def _keys(name: str, value: Any) -> tuple[str, ...]:
@@ -281,7 +307,7 @@ class _Setting:
 
 
 _SETTINGS: dict[str, _Setting] = {
-    "service_name": _Setting(("GLMTRACE_SERVICE_NAME", "OTEL_SERVICE_NAME"), _str),
+    "service_name": _Setting(("GLMTRACE_SERVICE_NAME", "OTEL_SERVICE_NAME"), _name),
     "traces": _Setting(("GLMTRACE_TRACES",), _traces),
     "logs": _Setting(("GLMTRACE_LOGS",), _logs),
     "endpoint": _Setting(
@@ -297,12 +323,16 @@ _SETTINGS: dict[str, _Setting] = {
     ),
     "store": _Setting(("GLMTRACE_STORE",), lambda n, v: Path(_str(n, str(v)))),
     "sample_rate": _Setting(("GLMTRACE_SAMPLE_RATE",), _ratio),
-    "max_attribute_length": _Setting(("GLMTRACE_MAX_ATTRIBUTE_LENGTH",), _positive(int)),
+    "max_attribute_length": _Setting(
+        ("GLMTRACE_MAX_ATTRIBUTE_LENGTH",), _bounded(int, MAX_ATTRIBUTE_LENGTH)
+    ),
     "redact_keys": _Setting(("GLMTRACE_REDACT_KEYS",), _keys),
     "log_level": _Setting(("GLMTRACE_LOG_LEVEL",), _level),
     "capture_logs": _Setting(("GLMTRACE_CAPTURE_LOGS",), _bool),
-    "shutdown_timeout": _Setting(("GLMTRACE_SHUTDOWN_TIMEOUT",), _positive(float)),
-    "spool_max_bytes": _Setting(("GLMTRACE_SPOOL_MAX_BYTES",), _positive(int)),
+    "shutdown_timeout": _Setting(
+        ("GLMTRACE_SHUTDOWN_TIMEOUT",), _bounded(float, MAX_SHUTDOWN_TIMEOUT)
+    ),
+    "spool_max_bytes": _Setting(("GLMTRACE_SPOOL_MAX_BYTES",), _bounded(int, MAX_SPOOL_BYTES)),
     "es_url": _Setting(("GLMTRACE_ES_URL",), _endpoint),
     "es_api_key": _Setting(("GLMTRACE_ES_API_KEY",), _secret),
     "es_username": _Setting(("GLMTRACE_ES_USERNAME",), _str),
@@ -310,7 +340,7 @@ _SETTINGS: dict[str, _Setting] = {
     "es_ca_certs": _Setting(("GLMTRACE_ES_CA_CERTS",), _str),
     "es_verify_certs": _Setting(("GLMTRACE_ES_VERIFY_CERTS",), _bool),
     "fluent_host": _Setting(("GLMTRACE_FLUENT_HOST",), _str),
-    "fluent_port": _Setting(("GLMTRACE_FLUENT_PORT",), _positive(int)),
+    "fluent_port": _Setting(("GLMTRACE_FLUENT_PORT",), _bounded(int, 65535)),
     # OTEL_RESOURCE_ATTRIBUTES is read by OpenTelemetry's Resource.create, under these.
     "resource_attributes": _Setting((), _resource),
 }
@@ -319,13 +349,18 @@ SECRET_SETTINGS = frozenset({"headers", "es_api_key", "es_password"})
 
 
 def resolve(
-    arguments: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    arguments: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_store: bool = True,
 ) -> tuple[Options, dict[str, str]]:
     """Build :class:`Options` from explicit ``arguments`` and the environment.
 
     Returns the options and, per setting, its source (``argument``, an env var name, or
     ``default``). A bad argument or environment value raises :class:`ConfigError` naming the
-    argument or variable (and the value, unless it is a secret).
+    argument or variable (and the value, unless it is a secret). With ``check_store`` a store
+    that traces or logs write to must be usable (:func:`check_store_path`); commands that only
+    read it pass False and say themselves what is wrong with it.
     """
     env = os.environ if environ is None else environ
     unknown = set(arguments) - set(_SETTINGS)
@@ -351,10 +386,61 @@ def resolve(
         else:
             sources[name] = "default"
     if sources.get("sample_rate") == "default" and env.get("OTEL_TRACES_SAMPLER"):
+        _check_sampler(env["OTEL_TRACES_SAMPLER"], env.get("OTEL_TRACES_SAMPLER_ARG"))
         sources["sample_rate"] = "OTEL_TRACES_SAMPLER"
     if sources["resource_attributes"] == "default" and env.get("OTEL_RESOURCE_ATTRIBUTES"):
         sources["resource_attributes"] = "OTEL_RESOURCE_ATTRIBUTES"
-    return _build(values, sources), sources
+    options = _build(values, sources)
+    if check_store and (options.traces == "local" or "local" in options.logs):
+        name = sources["store"]
+        check_store_path(options.store, "store" if name in ("argument", "default") else name)
+    return options, sources
+
+
+# What OpenTelemetry's SDK reads from OTEL_TRACES_SAMPLER when sample_rate is not set; it
+# would only log a warning for another name or an unreadable ratio and sample everything.
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+def _check_sampler(name: str, arg: str | None) -> None:
+    if name.lower() not in SAMPLERS:  # as the SDK reads it: case-insensitive, not stripped
+        raise ConfigError(f"OTEL_TRACES_SAMPLER={name!r} is not one of {', '.join(SAMPLERS)}")
+    if name.lower().endswith("traceidratio") and arg:  # unset means 1.0 (the spec)
+        _ratio("OTEL_TRACES_SAMPLER_ARG", arg)
+
+
+_SQLITE_HEADER = b"SQLite format 3\0"
+
+
+def check_store_path(path: Path, name: str = "store") -> None:
+    """Refuse a store path SQLite cannot use, before any span is lost to it (creates nothing).
+
+    ``name`` is the setting that chose the path, for the message.
+    """
+    shown = f"{name}={str(path)!r}"
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and existing != path and not existing.is_dir():
+        raise ConfigError(f"{shown}: {existing} is not a directory")
+    if existing != path:
+        return  # the first traced write creates it
+    if path.is_dir():
+        raise ConfigError(f"{shown} is a directory; name a file such as {path / 'glmtrace.db'}")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ConfigError(f"{shown} is not a regular file")
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise ConfigError(f"{shown} cannot be read: {exc.strerror}") from None
+    if header and header != _SQLITE_HEADER:  # an empty file is an empty SQLite database
+        raise ConfigError(f"{shown} is not a SQLite database (a glmtrace store)")
 
 
 def _build(values: dict[str, Any], sources: dict[str, str]) -> Options:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, Resource
@@ -133,11 +135,29 @@ class CountingExporter(SpanExporter):
         self._inner.shutdown()
 
 
+def without_credentials(url: str, headers: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """``url`` without its ``user:password@`` part, which becomes a Basic authorization header.
+
+    The OTLP exporters and gRPC print their endpoint in retry and error messages; a password
+    in it would reach stderr. An authorization header already configured wins.
+    """
+    out = dict(headers)
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, out
+    if not any(name.lower() == "authorization" for name in out):
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        out["authorization"] = f"Basic {token}"
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return urllib.parse.urlunsplit(bare), out
+
+
 def otlp_exporter(options: Options, timeout: float | None = None) -> SpanExporter:
     """The OTLP exporter for the configured protocol, with a short per-request timeout."""
-    endpoint = options.endpoint
-    assert endpoint is not None
-    headers = dict(options.headers)
+    assert options.endpoint is not None
+    endpoint, headers = without_credentials(options.endpoint, options.headers)
     if timeout is None:
         # Short, so a black-holed collector holds the export thread only briefly.
         timeout = max(1.0, min(10.0, options.shutdown_timeout * 2))

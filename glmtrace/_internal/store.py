@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from . import sqlite_fork
+from . import repair, sqlite_fork
 from .ecs import EcsDocument
 from .guard import warn_once
 from .span_row import SpanRow
@@ -211,7 +211,7 @@ class Store:
         """
         global _recorded
         share = _difference(stats, _recorded)
-        row = (time.time_ns(), os.getpid(), service_name, json.dumps(share))
+        row = (time.time_ns(), os.getpid(), repair.text(service_name), json.dumps(share))
         sql = "INSERT INTO runs VALUES (?,?,?,?)"
         self._run(True, lambda conn: _transaction(conn, lambda: conn.execute(sql, row)))
         _recorded = {sink: dict(events) for sink, events in stats.items()}

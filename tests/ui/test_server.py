@@ -57,6 +57,7 @@ def test_only_reads_are_allowed(served: Served, method: str) -> None:
         ("/api/traces?before=inf:ab", 400, "before"),
         ("/api/traces?trace=xyz", 400, "not a trace id"),
         ("/api/metrics?window=forever", 400, "window"),
+        ("/api/metrics?window=99999999999999d", 400, "window"),
         ("/api/compare?a=" + data.PIPELINE, 400, "two traces"),
         ("/etc/passwd", 404, "no page"),
         ("/static/../server.py", 404, "no page"),

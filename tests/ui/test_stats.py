@@ -77,6 +77,12 @@ def test_stats_table_and_errors(store_path: Path, tmp_path: Path) -> None:
     assert "Traceback" not in missing.output
 
 
+def test_huge_window_is_a_usage_error(store_path: Path) -> None:
+    """A window past what nanosecond timestamps hold is refused like any bad window."""
+    huge = run("stats", "--window", "99999999999999d", "--store", str(store_path))
+    assert huge.exit_code == 2 and "--window" in huge.output and "at most" in huge.output
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 10, 101])
 def test_percentile_is_numpy_linear(n: int) -> None:
     """The shared percentile agrees with numpy's default method."""

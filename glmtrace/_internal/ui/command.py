@@ -22,13 +22,13 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def _store(path: Path | None) -> Path:
     if path is not None:
         return path
-    options, _ = resolve({})
+    options, _ = resolve({}, check_store=False)
     return options.store
 
 
 def _es_options(url: str) -> ElasticsearchOptions:
     """``url`` with the credentials and TLS settings of the GLMTRACE_ES_* environment."""
-    options, _ = resolve({"es_url": url})
+    options, _ = resolve({"es_url": url}, check_store=False)
     assert options.elasticsearch is not None
     return options.elasticsearch
 

@@ -18,6 +18,7 @@ from .queries import Source
 
 BUCKETS = 30
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_WINDOW_S = 100 * 366 * 86400
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,10 @@ def parse_window(text: str) -> float | None:
     found = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text)
     if not found or float(found.group(1)) <= 0:
         raise ValueError(f"window {text!r}: give a number with s, m, h or d (e.g. 1h), or 'all'")
-    return float(found.group(1)) * _UNITS[found.group(2)]
+    seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    if seconds > MAX_WINDOW_S:  # past it nanosecond bounds overflow SQLite's integers
+        raise ValueError(f"window {text!r}: at most {MAX_WINDOW_S // 86400}d, or 'all'")
+    return seconds
 
 
 def window(source: Source, text: str) -> Window:
