@@ -193,15 +193,23 @@ def _logs(name: str, value: Any) -> tuple[str, ...]:
     allowed = (*get_args(LogsSink), *plugins.names(plugins.LOG_SINKS))
     for v in value:
         _choice(allowed)(name, v)
-    plugins.check(plugins.LOG_SINKS, value)
+    if not _from_environment(name):
+        plugins.check(plugins.LOG_SINKS, value)
     sinks = tuple(dict.fromkeys(value))
     return ("none",) if "none" in sinks else sinks
 
 
 def _traces(name: str, value: Any) -> str:
     sink = _choice((*get_args(TracesSink), *plugins.names(plugins.SPAN_EXPORTERS)))(name, value)
-    plugins.check(plugins.SPAN_EXPORTERS, [sink])
+    if not _from_environment(name):
+        plugins.check(plugins.SPAN_EXPORTERS, [sink])
     return sink
+
+
+def _from_environment(name: str) -> bool:
+    # A plugin named in the environment that cannot load is warned about when the runtime
+    # starts it, and the program runs on without it; named in an argument, init() refuses it.
+    return name.isupper()
 
 
 def _bounded(kind: type[int] | type[float], maximum: float) -> Callable[[str, Any], Any]:
