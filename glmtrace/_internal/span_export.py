@@ -6,6 +6,7 @@ import base64
 import os
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -96,6 +97,11 @@ class CountingExporter(SpanExporter):
     def __init__(self, sink: str, inner: SpanExporter) -> None:
         self.sink = sink
         self._inner = inner
+        self._after_fork()
+        _counters.add(self)
+
+    def _after_fork(self) -> None:
+        # A forked child starts with nothing in flight: the parent's exports are the parent's.
         self._lock = threading.Lock()
         self._in_flight = 0
         self._abandoned = False
@@ -152,6 +158,17 @@ def without_credentials(url: str, headers: Mapping[str, str]) -> tuple[str, dict
         out["authorization"] = f"Basic {token}"
     bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
     return urllib.parse.urlunsplit(bare), out
+
+
+_counters: weakref.WeakSet[CountingExporter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for counter in list(_counters):
+        counter._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def otlp_exporter(options: Options, timeout: float | None = None) -> SpanExporter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -217,3 +218,26 @@ def test_undecodable_service_name_reaches_otlp(
     services = [s["resource"]["service.name"].string_value for s in received]
     assert services == ["train-\ufffd"] * 3
     assert result is SpanExportResult.SUCCESS
+
+
+def test_forked_child_inherits_no_export_in_flight() -> None:
+    """A child forked while the parent exports counts none of the parent's spans as its own."""
+    release, started = threading.Event(), threading.Event()
+
+    class Slow(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            started.set()
+            release.wait(10)
+            return SpanExportResult.SUCCESS
+
+    counter = CountingExporter("fork-test", Slow())
+    exporting = threading.Thread(target=counter.export, args=([_span(i) for i in range(3)],))
+    exporting.start()
+    assert started.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of its own is in flight
+        os._exit(counter.abandon())
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    exporting.join(10)
+    assert os.waitstatus_to_exitcode(status) == 0
