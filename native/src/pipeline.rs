@@ -124,6 +124,7 @@ impl Shared {
             let lost = st.queue.len() as u64 + st.in_flight;
             st.queue.clear();
             st.in_flight = 0;
+            st.settled = st.accepted;
             self.counters.dropped.fetch_add(lost, Relaxed);
         }
         self.wake.notify_one();
