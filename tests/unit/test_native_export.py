@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -254,3 +256,37 @@ assert glmtrace.force_flush(5)
     )
     assert result.returncode == 0, result.stderr
     assert sorted(receiver[1]) == ["child", "parent-after", "parent-before"]
+
+
+def test_an_abi3_wheel_builds(tmp_path: Any) -> None:
+    """``maturin build`` makes one abi3 wheel (CPython >= 3.10) with the module and its types."""
+    if shutil.which("cargo") is None or shutil.which("maturin") is None:
+        pytest.skip("no cargo or maturin here")
+    root = Path(__file__).resolve().parents[2]
+    cache = Path(os.environ.get("GLMTRACE_CACHE", Path.home() / ".cache" / "glmtrace"))
+    env = {
+        **os.environ,
+        "CARGO_HOME": str(cache / "cargo-home"),  # scripts/setup.sh's caches: a warm build
+        "CARGO_TARGET_DIR": str(cache / "cargo-target"),
+    }
+    subprocess.run(
+        [
+            "maturin",
+            "build",
+            "--release",
+            "--quiet",
+            "-m",
+            str(root / "native" / "Cargo.toml"),
+            "-o",
+            str(tmp_path),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    assert "-cp310-abi3-" in wheel.name
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "glmtrace_native/glmtrace_native.abi3.so" in names
+    assert "glmtrace_native/__init__.pyi" in names
