@@ -260,7 +260,10 @@ assert glmtrace.force_flush(5)
 
 def test_an_abi3_wheel_builds(tmp_path: Any) -> None:
     """``maturin build`` makes one abi3 wheel (CPython >= 3.10) with the module and its types."""
-    if shutil.which("cargo") is None or shutil.which("maturin") is None:
+    maturin = shutil.which("maturin", path=str(Path(sys.executable).parent)) or shutil.which(
+        "maturin"
+    )
+    if shutil.which("cargo") is None or maturin is None:
         pytest.skip("no cargo or maturin here")
     root = Path(__file__).resolve().parents[2]
     cache = Path(os.environ.get("GLMTRACE_CACHE", Path.home() / ".cache" / "glmtrace"))
@@ -271,7 +274,7 @@ def test_an_abi3_wheel_builds(tmp_path: Any) -> None:
     }
     subprocess.run(
         [
-            "maturin",
+            maturin,
             "build",
             "--release",
             "--quiet",
