@@ -110,8 +110,10 @@ class SpanTuples:
         assert ctx is not None
         parent = span.parent
         status = span.status
-        events = span.events
-        links = span.links
+        # The SDK's own fields: its properties copy them (a mapping proxy, tuples) per call,
+        # a cost paid on the calling thread for every span. The equivalence test guards this.
+        events = span._events
+        links = span._links
         return (
             self._resource(span.resource),
             self._scope(span.instrumentation_scope or None),
@@ -124,7 +126,7 @@ class SpanTuples:
             span.kind.value,
             span.start_time,
             span.end_time,
-            _attrs(span.attributes),
+            _attrs(span._attributes),
             span.dropped_attributes,
             [(e.name, e.timestamp, _attrs(e.attributes), e.dropped_attributes) for e in events]
             if events
