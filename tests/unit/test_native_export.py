@@ -131,7 +131,9 @@ class _Receiver(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
             for ss in rs.scope_spans:
-                self.names.extend(s.name for s in ss.spans)
+                for span in ss.spans:
+                    cut = any(a.key == "glmtrace.truncated" for a in span.attributes)
+                    self.names.append(f"{span.name} (truncated)" if cut else span.name)
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -226,6 +228,26 @@ def test_black_holed_endpoint_drops_are_counted_and_shutdown_bounded(
     assert counts.get("exported", 0) == 0
     assert counts["dropped"] == 2000
     assert processor.pending() == 0
+
+
+@needs_native
+def test_a_span_too_big_for_one_request_is_truncated_not_lost(
+    receiver: tuple[str, list[str]],
+) -> None:
+    """As the Python path's SizeBoundedExporter: cut, marked, counted; its neighbours intact."""
+    STATS.reset()
+    options = Options(endpoint=receiver[0], protocol="http/protobuf")
+    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=65536)
+    big = {"rows": tuple("x" * 100 for _ in range(10_000)), "text": "y" * 100_000}
+    for i, attributes in enumerate([{}, big, {}]):
+        processor.on_end(
+            ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False), attributes=attributes)
+        )
+    assert processor.force_flush(5000)
+    processor.shutdown()
+    assert sorted(receiver[1]) == ["s0", "s1 (truncated)", "s2"]
+    counts = STATS.snapshot()["otlp"]
+    assert (counts["exported"], counts["truncated"], counts.get("dropped", 0)) == (3, 1, 0)
 
 
 @needs_native
