@@ -44,7 +44,7 @@ def available() -> bool:
 def wanted(options: Options) -> bool:
     """Whether ``options`` get the native path: extension present, ``GLMTRACE_NATIVE`` not 0,
     and an endpoint the native client speaks (OTLP/HTTP protobuf, plain HTTP, uncompressed)."""
-    if _native is None or os.environ.get("GLMTRACE_NATIVE", "1").strip() == "0":
+    if _native is None or forced_off():
         return False
     compression = os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", os.environ.get("OTEL_EXPORTER_OTLP_COMPRESSION")
@@ -55,6 +55,11 @@ def wanted(options: Options) -> bool:
         and endpoint.startswith("http://")
         and compression in (None, "", "none")
     )
+
+
+def forced_off() -> bool:
+    """True when ``GLMTRACE_NATIVE`` is 0 (or false, no, off): the Python path, always."""
+    return os.environ.get("GLMTRACE_NATIVE", "").strip().lower() in ("0", "false", "no", "off")
 
 
 def _attrs(attributes: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from .jobs import run_traced
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
-        not native_export.available() or os.environ.get("GLMTRACE_NATIVE") == "0",
+        not native_export.available() or native_export.forced_off(),
         reason="native extension not built or forced off",
     ),
 ]

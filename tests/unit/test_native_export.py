@@ -33,7 +33,7 @@ from glmtrace._internal import native_export
 from glmtrace._internal.config import Options
 from glmtrace._internal.stats import STATS
 
-FORCED_OFF = os.environ.get("GLMTRACE_NATIVE", "1").strip() == "0"
+FORCED_OFF = native_export.forced_off()
 needs_native = pytest.mark.skipif(
     not native_export.available() or FORCED_OFF, reason="native path not built or forced off"
 )
