@@ -21,3 +21,12 @@ start=$SECONDS
 echo "setup: python environment ready in $((SECONDS - start))s ($VENV)" >&2
 export VENV
 export PATH="$VENV/bin:$PATH"
+# The native export pipeline (native/, optional): built when cargo is here, with cargo's caches
+# under $CACHE so reruns only relink; without cargo glmtrace runs on its pure-Python path.
+if command -v cargo >/dev/null 2>&1; then
+  start=$SECONDS
+  CARGO_HOME="$CACHE/cargo-home" CARGO_TARGET_DIR="$CACHE/cargo-target" VIRTUAL_ENV="$VENV" \
+    "$VENV/bin/maturin" develop --release --quiet -m "$ROOT/native/Cargo.toml" >&2 &&
+    echo "setup: native extension built in $((SECONDS - start))s" >&2 ||
+    echo "setup: native extension NOT built; glmtrace uses its Python exporter" >&2
+fi

@@ -16,7 +16,12 @@ from glmtrace._internal.span_export import span_to_row
 from glmtrace._internal.stats import STATS
 
 # The harness's own settings survive; every SDK setting starts from its default.
-_HARNESS = {"GLMTRACE_STRICT", "GLMTRACE_BACKENDS", "GLMTRACE_BACKEND_STARTUP_TIMEOUT"}
+_HARNESS = {
+    "GLMTRACE_STRICT",
+    "GLMTRACE_BACKENDS",
+    "GLMTRACE_BACKEND_STARTUP_TIMEOUT",
+    "GLMTRACE_NATIVE",  # CI runs the suite once more with 0: the pure-Python path
+}
 os.environ["GLMTRACE_STRICT"] = "1"
 for _name in list(os.environ):
     if (_name.startswith("GLMTRACE_") and _name not in _HARNESS) or _name.startswith("OTEL_"):

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span
 
-from . import capture, plugins
+from . import capture, native_export, plugins
 from . import provider as global_provider
 from .attributes import AttributeValue, Limits
 from .config import Options, resolve
@@ -38,6 +38,7 @@ from .repair import safe_str
 from .shipper import BackgroundShipper
 from .signals import sigterm_handler
 from .span_export import (
+    MAX_REQUEST_BYTES,
     CountingExporter,
     SizeBoundedExporter,
     StoreSpanExporter,
@@ -118,7 +119,7 @@ class Runtime:
         self._root_off = False
         self._handlers: list[logging.Handler] = []
         self._shippers: list[BackgroundShipper[Any]] = []
-        self._span_processors: list[_BoundedBatchProcessor] = []
+        self._span_processors: list[_BoundedBatchProcessor | native_export.NativeSpanProcessor] = []
         self._closers: list[Callable[[float], None]] = []
         self._lock = threading.RLock()
         self._started = False
@@ -192,6 +193,10 @@ class Runtime:
         store = Store(options.store)
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
+        elif options.traces == "otlp" and native_export.wanted(options):
+            native = native_export.NativeSpanProcessor(options, _MAX_QUEUE, MAX_REQUEST_BYTES)
+            self._span_processors.append(native)
+            provider.add_span_processor(native)
         elif options.traces == "otlp":
             self._add_exporter(
                 provider, "otlp", SizeBoundedExporter("otlp", otlp_exporter(options))

@@ -1,0 +1,158 @@
+//! glmtrace's native export pipeline: finished spans leave Python's heap at hand-off, and a
+//! Rust thread batches, encodes (OTLP protobuf) and POSTs them without holding the GIL.
+
+mod batch;
+mod convert;
+mod pipeline;
+mod proto;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+use pipeline::{Config, Shared};
+
+/// One exporter's queue and thread. After a fork the child builds a new one (the parent's
+/// thread does not exist there); the old object is never touched again.
+#[pyclass(frozen)]
+struct Pipeline {
+    shared: Arc<Shared>,
+    last: std::sync::Mutex<[u64; 4]>, // counters already handed to Python
+}
+
+fn duration(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::from_secs(3600))
+}
+
+#[pymethods]
+impl Pipeline {
+    #[new]
+    #[pyo3(signature = (url, headers, timeout, max_queue, batch_size, delay, max_request_bytes))]
+    fn new(
+        url: String,
+        headers: Vec<(String, String)>,
+        timeout: f64,
+        max_queue: usize,
+        batch_size: usize,
+        delay: f64,
+        max_request_bytes: usize,
+    ) -> Self {
+        let config = Config {
+            url,
+            headers,
+            timeout: duration(timeout),
+            max_queue,
+            batch_size: batch_size.max(1),
+            delay: duration(delay),
+            max_request_bytes,
+        };
+        Pipeline { shared: Shared::start(config), last: Default::default() }
+    }
+
+    /// Registers a resource `(attributes, schema_url)`; its index for `submit`.
+    fn resource(&self, attributes: &Bound<'_, PyAny>, schema_url: Option<String>) -> PyResult<u32> {
+        let r = convert::resource(attributes)?;
+        let mut reg = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.resources.push((r, schema_url.unwrap_or_default()));
+        Ok(reg.resources.len() as u32 - 1)
+    }
+
+    /// Registers an instrumentation scope; its index for `submit`.
+    fn scope(
+        &self,
+        name: &Bound<'_, PyAny>,
+        version: &Bound<'_, PyAny>,
+        schema_url: Option<String>,
+        attributes: &Bound<'_, PyAny>,
+    ) -> PyResult<u32> {
+        let s = convert::scope(name, version, attributes)?;
+        let mut reg = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.scopes.push((s, schema_url.unwrap_or_default()));
+        Ok(reg.scopes.len() as u32 - 1)
+    }
+
+    /// Hands one span tuple over; never raises, never blocks. False when it was dropped.
+    fn submit(&self, span: &Bound<'_, PyTuple>) -> bool {
+        let shared = &self.shared;
+        match catch_unwind(AssertUnwindSafe(|| convert::span(span))) {
+            Ok(Ok(item)) => shared.submit(item),
+            Ok(Err(_)) => {
+                shared.counters.dropped.fetch_add(1, Relaxed);
+                false
+            }
+            Err(_) => {
+                shared.counters.panics.fetch_add(1, Relaxed);
+                shared.counters.dropped.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Spans handed over and not yet exported or dropped.
+    fn pending(&self) -> u64 {
+        self.shared.pending()
+    }
+
+    /// Waits (GIL released) until what was submitted before is sent, at most `timeout` s.
+    fn flush(&self, py: Python<'_>, timeout: f64) -> bool {
+        let shared = Arc::clone(&self.shared);
+        py.detach(move || shared.flush(duration(timeout)))
+    }
+
+    /// Stops accepting spans and sends the rest within `timeout` s; the remainder is dropped.
+    fn shutdown(&self, py: Python<'_>, timeout: f64) -> bool {
+        let shared = Arc::clone(&self.shared);
+        py.detach(move || shared.shutdown(duration(timeout)))
+    }
+
+    /// `(exported, dropped, truncated, panics)` since the previous call.
+    fn take_counts(&self) -> (u64, u64, u64, u64) {
+        let c = &self.shared.counters;
+        let now = [
+            c.exported.load(Relaxed),
+            c.dropped.load(Relaxed),
+            c.truncated.load(Relaxed),
+            c.panics.load(Relaxed),
+        ];
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let delta = std::array::from_fn::<u64, 4, _>(|i| now[i] - last[i]);
+        *last = now;
+        (delta[0], delta[1], delta[2], delta[3])
+    }
+}
+
+/// The ExportTraceServiceRequest bytes for `spans` (tuples as for `Pipeline.submit`), with
+/// `resources` [(attributes, schema_url)] and `scopes` [(name, version, schema_url, attributes)]
+/// as registered: the encoder alone, for the equivalence tests.
+#[pyfunction]
+fn encode<'py>(
+    py: Python<'py>,
+    spans: Vec<Bound<'py, PyTuple>>,
+    resources: Vec<(Bound<'py, PyAny>, Option<String>)>,
+    scopes: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<String>, Bound<'py, PyAny>)>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut registry = batch::Registry::default();
+    for (attrs, schema) in &resources {
+        registry.resources.push((convert::resource(attrs)?, schema.clone().unwrap_or_default()));
+    }
+    for (name, version, schema, attrs) in &scopes {
+        registry
+            .scopes
+            .push((convert::scope(name, version, attrs)?, schema.clone().unwrap_or_default()));
+    }
+    let queued = spans.iter().map(convert::span).collect::<PyResult<Vec<_>>>()?;
+    let body = batch::request(queued, &registry).encode_to_vec();
+    Ok(PyBytes::new(py, &body))
+}
+
+#[pymodule]
+fn glmtrace_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Pipeline>()?;
+    m.add_function(wrap_pyfunction!(encode, m)?)?;
+    Ok(())
+}

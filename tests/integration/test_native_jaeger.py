@@ -1,0 +1,85 @@
+"""Spans sent by the native export path reach the real Jaeger complete."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from glmtrace._internal import native_export, remote
+
+from .backends import Jaeger
+from .jobs import run_traced
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not native_export.available() or native_export.forced_off(),
+        reason="native extension not built or forced off",
+    ),
+]
+
+JOB = """
+    import json
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import glmtrace
+    from glmtrace._internal.span_export import span_to_row
+
+    memory = InMemorySpanExporter()
+    glmtrace.init(service_name={service!r}, endpoint={endpoint!r}, protocol="http/protobuf",
+                  logs="none", exporter=memory, store="store/glmtrace.db")
+    tracer = trace.get_tracer("raw.otel", "2.0")
+    with glmtrace.span("root", attributes={{"run": {run!r}, "n": 7, "ratio": 0.25, "ok": True,
+                                            "tags": ["a", "b"], "ints": [1, 2]}}) as root:
+        with tracer.start_as_current_span("linked", links=[trace.Link(
+                trace.get_current_span().get_span_context(), {{"why": "fan-in"}})]) as s:
+            s.add_event("checkpoint", {{"step": 3, "loss": 0.5}})
+            s.set_status(trace.Status(trace.StatusCode.ERROR, "bad shard"))
+        for i in range({many}):
+            with glmtrace.span(f"leaf {{i}}", attributes={{"i": i}}):
+                pass
+    ok = glmtrace.shutdown(20)
+    rows = [span_to_row(s) for s in memory.get_finished_spans()]
+    print(json.dumps({{"trace_id": root.trace_id, "rows": rows, "flushed": ok,
+                      "stats": glmtrace.stats()}}))
+"""
+
+COMPARED = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status",
+    "status_message",
+    "service_name",
+    "attributes",
+    "events",
+)
+
+
+def test_native_path_spans_arrive_complete(jaeger: Jaeger, tmp_path: Path) -> None:
+    """Attributes of each type, events, links, status and 2,000 leaves, none dropped."""
+    service = "native-it"
+    out: dict[str, Any] = run_traced(
+        JOB.format(service=service, endpoint=jaeger.otlp_http, run=uuid.uuid4().hex, many=2000),
+        tmp_path,
+        timeout=180,
+    )
+    otlp = out["stats"]["otlp"]
+    assert otlp.get("native") == 1, otlp
+    assert out["flushed"] and otlp.get("dropped", 0) == 0, otlp
+    assert otlp["exported"] == len(out["rows"]) == 2002
+    jaeger.trace(out["trace_id"], min_spans=len(out["rows"]))
+    got = {r["span_id"]: r for r in remote.jaeger_trace(jaeger.query_url, out["trace_id"])}
+    assert len(got) == len(out["rows"])
+    for row in out["rows"]:
+        assert {k: got[row["span_id"]][k] for k in COMPARED} == {k: row[k] for k in COMPARED}
+    (linked,) = (r for r in out["rows"] if r["name"] == "linked")
+    assert got[linked["span_id"]]["links"] == linked["links"]
