@@ -230,6 +230,11 @@ class NativeSpanProcessor(SpanProcessor):
     def pending(self) -> int:
         return int(self._pipeline.pending())
 
+    def abandon(self) -> int:
+        """After the runtime's deadline: spans still queued (the pipeline's own shutdown counts
+        the batch in flight)."""
+        return self.pending()
+
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         ok = bool(self._pipeline.flush(timeout_millis / 1000))
         self.sync_stats()
