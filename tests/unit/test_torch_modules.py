@@ -68,6 +68,20 @@ def test_include_and_exclude_select_by_path_or_type(traced: Any) -> None:
     assert instrumented_paths(model) == ["encoder.0", "head"]
 
 
+@pytest.mark.parametrize("argument", ["include", "exclude"])
+def test_bad_selectors_raise_config_error_naming_the_value(argument: str) -> None:
+    """A selector that is neither a glob nor a class fails at once, naming the bad value."""
+    with pytest.raises(glmtrace.ConfigError, match=rf"{argument}=.*42"):
+        glmtrace.instrument_torch(Block(), **{argument: ["encoder", 42]})
+
+
+def test_one_selector_string_is_one_pattern(traced: Any) -> None:
+    """include="head" selects the module head, not modules named by its letters."""
+    model = Block()
+    glmtrace.instrument_torch(model, include="head")
+    assert instrumented_paths(model) == ["head"]
+
+
 def test_idempotent(traced: Any) -> None:
     """Instrumenting twice does not double the spans; new settings re-hook."""
     model = Block()
