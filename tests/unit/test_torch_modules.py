@@ -273,3 +273,19 @@ def test_keyword_inputs_are_summarised(traced: Any) -> None:
         "input_ids": {"shape": [1, 3], "dtype": "torch.int64", "device": "cpu"},
         "attention_mask": {"shape": [1, 3], "dtype": "torch.float32", "device": "cpu"},
     }
+
+
+def test_torch_compile_of_an_instrumented_model_skips_module_spans(traced: Any) -> None:
+    """Dynamo traces the model's code, not glmtrace's: one graph, no break, no span per module."""
+    model = glmtrace.instrument_torch(Block().eval())
+    x = torch.randn(3, 4)
+    expected = model(x)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    with glmtrace.span("compiled"):
+        out = torch.compile(model, backend="eager")(x)
+    assert torch.allclose(out, expected)
+    names = [s["name"] for s in traced.spans()]
+    assert names.count("torch.module Block") == 1  # the eager call only
+    torch._dynamo.reset()

@@ -31,6 +31,15 @@ M = TypeVar("M")
 Selector = str | type
 
 
+def compiling() -> bool:
+    """True while torch.compile or torch.export traces the code (Dynamo folds it to a constant)."""
+    import torch
+
+    # torch.compiler.is_compiling arrived in torch 2.3; 2.2 has Dynamo's.
+    check = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+    return bool(check())
+
+
 @dataclass(frozen=True)
 class _Settings:
     depth: int
@@ -67,7 +76,9 @@ class _ModuleHooks:
 
         def forward(module: Any, *args: Any, **kwargs: Any) -> Any:
             run = own if own is not None else functools.partial(type(module).forward, module)
-            if DEFAULT.tracer is None:
+            # Under torch.compile/export the module is being traced into a graph, not run:
+            # a span would time the tracing, and Dynamo cannot trace the span code anyway.
+            if DEFAULT.tracer is None or compiling():
                 return run(*args, **kwargs)
             span = None
             try:
@@ -105,7 +116,7 @@ class _ModuleHooks:
         # Backward hooks do not make their span current: autograd may run them on its own
         # threads, where attaching a context could never be detached in order.
         stack = self._stack()
-        if DEFAULT.tracer is None:
+        if DEFAULT.tracer is None or compiling():
             stack.append(None)
             return
         try:
