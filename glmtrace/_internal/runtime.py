@@ -218,7 +218,7 @@ class Runtime:
         mark_initialised()  # mp.spawn children that never call init() can then warn
         self._instrument_threading()
         quiet_exporter_logs()
-        sigterm_handler(install=True)
+        sigterm_handler(install=True, flush=self.shutdown_at_exit, budget=options.shutdown_timeout)
         install_record_factory()
         if options.capture_logs:
             self._start_log_sinks(options, store)
