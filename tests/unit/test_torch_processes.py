@@ -342,6 +342,24 @@ def test_ids_do_not_follow_the_programs_random_seed(traced: Any) -> None:
     assert len({s["trace_id"] for s in spans}) == 2
 
 
+def test_tracing_leaves_the_programs_random_state_alone(traced: Any) -> None:
+    """A seeded program draws the same numbers with tracing on: no span id comes from random."""
+    import random
+
+    from glmtrace._internal.torch import fastspans
+
+    random.seed(0)
+    before = random.getstate()
+    with glmtrace.span("sdk span"), glmtrace.inference("m"):
+        lite = fastspans.start("fast span")
+        assert lite is not None
+        lite.end()
+    with glmtrace.span("a root of its own"):
+        pass
+    assert random.getstate() == before
+    assert len(traced.spans()) == 4
+
+
 class Featurized(Numbers):
     """A dataset that runs an instrumented model and a cuda_span on each item."""
 
