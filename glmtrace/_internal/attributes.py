@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.sdk.trace import SpanLimits
+
 from .config import DEFAULT_REDACT_KEYS
 from .repair import INT64_MAX, INT64_MIN, int64_or_text
 
@@ -72,6 +74,12 @@ def truncate(text: str, max_length: int) -> str:
     if len(text) <= max_length:
         return text
     return f"{text[:max_length]}...[truncated {len(text) - max_length} chars]"
+
+
+def attribute_count_limit() -> int:
+    """How many attributes the SDK lets a span keep (OTEL_*ATTRIBUTE_COUNT_LIMIT, or 128)."""
+    count = SpanLimits().max_span_attributes
+    return count if count is not None else sys.maxsize
 
 
 def bound_name(name: str) -> str:

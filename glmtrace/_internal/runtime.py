@@ -9,14 +9,13 @@ import atexit
 import contextlib
 import logging
 import os
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -29,7 +28,7 @@ from opentelemetry.trace import Span
 
 from . import capture, plugins
 from . import provider as global_provider
-from .attributes import AttributeValue, Limits, bound_name
+from .attributes import AttributeValue, Limits, attribute_count_limit, bound_name
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
@@ -157,7 +156,7 @@ class Runtime:
                 self.shutdown()
             self.options, self.sources = options, sources
             self.limits = Limits(
-                options.max_attribute_length, options.redact_keys, _attribute_count_limit()
+                options.max_attribute_length, options.redact_keys, attribute_count_limit()
             )
             self._started = True
             try:
@@ -355,12 +354,6 @@ class Runtime:
     def stats() -> dict[str, dict[str, int]]:
         """See :func:`glmtrace.stats`."""
         return STATS.snapshot()
-
-
-def _attribute_count_limit() -> int:
-    """How many attributes the SDK lets a span keep (OTEL_*ATTRIBUTE_COUNT_LIMIT, or 128)."""
-    count = SpanLimits().max_span_attributes
-    return count if count is not None else sys.maxsize
 
 
 def _renew_lock(ref: weakref.ref[Runtime]) -> None:

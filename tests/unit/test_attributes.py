@@ -233,3 +233,17 @@ def test_sdk_attribute_warnings_are_rate_limited(
         span.set_attribute(f"a{i}", i)
     span.end()
     assert len([r for r in caplog.records if r.name == "opentelemetry.attributes"]) <= 1
+
+
+def test_attribute_count_follows_the_sdk_limit(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT sets the count spans keep, as it does for the SDK."""
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "20")
+    _reinit(traced, store=traced.store)
+    with glmtrace.span("many", {f"a{i}": i for i in range(50)}):
+        pass
+    attrs = traced.one("many")["attributes"]
+    assert len(attrs) <= 20
+    assert "thread.id" in attrs
+    assert attrs["glmtrace.attributes.dropped"] == 50 - sum(1 for k in attrs if k[0] == "a")
