@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.sdk.trace import SpanLimits
+
 from .config import DEFAULT_REDACT_KEYS
 from .repair import INT64_MAX, INT64_MIN, int64_or_text
 
@@ -37,12 +39,24 @@ _repr.maxother = 80
 _repr.maxlevel = 3
 
 
+# Span and event names, and attribute keys, are cut at fixed lengths (values at
+# max_attribute_length): a name is an identifier that backends index and show in lists.
+MAX_NAME_LENGTH = 1024
+MAX_KEY_LENGTH = 256
+# How many attributes a span keeps: the OpenTelemetry SDK's default SpanLimits.
+MAX_ATTRIBUTES = 128
+DROPPED = "glmtrace.attributes.dropped"
+# Slots kept free on a new span for what glmtrace stamps on it (thread id and name, session).
+_STAMPED = 3
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Bounds applied to every attribute value."""
+    """Bounds applied to every attribute value, and to how many attributes a span keeps."""
 
     max_length: int = 4096
     redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
+    max_attributes: int = MAX_ATTRIBUTES
 
     def is_secret(self, key: str) -> bool:
         # Whole-word match on the key's words, so "db_password" and "apiKey" are secret but
@@ -60,6 +74,17 @@ def truncate(text: str, max_length: int) -> str:
     if len(text) <= max_length:
         return text
     return f"{text[:max_length]}...[truncated {len(text) - max_length} chars]"
+
+
+def attribute_count_limit() -> int:
+    """How many attributes the SDK lets a span keep (OTEL_*ATTRIBUTE_COUNT_LIMIT, or 128)."""
+    count = SpanLimits().max_span_attributes
+    return count if count is not None else sys.maxsize
+
+
+def bound_name(name: str) -> str:
+    """A span or event name within :data:`MAX_NAME_LENGTH`, marked where it was cut."""
+    return name if len(name) <= MAX_NAME_LENGTH else truncate(name, MAX_NAME_LENGTH)
 
 
 # Credentials that show up inside exception messages and log lines.
@@ -195,14 +220,40 @@ def coerce(value: Any, limits: Limits) -> AttributeValue:
 
 
 def coerce_attributes(
-    attributes: Mapping[str, Any] | Iterable[tuple[str, Any]], limits: Limits
+    attributes: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    limits: Limits,
+    present: Mapping[str, Any] | None = None,
 ) -> dict[str, AttributeValue]:
-    """Coerce every value and redact secret-looking keys."""
+    """Coerce every value, redact secret-looking keys and bound keys and their number.
+
+    ``present`` holds the attributes the span already has (None: a span about to start). New
+    keys beyond the span's room are dropped, not handed to the SDK, which would evict the
+    oldest (glmtrace's own) and log a warning for each: their count goes in
+    ``glmtrace.attributes.dropped``.
+    """
     items = attributes.items() if isinstance(attributes, Mapping) else attributes
+    existing: Mapping[str, Any] = present if present is not None else {}
+    room = limits.max_attributes - (len(existing) if present is not None else _STAMPED)
     out: dict[str, AttributeValue] = {}
+    added: list[str] = []  # keys the span does not have yet: each takes a slot
+    dropped = 0
     for key, value in items:
-        name = key if isinstance(key, str) else short_repr(key)
         if value is None:
             continue
+        name = key if isinstance(key, str) else short_repr(key)
+        if len(name) > MAX_KEY_LENGTH:
+            name = truncate(name, MAX_KEY_LENGTH)
+        fresh = name not in existing and name not in out
+        if fresh:
+            if len(added) >= room:
+                dropped += 1
+                continue
+            added.append(name)
         out[name] = REDACTED if limits.is_secret(name) else coerce(value, limits)
+    if dropped:
+        if DROPPED not in existing and added and len(added) >= room:
+            del out[added.pop()]  # the count needs a slot of its own
+            dropped += 1
+        previous = existing.get(DROPPED, 0)
+        out[DROPPED] = dropped + (previous if isinstance(previous, int) else 0)
     return out

@@ -85,6 +85,9 @@ NOISY_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     "opentelemetry.exporter.otlp.proto.http._common",
     "opentelemetry.sdk._shared_internal",
+    # "Attributes dict is full" for every attribute over the count limit: glmtrace keeps
+    # within it and counts the rest (glmtrace.attributes.dropped); once a minute is enough.
+    "opentelemetry.attributes",
 )
 
 

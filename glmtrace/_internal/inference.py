@@ -110,9 +110,12 @@ class InferenceCall(SpanHandle):
         self,
         model: str | None = None,
         id: str | None = None,
-        finish_reasons: Iterable[str] | None = None,
+        finish_reasons: str | Iterable[str] | None = None,
     ) -> None:
-        """What the model answered with (``gen_ai.response.*``)."""
+        """What the model answered with (``gen_ai.response.*``); one reason may be a str."""
+        # A str is iterable too: "stop" is one reason, not four letters.
+        if isinstance(finish_reasons, str):
+            finish_reasons = (finish_reasons,)
         reasons = tuple(finish_reasons) if finish_reasons is not None else None
         self.set_attributes(
             {GEN_AI_RESPONSE_MODEL: model, GEN_AI_RESPONSE_ID: id, GEN_AI_FINISH_REASONS: reasons}

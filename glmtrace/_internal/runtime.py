@@ -28,7 +28,7 @@ from opentelemetry.trace import Span
 
 from . import capture, native_export, plugins
 from . import provider as global_provider
-from .attributes import AttributeValue, Limits
+from .attributes import AttributeValue, Limits, attribute_count_limit, bound_name
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
@@ -161,7 +161,9 @@ class Runtime:
                     return options
                 self.shutdown()
             self.options, self.sources = options, sources
-            self.limits = Limits(options.max_attribute_length, options.redact_keys)
+            self.limits = Limits(
+                options.max_attribute_length, options.redact_keys, attribute_count_limit()
+            )
             self._started = True
             try:
                 self._start(options, exporter)
@@ -225,7 +227,7 @@ class Runtime:
         mark_initialised()  # mp.spawn children that never call init() can then warn
         self._instrument_threading()
         quiet_exporter_logs()
-        sigterm_handler(install=True)
+        sigterm_handler(install=True, flush=self.shutdown_at_exit, budget=options.shutdown_timeout)
         install_record_factory()
         if options.capture_logs:
             self._start_log_sinks(options, store)
@@ -348,7 +350,7 @@ class Runtime:
         elif self._root_off:
             return None
         stamped = stamp_context(dict(attributes) if attributes else {})
-        return tracer.start_span(name, attributes=stamped)
+        return tracer.start_span(bound_name(name), attributes=stamped)
 
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> SpanScope:
         """See :func:`glmtrace.span`."""

@@ -15,6 +15,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from .attributes import (
     AttributeValue,
     Limits,
+    bound_name,
     coerce,
     coerce_attributes,
     scrub,
@@ -107,7 +108,9 @@ class SpanHandle:
         """Set one attribute; the value is coerced and redacted like every other."""
         try:
             if self._span.is_recording():
-                self._span.set_attributes(coerce_attributes({key: value}, self._limits))
+                self._span.set_attributes(
+                    coerce_attributes({key: value}, self._limits, _present(self._span))
+                )
         except Exception as exc:
             report("SpanHandle.set_attribute", exc)
 
@@ -115,7 +118,9 @@ class SpanHandle:
         """Set several attributes at once."""
         try:
             if self._span.is_recording():
-                self._span.set_attributes(coerce_attributes(attributes, self._limits))
+                self._span.set_attributes(
+                    coerce_attributes(attributes, self._limits, _present(self._span))
+                )
         except Exception as exc:
             report("SpanHandle.set_attributes", exc)
 
@@ -124,7 +129,7 @@ class SpanHandle:
         try:
             if self._span.is_recording():
                 self._span.add_event(
-                    str(coerce(name, self._limits)),
+                    bound_name(str(coerce(name, self._limits))),
                     coerce_attributes(attributes or {}, self._limits),
                 )
         except Exception as exc:
@@ -134,6 +139,12 @@ class SpanHandle:
         """Mark the span as failed by ``exc`` without raising it."""
         if self._span.is_recording():
             record_error(self._span, exc, self._limits)
+
+
+def _present(span: Span) -> Mapping[str, Any]:
+    """The attributes ``span`` has so far (an SDK span's), to keep within its count limit."""
+    attributes = getattr(span, "attributes", None)
+    return attributes if isinstance(attributes, Mapping) else {}
 
 
 NOOP_HANDLE = SpanHandle(trace.INVALID_SPAN, Limits())

@@ -181,3 +181,69 @@ def test_shared_references_bound_total_coercion_work() -> None:
     text = coerce(node, Limits())
     assert isinstance(text, str) and text.startswith('{"k0": {"k0"')
     assert _Counting.walks <= 2048
+
+
+def test_long_span_names_and_attribute_keys_are_bounded(traced: Traced) -> None:
+    """Names are cut at 1024 characters and keys at 256, on every path that makes spans."""
+    from glmtrace._internal.torch.fastspans import start
+
+    with glmtrace.span("root"):
+        with glmtrace.span("N" * 100_000, {"k" * 100_000: "v"}) as handle:
+            handle.set_attribute("j" * 100_000, 1)
+            handle.add_event("E" * 100_000)
+        with glmtrace.inference("M" * 100_000):
+            pass
+        fast = start("F" * 100_000)
+        assert fast is not None
+        fast.end()
+    spans = [s for s in traced.spans() if s["name"] != "root"]
+    assert len(spans) == 3
+    for span in spans:
+        assert len(span["name"]) < 1100
+        assert span["name"].endswith("...[truncated 98976 chars]") or "chat M" in span["name"]
+        assert all(len(key) < 300 for key in span["attributes"])
+    named = traced.one("N" * 1024 + "...[truncated 98976 chars]")
+    assert named["attributes"]["k" * 256 + "...[truncated 99744 chars]"] == "v"
+    assert len(named["events"][0]["name"]) < 1100
+
+
+def test_attribute_count_is_capped_and_the_rest_counted(
+    traced: Traced, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over the SDK's 128: the span keeps glmtrace's own attributes and counts the dropped."""
+    with glmtrace.span("many", {f"a{i}": i for i in range(1000)}) as handle:
+        handle.set_attributes({f"b{i}": i for i in range(50)})
+        handle.set_attribute("c", 1)
+    attrs = traced.one("many")["attributes"]
+    assert len(attrs) <= 128
+    assert "thread.id" in attrs and "thread.name" in attrs
+    kept = sum(1 for key in attrs if key[0] in "abc")
+    assert attrs["glmtrace.attributes.dropped"] == 1051 - kept
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
+
+
+def test_sdk_attribute_warnings_are_rate_limited(
+    traced: Traced, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A span made through the OpenTelemetry API past the limit logs once, not per attribute."""
+    from opentelemetry import trace
+
+    span = trace.get_tracer("raw").start_span("raw")
+    for i in range(300):
+        span.set_attribute(f"a{i}", i)
+    span.end()
+    assert len([r for r in caplog.records if r.name == "opentelemetry.attributes"]) <= 1
+
+
+def test_attribute_count_follows_the_sdk_limit(
+    traced: Traced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT sets the count spans keep, as it does for the SDK."""
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "20")
+    _reinit(traced, store=traced.store)
+    with glmtrace.span("many", {f"a{i}": i for i in range(50)}):
+        pass
+    attrs = traced.one("many")["attributes"]
+    assert len(attrs) <= 20
+    assert "thread.id" in attrs
+    assert attrs["glmtrace.attributes.dropped"] == 50 - sum(1 for k in attrs if k[0] == "a")

@@ -27,6 +27,14 @@ def test_inference_span_uses_genai_conventions(traced: Any) -> None:
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
 
 
+def test_one_finish_reason_given_as_a_string(traced: Any) -> None:
+    """finish_reasons="stop" is one reason, not the letters of the word."""
+    with glmtrace.inference("chatglm3") as call:
+        call.response(finish_reasons="stop")
+    attrs = traced.one("chat chatglm3")["attributes"]
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+
+
 def test_token_counts_are_not_redacted(traced: Any) -> None:
     """gen_ai.usage.*_tokens are counts, not secrets: the 'token' redaction leaves them."""
     with glmtrace.inference("m", operation="text_completion", input_tokens=5) as call:

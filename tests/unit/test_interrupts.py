@@ -127,3 +127,54 @@ def test_signal_during_exit_time_shutdown_is_quiet(tmp_path: Path, signum: int) 
         proc.kill()
     assert "Exception ignored" not in stderr
     assert "Traceback" not in stderr
+
+
+HELD_OPEN_PROGRAM = """
+import os, signal, sys, threading, time
+import glmtrace
+
+glmtrace.init(service_name="held", store=sys.argv[1])
+
+
+def serve():  # a non-daemon loop: the interpreter waits for it before running atexit
+    while True:
+        time.sleep(0.05)
+
+
+if sys.argv[2] == "thread":
+    threading.Thread(target=serve).start()
+try:
+    with glmtrace.span("work") as work:
+        print(work.trace_id, flush=True)
+        time.sleep(60)
+except BaseException:
+    if sys.argv[2] == "swallow":  # a program that ignores SystemExit and carries on
+        time.sleep(60)
+    raise
+"""
+
+
+@pytest.mark.parametrize("holder", ["thread", "swallow"])
+def test_sigterm_ends_a_process_that_systemexit_cannot(tmp_path: Path, holder: str) -> None:
+    """A non-daemon thread or a swallowed SystemExit: SIGTERM still kills, after a flush."""
+    store = tmp_path / "t.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HELD_OPEN_PROGRAM), str(store), holder],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GLMTRACE_SHUTDOWN_TIMEOUT": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        trace_id = proc.stdout.readline().strip()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:  # still running: the bug; do not leave it behind
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGTERM, err
+    (span,) = Store(store).spans(trace_id)
+    assert span["name"] == "work"
+    assert span["status"] == "ERROR"

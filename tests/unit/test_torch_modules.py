@@ -68,6 +68,20 @@ def test_include_and_exclude_select_by_path_or_type(traced: Any) -> None:
     assert instrumented_paths(model) == ["encoder.0", "head"]
 
 
+@pytest.mark.parametrize("argument", ["include", "exclude"])
+def test_bad_selectors_raise_config_error_naming_the_value(argument: str) -> None:
+    """A selector that is neither a glob nor a class fails at once, naming the bad value."""
+    with pytest.raises(glmtrace.ConfigError, match=rf"{argument}=.*42"):
+        glmtrace.instrument_torch(Block(), **{argument: ["encoder", 42]})
+
+
+def test_one_selector_string_is_one_pattern(traced: Any) -> None:
+    """include="head" selects the module head, not modules named by its letters."""
+    model = Block()
+    glmtrace.instrument_torch(model, include="head")
+    assert instrumented_paths(model) == ["head"]
+
+
 def test_idempotent(traced: Any) -> None:
     """Instrumenting twice does not double the spans; new settings re-hook."""
     model = Block()
@@ -259,3 +273,19 @@ def test_keyword_inputs_are_summarised(traced: Any) -> None:
         "input_ids": {"shape": [1, 3], "dtype": "torch.int64", "device": "cpu"},
         "attention_mask": {"shape": [1, 3], "dtype": "torch.float32", "device": "cpu"},
     }
+
+
+def test_torch_compile_of_an_instrumented_model_skips_module_spans(traced: Any) -> None:
+    """Dynamo traces the model's code, not glmtrace's: one graph, no break, no span per module."""
+    model = glmtrace.instrument_torch(Block().eval())
+    x = torch.randn(3, 4)
+    expected = model(x)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    with glmtrace.span("compiled"):
+        out = torch.compile(model, backend="eager")(x)
+    assert torch.allclose(out, expected)
+    names = [s["name"] for s in traced.spans()]
+    assert names.count("torch.module Block") == 1  # the eager call only
+    torch._dynamo.reset()

@@ -17,6 +17,7 @@ import pytest
 
 import glmtrace
 import glmtrace.distributed
+from glmtrace._internal.span_export import span_to_row
 
 torch = pytest.importorskip("torch")
 
@@ -103,6 +104,22 @@ def test_batches_taken_inside_a_span_go_under_it(traced: Any) -> None:
     assert {w["parent_span_id"] for w in workers} == {epoch.span_id}
     assert {s["trace_id"] for s in spans} == {epoch.trace_id}
     assert sorted(w["attributes"]["glmtrace.torch.worker.id"] for w in workers) == [0, 0, 1]
+
+
+def test_a_batch_still_parked_at_shutdown_is_exported(traced: Any) -> None:
+    """The last batch, taken with no span after it, reaches the exporter at shutdown."""
+    loader = torch.utils.data.DataLoader(
+        Numbers(), batch_size=3, num_workers=1, worker_init_fn=glmtrace.distributed.worker_init_fn()
+    )
+    with glmtrace.span("epoch") as epoch:
+        for _ in loader:
+            pass
+    glmtrace.shutdown()
+    spans = [span_to_row(s) for s in traced.exporter.get_finished_spans()]
+    workers = [s for s in spans if s["name"] == "torch.dataloader.worker"]
+    assert len(workers) == 2
+    assert {w["parent_span_id"] for w in workers} == {epoch.span_id}
+    assert len([s for s in spans if s["name"] == "load item"]) == 6
 
 
 def _setup_span(worker_id: int) -> None:
@@ -323,6 +340,24 @@ def test_ids_do_not_follow_the_programs_random_seed(traced: Any) -> None:
     spans = traced.spans()
     assert len({s["span_id"] for s in spans}) == 4
     assert len({s["trace_id"] for s in spans}) == 2
+
+
+def test_tracing_leaves_the_programs_random_state_alone(traced: Any) -> None:
+    """A seeded program draws the same numbers with tracing on: no span id comes from random."""
+    import random
+
+    from glmtrace._internal.torch import fastspans
+
+    random.seed(0)
+    before = random.getstate()
+    with glmtrace.span("sdk span"), glmtrace.inference("m"):
+        lite = fastspans.start("fast span")
+        assert lite is not None
+        lite.end()
+    with glmtrace.span("a root of its own"):
+        pass
+    assert random.getstate() == before
+    assert len(traced.spans()) == 4
 
 
 class Featurized(Numbers):

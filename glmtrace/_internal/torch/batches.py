@@ -125,6 +125,8 @@ def _sampled(em: Emitter, trace_id: int, name: str) -> bool:
 class _Parked(NamedTuple):
     spans: list[SpanRecord]
     taken_under: SpanContext | None  # the span current when the program took the batch
+    # Kept for flush(): shutdown clears the runtime's tracer before it flushes the parts.
+    emitter: Emitter
 
 
 class Batches:
@@ -144,7 +146,7 @@ class Batches:
             return
         self._install(em)
         current = trace.get_current_span().get_span_context()
-        parked = _Parked(spans, current if current.is_valid else None)
+        parked = _Parked(spans, current if current.is_valid else None, em)
         with self._lock:
             previous = self._parked.pop(threading.get_ident(), None)
             self._parked[threading.get_ident()] = parked
@@ -188,10 +190,8 @@ class Batches:
         """The runtime's flush: batches still parked go under the span current when taken."""
         with self._lock:
             parked, self._parked = list(self._parked.values()), {}
-        em = emitter()
-        if em is not None:
-            for item in parked:
-                export(em, item.spans, item.taken_under)
+        for item in parked:
+            export(item.emitter, item.spans, item.taken_under)
         return True
 
     def _after_fork(self) -> None:

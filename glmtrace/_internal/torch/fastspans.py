@@ -37,7 +37,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from ..attributes import AttributeValue, scrub, truncate
+from ..attributes import AttributeValue, bound_name, scrub, truncate
 from ..runtime import DEFAULT, Runtime
 from ..spans import stamp_context
 
@@ -113,7 +113,7 @@ class Emitter:
     ) -> None:
         """Export one finished span."""
         span = ReadableSpan(
-            name,
+            bound_name(name),
             context=context,
             parent=parent if parent is not None and parent.is_valid else None,
             resource=self.resource,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..attributes import AttributeValue
+from ..errors import ConfigError
 from ..guard import report
 from ..runtime import DEFAULT
 from . import keys, require_torch
@@ -28,6 +29,15 @@ from .fastspans import LiteSpan, start, summary_json
 
 M = TypeVar("M")
 Selector = str | type
+
+
+def compiling() -> bool:
+    """True while torch.compile or torch.export traces the code (Dynamo folds it to a constant)."""
+    import torch
+
+    # torch.compiler.is_compiling arrived in torch 2.3; 2.2 has Dynamo's.
+    check = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+    return bool(check())
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,9 @@ class _ModuleHooks:
 
         def forward(module: Any, *args: Any, **kwargs: Any) -> Any:
             run = own if own is not None else functools.partial(type(module).forward, module)
-            if DEFAULT.tracer is None:
+            # Under torch.compile/export the module is being traced into a graph, not run:
+            # a span would time the tracing, and Dynamo cannot trace the span code anyway.
+            if DEFAULT.tracer is None or compiling():
                 return run(*args, **kwargs)
             span = None
             try:
@@ -104,7 +116,7 @@ class _ModuleHooks:
         # Backward hooks do not make their span current: autograd may run them on its own
         # threads, where attaching a context could never be detached in order.
         stack = self._stack()
-        if DEFAULT.tracer is None:
+        if DEFAULT.tracer is None or compiling():
             stack.append(None)
             return
         try:
@@ -158,6 +170,26 @@ def _matches(path: str, module: Any, selectors: Iterable[Selector]) -> bool:
     return False
 
 
+def _selectors(argument: str, given: Iterable[Selector]) -> tuple[Selector, ...]:
+    """``include``/``exclude`` checked up front: a bad entry would fail later, inside isinstance."""
+    if isinstance(given, str | type):
+        given = (given,)  # one pattern or class, not the letters of a pattern
+    try:
+        selectors = tuple(given)
+    except TypeError:
+        raise ConfigError(
+            f"instrument_torch({argument}=...) needs a list of glob patterns or module classes,"
+            f" got {given!r}"
+        ) from None
+    for selector in selectors:
+        if not isinstance(selector, str | type):
+            raise ConfigError(
+                f"instrument_torch({argument}=...) takes glob patterns (str) or module classes,"
+                f" got {selector!r}"
+            )
+    return selectors
+
+
 def select_modules(model: Any, settings: _Settings) -> list[tuple[str, Any]]:
     """The (path, module) pairs to hook, in ``named_modules()`` order."""
     chosen = []
@@ -194,7 +226,8 @@ def instrument_torch(
     Backward spans (``torch.backward <path>``) use full backward hooks, which reject
     in-place operations on a hooked module's output (such as ``ReLU(inplace=True)``).
 
-    Raises :class:`~glmtrace.MissingDependencyError` when torch is not installed.
+    Raises :class:`~glmtrace.MissingDependencyError` when torch is not installed and
+    :class:`~glmtrace.ConfigError` for an include/exclude entry that is not a str or class.
 
     Example::
 
@@ -207,8 +240,8 @@ def instrument_torch(
         raise TypeError(f"instrument_torch() needs a torch.nn.Module, got {type(model).__name__}")
     settings = _Settings(
         depth=max(0, int(depth)),
-        include=tuple(include) if include is not None else None,
-        exclude=tuple(exclude or ()),
+        include=_selectors("include", include) if include is not None else None,
+        exclude=_selectors("exclude", exclude or ()),
         backward=bool(backward),
     )
     with _LOCK:
