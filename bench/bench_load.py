@@ -60,6 +60,7 @@ def collector(workdir: Path) -> Iterator[str]:
             GLMTRACE_COLLECTOR_LISTEN_OTLP_GRPC=f"127.0.0.1:{grpc}",
             GLMTRACE_COLLECTOR_LISTEN_OTLP_HTTP=f"127.0.0.1:{free_port()}",
             GLMTRACE_COLLECTOR_LISTEN_FLUENT=f"127.0.0.1:{free_port()}",
+            GLMTRACE_COLLECTOR_LISTEN_PROMETHEUS=f"127.0.0.1:{free_port()}",
             GLMTRACE_COLLECTOR_JAEGER_OTLP=jaeger.otlp_grpc,
             GLMTRACE_COLLECTOR_ES_URL=f"http://127.0.0.1:{free_port()}",
             GLMTRACE_COLLECTOR_LOG_LEVEL="warn",

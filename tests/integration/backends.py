@@ -387,6 +387,7 @@ class Collector:
     otlp_http: str  # "http://127.0.0.1:PORT"
     fluent_host: str
     fluent_port: int
+    prometheus: str  # "http://127.0.0.1:PORT", whose /metrics serves the metrics pipeline
     process: Process = field(repr=False)
 
 
@@ -411,22 +412,24 @@ def start_collector(
     # Like compose's es-init container: the ECS exporter writes with require_data_stream, so the
     # data stream's template must exist before the first log arrives.
     elasticsearch.put_index_template()
-    grpc, http_port, fluent = free_port(), free_port(), free_port()
+    grpc, http_port, fluent, prometheus = free_port(), free_port(), free_port(), free_port()
     env = {
         "GLMTRACE_COLLECTOR_LISTEN_OTLP_GRPC": f"127.0.0.1:{grpc}",
         "GLMTRACE_COLLECTOR_LISTEN_OTLP_HTTP": f"127.0.0.1:{http_port}",
         "GLMTRACE_COLLECTOR_LISTEN_FLUENT": f"127.0.0.1:{fluent}",
+        "GLMTRACE_COLLECTOR_LISTEN_PROMETHEUS": f"127.0.0.1:{prometheus}",
         "GLMTRACE_COLLECTOR_JAEGER_OTLP": jaeger.otlp_grpc,
         "GLMTRACE_COLLECTOR_ES_URL": elasticsearch.url,
     }
     with failing_test():
-        proc = services.start_collector(workdir, env, (grpc, http_port, fluent))
+        proc = services.start_collector(workdir, env, (grpc, http_port, fluent, prometheus))
     try:
         yield Collector(
             otlp_grpc=f"127.0.0.1:{grpc}",
             otlp_http=f"http://127.0.0.1:{http_port}",
             fluent_host="127.0.0.1",
             fluent_port=fluent,
+            prometheus=f"http://127.0.0.1:{prometheus}",
             process=proc,
         )
     finally:

@@ -273,7 +273,7 @@ def test_jaeger_config_passes_validate(storage: Path) -> None:
 
 def test_builder_manifest_holds_only_what_the_collector_configs_use() -> None:
     """The manifest builds exactly the components the Collector configs use (config.yaml and the
-    scale tier's tier1.yaml / tier2.yaml), plus the Prometheus exporter for metrics pipelines."""
+    scale tier's tier1.yaml / tier2.yaml)."""
     manifest = yaml.safe_load(BUILDER_MANIFEST.read_text(encoding="utf-8"))
     package_type = {
         "otlpreceiver": "otlp",
@@ -295,6 +295,4 @@ def test_builder_manifest_holds_only_what_the_collector_configs_use() -> None:
             for config in configs
             for name in yaml.safe_load(config.read_text(encoding="utf-8"))[kind]
         }
-        if kind == "exporters":
-            used.add("prometheus")  # built for metrics pipelines; no config here uses it yet
         assert built == used, f"{kind}: built {sorted(built)}, configs use {sorted(used)}"

@@ -23,6 +23,7 @@ PORTS: dict[str, int] = {
     "collector-grpc": 4317,
     "collector-http": 4318,
     "collector-fluent": 24224,
+    "collector-prometheus": 8889,
     "jaeger-query": 16686,
     "jaeger-query-grpc": 16685,
     "jaeger-otlp-grpc": 14317,
@@ -55,6 +56,7 @@ class Stack:
             "Collector OTLP gRPC": f"http://127.0.0.1:{p['collector-grpc']}",
             "Collector OTLP HTTP": f"http://127.0.0.1:{p['collector-http']}",
             "Collector Fluent forward": f"tcp://127.0.0.1:{p['collector-fluent']}",
+            "Collector Prometheus metrics": f"http://127.0.0.1:{p['collector-prometheus']}/metrics",
         }
 
     def environment(self) -> dict[str, str]:
@@ -182,10 +184,11 @@ def _start(stack: Stack, name: str) -> Service:
         "GLMTRACE_COLLECTOR_LISTEN_OTLP_GRPC": f"127.0.0.1:{p['collector-grpc']}",
         "GLMTRACE_COLLECTOR_LISTEN_OTLP_HTTP": f"127.0.0.1:{p['collector-http']}",
         "GLMTRACE_COLLECTOR_LISTEN_FLUENT": f"127.0.0.1:{p['collector-fluent']}",
+        "GLMTRACE_COLLECTOR_LISTEN_PROMETHEUS": f"127.0.0.1:{p['collector-prometheus']}",
         "GLMTRACE_COLLECTOR_JAEGER_OTLP": f"127.0.0.1:{p['jaeger-otlp-grpc']}",
         "GLMTRACE_COLLECTOR_ES_URL": es_url,
     }
-    listen = (p["collector-grpc"], p["collector-http"], p["collector-fluent"])
+    listen = tuple(p[f"collector-{kind}"] for kind in ("grpc", "http", "fluent", "prometheus"))
     return services.start_collector(d / "collector", env, listen)
 
 
