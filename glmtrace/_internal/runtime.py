@@ -304,10 +304,13 @@ class Runtime:
                 ok = all([s.shutdown(budget) for s in shippers]) and parts_ok
                 for close in closers:
                     close(budget)
+                dropped = _dropped(processors)
                 if provider is not None:
                     provider.shutdown()
                 _record_run(options, service_name)
-                return ok
+                # True only if the span exporters lost nothing on the way out (a black-holed or
+                # refusing endpoint makes them count drops, however quickly they give up).
+                return ok and _dropped(processors) == dropped
 
             done = _bounded(stop, budget)
             for processor in processors:  # what the deadline left behind is lost: say so
@@ -370,6 +373,11 @@ def _renew_lock(ref: weakref.ref[Runtime]) -> None:
     runtime = ref()
     if runtime is not None:
         runtime._lock = threading.RLock()
+
+
+def _dropped(processors: list[Any]) -> int:
+    counts = STATS.snapshot()
+    return sum(counts.get(p.sink, {}).get("dropped", 0) for p in processors)
 
 
 def _record_run(options: Options | None, service_name: str) -> None:

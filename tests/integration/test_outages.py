@@ -272,10 +272,12 @@ def black_holed_run(
 def test_shutdown_keeps_its_deadline_with_a_black_holed_otlp_endpoint(
     black_holed_run: dict[str, Any],
 ) -> None:
-    """shutdown() returns while the export it started is still stuck on the black hole (it
-    waited for its deadline, not for the exporter), says so, and nothing was exported."""
+    """shutdown() returns False within its deadline and nothing was exported. On the Python
+    exporter the export it started is still stuck on the black hole (it waited for its
+    deadline, not for the exporter); the native pipeline gives up on it by itself."""
     assert not black_holed_run["flushed"]
-    assert black_holed_run["still_flushing"], black_holed_run
+    if not black_holed_run["stats"].get("otlp", {}).get("native"):
+        assert black_holed_run["still_flushing"], black_holed_run
     assert black_holed_run["stats"].get("otlp", {}).get("exported", 0) == 0
 
 
