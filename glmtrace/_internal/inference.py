@@ -16,31 +16,29 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext
 
 from .guard import report
+from .keys import (
+    BATCH_NAME,
+    BATCH_PREFIX,
+    BATCH_REQUESTS,
+    BATCH_SIZE,
+    BATCH_SPAN_ID,
+    BATCH_TRACE_ID,
+    EXTRA_PREFIX,
+    FIRST_TOKEN_EVENT,
+    GEN_AI_FINISH_REASONS,
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_PROVIDER,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_ID,
+    GEN_AI_RESPONSE_MODEL,
+    LINK_ROLE,
+    TIME_TO_FIRST_TOKEN_MS,
+)
 from .propagation import extract
 from .runtime import DEFAULT, Runtime
 from .spans import Scope, SpanHandle
-
-# OpenTelemetry GenAI semantic conventions.
-GEN_AI_OPERATION = "gen_ai.operation.name"
-GEN_AI_PROVIDER = "gen_ai.provider.name"
-GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
-GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
-GEN_AI_RESPONSE_ID = "gen_ai.response.id"
-GEN_AI_FINISH_REASONS = "gen_ai.response.finish_reasons"
-GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
-GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
-# glmtrace additions.
-# Not "time_to_first_token": the word "token" is redacted as a secret by default.
-TIME_TO_FIRST_TOKEN_MS = "glmtrace.gen_ai.ttft_ms"
-FIRST_TOKEN_EVENT = "gen_ai.first_token"
-BATCH_SIZE = "glmtrace.batch.size"
-BATCH_REQUESTS = "glmtrace.batch.requests"  # how many requests were linked
-BATCH_NAME = "glmtrace.batch.name"
-BATCH_TRACE_ID = "glmtrace.batch.trace_id"
-BATCH_SPAN_ID = "glmtrace.batch.span_id"
-LINK_ROLE = "glmtrace.link.role"  # on a link: what the linked span is ("request" | "batch")
-EXTRA_PREFIX = "glmtrace.inference."
-BATCH_PREFIX = "glmtrace.batch."
 
 # Short keyword names accepted by inference() and batch(), and the convention key each sets.
 _ALIASES = {

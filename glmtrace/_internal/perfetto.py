@@ -8,8 +8,7 @@ from typing import Any
 from opentelemetry.sdk.resources import PROCESS_PID
 
 from . import ecs
-from .inference import LINK_ROLE
-from .keys import THREAD_ID, THREAD_NAME
+from .keys import LINK_ROLE, THREAD_ID, THREAD_NAME
 from .render import log_time_ns
 
 

@@ -28,12 +28,12 @@ from opentelemetry.trace import StatusCode
 
 from .config import Options, otlp_protocol
 from .guard import report
+from .keys import GEN_AI_OPERATION as OPERATION
+from .keys import GEN_AI_REQUEST_MODEL as MODEL
 from .keys import STAGE
 
 STAGE_DURATION = "glmtrace.stage.duration"
 MODEL_DURATION = "gen_ai.client.operation.duration"
-MODEL = "gen_ai.request.model"
-OPERATION = "gen_ai.operation.name"
 ERROR_TYPE = "error.type"
 # The GenAI conventions' advice for operation durations: 10 ms to 82 s, doubling.
 BUCKETS_S = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)

@@ -16,7 +16,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from . import ecs
-from .inference import LINK_ROLE
+from .keys import LINK_ROLE
 from .repair import json_ready
 from .span_row import SpanRow
 from .store import TraceSummary

@@ -19,27 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..keys import GEN_AI_REQUEST_MODEL as MODEL
 from ..keys import SESSION_ID, STAGE
+from ..store_rows import SPAN_COLUMNS
 from ..torch.keys import EVENT_KIND, GPU_DEVICE, GPU_STREAM, MODULE_PATH, RANK
 
-MODEL = "gen_ai.request.model"
-# The spans table's columns, in the order the store's own readers return them as dicts.
-SPAN_COLUMNS = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "start_ns",
-    "end_ns",
-    "status",
-    "status_message",
-    "service_name",
-    "attributes",
-    "events",
-    "links",
-    "resource",
-)
 _JSON_COLUMNS = ("attributes", "events", "links", "resource")
 _HEX = frozenset("0123456789abcdef")
 _LINK_SLACK_NS = 60 * 10**9

@@ -20,10 +20,11 @@ from typing import Any
 from .. import ecs, remote
 from ..config import ElasticsearchOptions, redact_url
 from ..errors import GlmtraceError
+from ..keys import GEN_AI_REQUEST_MODEL as MODEL
 from ..keys import SESSION_ID, STAGE
 from ..span_convert import rows_from_otlp_json
 from . import trace_view
-from .queries import MODEL, NotFound, QueryError, TraceFilter
+from .queries import NotFound, QueryError, TraceFilter
 
 LOOKBACK_S = 48 * 3600  # the list's default reach back when no time range is given
 MAX_TRACES = 500

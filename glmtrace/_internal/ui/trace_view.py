@@ -19,10 +19,10 @@ from typing import Any, NamedTuple
 from opentelemetry.sdk.resources import PROCESS_PID
 
 from .. import ecs
+from ..keys import GEN_AI_REQUEST_MODEL as MODEL
 from ..keys import STAGE
 from ..render import log_time_ns
 from ..torch import keys as torch_keys
-from .queries import MODEL
 
 
 class Brief(NamedTuple):
