@@ -16,6 +16,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector, Reso
 from opentelemetry.util.types import Attributes
 
 from .config import Options
+from .launch import distributed_resource
 
 
 class ProxyProvider(trace.TracerProvider):
@@ -84,7 +85,6 @@ def build_resource(options: Options, named: bool) -> Resource:
     OpenTelemetry's ``Resource.create`` parses ``OTEL_RESOURCE_ATTRIBUTES``. Its
     ``service.name`` (or one in ``resource_attributes``) beats glmtrace's default name.
     """
-    from .torch.distributed import distributed_resource  # torch-free: reads the env
 
     resource = Resource(distributed_resource()).merge(
         Resource.create(dict(options.resource_attributes))

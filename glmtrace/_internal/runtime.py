@@ -32,6 +32,8 @@ from .attributes import AttributeValue, Limits, attribute_count_limit, bound_nam
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
+from .ids import IDS
+from .launch import mark_initialised
 from .log_sinks import create_log_sink
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
 from .repair import safe_str
@@ -194,8 +196,6 @@ class Runtime:
         self.service_name = str(resource.attributes.get("service.name", options.service_name))
         provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
-        from .torch.fastspans import IDS  # torch-free
-
         provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
         store = Store(options.store)
         if options.traces == "local":
@@ -222,8 +222,6 @@ class Runtime:
         self._root_off = _root_sampled_out(provider.sampler)
         global_provider.install(provider)  # raw OpenTelemetry code joins glmtrace's traces
         self.tracer = provider.get_tracer("glmtrace")
-        from .torch.distributed import mark_initialised  # torch-free
-
         mark_initialised()  # mp.spawn children that never call init() can then warn
         self._instrument_threading()
         quiet_exporter_logs()

@@ -23,6 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer, TracerProvider
 
 from ..guard import report
+from ..ids import IDS
 from ..propagation import attach, inject
 from ..runtime import DEFAULT
 from . import keys, require_torch
@@ -34,7 +35,7 @@ from .batches import (
     install_consumer,
     record,
 )
-from .fastspans import IDS, emitter, start
+from .fastspans import emitter, start
 
 
 class TracedWorkerInit:

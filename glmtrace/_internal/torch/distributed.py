@@ -16,14 +16,14 @@ from opentelemetry.sdk.trace import Tracer
 
 from ..attributes import AttributeValue
 from ..guard import report, warn_once
+from ..launch import INIT_PID_ENV
+from ..launch import distributed_resource as distributed_resource
 from ..propagation import extract, inject
 from ..runtime import DEFAULT
 from ..spans import NOOP_HANDLE, SpanHandle, SpanScope
 from . import fastspans, keys, require_torch
 from .batches import BATCHES
 from .fastspans import start
-
-_ENV = (("RANK", keys.RANK), ("LOCAL_RANK", keys.LOCAL_RANK), ("WORLD_SIZE", keys.WORLD_SIZE))
 
 COLLECTIVES = (
     "all_reduce",
@@ -44,14 +44,6 @@ COLLECTIVES = (
 
 _originals: dict[str, Callable[..., Any]] = {}
 _lock = threading.Lock()
-
-# Set by init(): child processes inherit it, and one without glmtrace started can tell.
-INIT_PID_ENV = "GLMTRACE_INIT_PID"
-
-
-def mark_initialised() -> None:
-    """Note in the environment that this process started glmtrace (see :func:`_check_child`)."""
-    os.environ[INIT_PID_ENV] = str(os.getpid())
 
 
 def _check_child() -> None:
@@ -92,26 +84,6 @@ def _note_ranks(dist: Any) -> None:
     em = fastspans.emitter()
     if em is not None and em.tracer is tracer:
         em.resource = tracer.resource
-
-
-def distributed_resource(environ: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Rank, local rank and world size from the launcher's environment (torchrun sets them).
-
-    Meant for the process resource: ``Resource.create({..., **distributed_resource()})``.
-    Empty outside a distributed launch; never imports torch.
-
-    Example::
-
-        distributed_resource({"RANK": "1", "WORLD_SIZE": "2"})
-        # {"glmtrace.distributed.rank": 1, "glmtrace.distributed.world_size": 2}
-    """
-    env = os.environ if environ is None else environ
-    out: dict[str, int] = {}
-    for name, key in _ENV:
-        value = env.get(name, "").strip()
-        if value.isdigit():
-            out[key] = int(value)
-    return out
 
 
 def _rank_attributes(dist: Any, group: Any) -> dict[str, AttributeValue]:

@@ -15,8 +15,6 @@ SDK documents ``ReadableSpan`` as created by its pipeline; its constructor is st
 from __future__ import annotations
 
 import json
-import os
-import random
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +23,6 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, Tracer
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import (
     Link,
@@ -38,6 +35,7 @@ from opentelemetry.trace import (
 )
 
 from ..attributes import AttributeValue, bound_name, scrub, truncate
+from ..ids import IDS
 from ..runtime import DEFAULT, Runtime
 from ..spans import stamp_context
 
@@ -45,32 +43,6 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 
 
-class ProcessIds(RandomIdGenerator):
-    """Trace and span ids from a generator of glmtrace's own, reseeded in each forked child.
-
-    OpenTelemetry's default draws from the global ``random``, which programs seed: every
-    DataLoader worker runs ``random.seed(base_seed + worker_id)`` with the same base seed on
-    every rank of a seeded job, and ``seed_everything(0)`` is common. Processes seeded alike
-    made the same ids, and spans of one step trace replaced each other in the backends.
-    """
-
-    def __init__(self) -> None:
-        self._random = random.Random(os.urandom(32))
-        self.getrandbits = self._random.getrandbits
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reseed)
-
-    def _reseed(self) -> None:
-        self._random.seed(os.urandom(32))
-
-    def generate_span_id(self) -> int:
-        return self.getrandbits(64) or 1
-
-    def generate_trace_id(self) -> int:
-        return self.getrandbits(128) or 1
-
-
-IDS = ProcessIds()
 _getrandbits = IDS.getrandbits
 
 

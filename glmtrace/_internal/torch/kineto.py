@@ -28,8 +28,9 @@ from typing import Any
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from ..attributes import AttributeValue
+from ..ids import IDS
 from . import keys
-from .fastspans import IDS, Emitter
+from .fastspans import Emitter
 
 MARKER = "glmtrace.clock "
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)

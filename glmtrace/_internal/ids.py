@@ -1,0 +1,36 @@
+"""Trace and span ids that the program's own ``random.seed()`` cannot repeat."""
+
+from __future__ import annotations
+
+import os
+import random
+
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+
+class ProcessIds(RandomIdGenerator):
+    """Trace and span ids from a generator of glmtrace's own, reseeded in each forked child.
+
+    OpenTelemetry's default draws from the global ``random``, which programs seed: every
+    DataLoader worker runs ``random.seed(base_seed + worker_id)`` with the same base seed on
+    every rank of a seeded job, and ``seed_everything(0)`` is common. Processes seeded alike
+    made the same ids, and spans of one step trace replaced each other in the backends.
+    """
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(32))
+        self.getrandbits = self._random.getrandbits
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reseed)
+
+    def _reseed(self) -> None:
+        self._random.seed(os.urandom(32))
+
+    def generate_span_id(self) -> int:
+        return self.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self.getrandbits(128) or 1
+
+
+IDS = ProcessIds()
