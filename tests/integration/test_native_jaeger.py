@@ -13,6 +13,7 @@ from glmtrace._internal import native_export, remote
 
 from .backends import Jaeger
 from .jobs import run_traced
+from .test_traces_jaeger import COMPARED  # the fields both paths must deliver alike
 
 pytestmark = [
     pytest.mark.integration,
@@ -48,21 +49,6 @@ JOB = """
     print(json.dumps({{"trace_id": root.trace_id, "rows": rows, "flushed": ok,
                       "stats": glmtrace.stats()}}))
 """
-
-COMPARED = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "start_ns",
-    "end_ns",
-    "status",
-    "status_message",
-    "service_name",
-    "attributes",
-    "events",
-)
 
 
 def test_native_path_spans_arrive_complete(jaeger: Jaeger, tmp_path: Path) -> None:
