@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 from glmtrace._internal.ui.queries import LocalSource
 from glmtrace._internal.ui.server import App, make_server
 

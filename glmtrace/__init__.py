@@ -22,12 +22,12 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from ._internal import propagation as _propagation
+from ._internal import carriers as _carriers
 from ._internal import stage as _stage
+from ._internal.child_processes import propagate
 from ._internal.config import ElasticsearchOptions, FluentOptions, LogsSink, Options, TracesSink
 from ._internal.errors import ConfigError, GlmtraceError, MissingDependencyError
 from ._internal.inference import BatchScope, InferenceCall, InferenceScope, batch, inference
-from ._internal.processes import propagate
 from ._internal.runtime import DEFAULT as _DEFAULT
 from ._internal.spans import SpanHandle, SpanScope
 from ._internal.torch.cuda import CudaSpan, cuda_span
@@ -194,9 +194,9 @@ def stats() -> dict[str, dict[str, int]]:
     return _DEFAULT.stats()
 
 
-inject = _propagation.inject
-extract = _propagation.extract
-attach = _propagation.attach
+inject = _carriers.inject
+extract = _carriers.extract
+attach = _carriers.attach
 
 __all__ = [
     "BatchScope",

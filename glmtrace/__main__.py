@@ -1,5 +1,5 @@
 """``python -m glmtrace``: the glmtrace command line."""
 
-from glmtrace._internal.cli import main
+from glmtrace._internal.cli.main import main
 
 main()

@@ -31,11 +31,11 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
-from ._internal import capture as _capture
 from ._internal import provider as _provider
-from ._internal.logs import DocumentHandler
+from ._internal.export.exporters import span_to_row
+from ._internal.logs import capture as _capture
+from ._internal.logs.handler import DocumentHandler
 from ._internal.runtime import DEFAULT as _DEFAULT
-from ._internal.span_export import span_to_row
 
 __all__ = ["Capture", "capture"]
 

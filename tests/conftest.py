@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import glmtrace
-from glmtrace._internal.span_export import span_to_row
+from glmtrace._internal.export.exporters import span_to_row
 from glmtrace._internal.stats import STATS
 
 # The harness's own settings survive; every SDK setting starts from its default.

@@ -4,7 +4,7 @@ The definitions (tests/data/ecs_fields.json) come from elastic/ecs's generated/e
 of the version glmtrace declares, reduced to the fields glmtrace uses; the file names its
 source. A key is such an ECS field with a value of its type, a user extra under ECS
 ``labels.*``, glmtrace's own under ``glmtrace.*``, or (in the local store only) a
-bookkeeping key of :data:`glmtrace._internal.ecs.INTERNAL_KEYS`.
+bookkeeping key of :data:`glmtrace._internal.logs.ecs.INTERNAL_KEYS`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from glmtrace._internal import ecs
+from glmtrace._internal.logs import ecs
 
 DEFINITIONS = json.loads((Path(__file__).parent / "data" / "ecs_fields.json").read_text())
 FIELDS: dict[str, dict[str, str]] = DEFINITIONS["fields"]

@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext
 
+from .carriers import extract
 from .guard import report
 from .keys import (
     BATCH_NAME,
@@ -36,7 +37,6 @@ from .keys import (
     LINK_ROLE,
     TIME_TO_FIRST_TOKEN_MS,
 )
-from .propagation import extract
 from .runtime import DEFAULT, Runtime
 from .spans import Scope, SpanHandle
 

@@ -29,9 +29,9 @@ from typing import Any, TypedDict
 
 import yaml
 
+from .carriers import attach, inject
 from .errors import ConfigError, GlmtraceError
 from .keys import CONFIG_PREFIX, MODULE, PAYLOAD, STAGE
-from .propagation import attach, inject
 from .runtime import Runtime
 from .stage_modules import StageModule, find_module
 

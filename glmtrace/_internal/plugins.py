@@ -10,7 +10,7 @@ A package declares, in its ``pyproject.toml``::
 
 and is then selected by its name like a built-in sink: ``init(logs=["local", "jsonl"])``,
 ``init(traces="jsonl")``, ``GLMTRACE_LOGS=local,jsonl``, ``GLMTRACE_TRACES=jsonl``. A log sink
-follows :class:`~glmtrace._internal.log_sinks.LogSink` (glmtrace counts what it exports and drops);
+follows :class:`~glmtrace._internal.logs.sinks.LogSink` (glmtrace counts what it exports and drops);
 a span exporter is an OpenTelemetry ``SpanExporter``. Built-in names win over plugins.
 
 A plugin that cannot be imported is refused when the configuration is resolved, one whose factory
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from .config import Options
-    from .log_sinks import LogSink
+    from .logs.sinks import LogSink
 
 log = logging.getLogger("glmtrace")
 

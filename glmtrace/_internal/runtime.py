@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ParentBased,
@@ -26,68 +26,34 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Span
 
-from . import capture, native_export, plugins
+from . import native_export, plugins
 from . import provider as global_provider
 from .attributes import AttributeValue, Limits, attribute_count_limit, bound_name
 from .config import Options, resolve
 from .errors import GlmtraceError
-from .guard import quiet_exporter_logs, report
-from .ids import IDS
-from .launch import mark_initialised
-from .log_sinks import create_log_sink
-from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
-from .repair import safe_str
-from .shipper import BackgroundShipper
-from .signals import sigterm_handler
-from .span_export import (
+from .export.exporters import (
     MAX_REQUEST_BYTES,
     CountingExporter,
     SizeBoundedExporter,
     StoreSpanExporter,
     otlp_exporter,
 )
-from .span_row import current_span_id, current_trace_id
+from .export.processor import MAX_QUEUE, BoundedBatchProcessor, dropped_by
+from .export.rows import current_span_id, current_trace_id
+from .guard import quiet_exporter_logs, report
+from .ids import IDS
+from .launch import mark_initialised
+from .logs import capture
+from .logs.handler import DocumentHandler, install_record_factory, uninstall_record_factory
+from .logs.shipper import BackgroundShipper
+from .logs.sinks import create_log_sink
+from .repair import safe_str
+from .signals import sigterm_handler
 from .spans import SpanScope, stamp_context
 from .stats import STATS
-from .store import Store
+from .store.database import Store
 
 log = logging.getLogger("glmtrace")
-
-
-class _BoundedBatchProcessor(BatchSpanProcessor):
-    """OpenTelemetry's batch processor, counting the spans it cannot queue.
-
-    When its queue is full the SDK silently evicts the oldest span with a warning per span;
-    here the new span is dropped instead, counted in ``stats()``, warned about once.
-    """
-
-    def __init__(self, sink: str, exporter: CountingExporter) -> None:
-        super().__init__(
-            exporter,
-            max_queue_size=_MAX_QUEUE,
-            max_export_batch_size=512,
-            schedule_delay_millis=500,
-        )
-        self.sink = sink
-        self.counter = exporter
-
-    def pending(self) -> int:
-        queue = getattr(self._batch_processor, "_queue", ())  # no public accessor
-        return len(queue)
-
-    def abandon(self) -> int:
-        """After shutdown's deadline: spans left behind, in an export or queued (counted once:
-        the export, when it returns, counts nothing)."""
-        return self.counter.abandon() + self.pending()
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if self.pending() >= _MAX_QUEUE:
-            STATS.add(self.sink, "dropped")
-            return
-        super().on_end(span)
-
-
-_MAX_QUEUE = 20_000
 
 
 def _root_sampled_out(sampler: Sampler | None) -> bool:
@@ -126,7 +92,7 @@ class Runtime:
         self._root_off = False
         self._handlers: list[logging.Handler] = []
         self._shippers: list[BackgroundShipper[Any]] = []
-        self._span_processors: list[_BoundedBatchProcessor | native_export.NativeSpanProcessor] = []
+        self._span_processors: list[BoundedBatchProcessor | native_export.NativeSpanProcessor] = []
         self._closers: list[Callable[[float], None]] = []
         self._lock = threading.RLock()
         self._started = False
@@ -201,7 +167,7 @@ class Runtime:
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
         elif options.traces == "otlp" and native_export.wanted(options):
-            native = native_export.NativeSpanProcessor(options, _MAX_QUEUE, MAX_REQUEST_BYTES)
+            native = native_export.NativeSpanProcessor(options, MAX_QUEUE, MAX_REQUEST_BYTES)
             self._span_processors.append(native)
             provider.add_span_processor(native)
         elif options.traces == "otlp":
@@ -231,7 +197,7 @@ class Runtime:
             self._start_log_sinks(options, store)
 
     def _add_exporter(self, provider: TracerProvider, sink: str, exporter: SpanExporter) -> None:
-        processor = _BoundedBatchProcessor(sink, CountingExporter(sink, exporter))
+        processor = BoundedBatchProcessor(sink, CountingExporter(sink, exporter))
         self._span_processors.append(processor)
         provider.add_span_processor(processor)
 
@@ -302,13 +268,13 @@ class Runtime:
                 ok = all([s.shutdown(budget) for s in shippers]) and parts_ok
                 for close in closers:
                     close(budget)
-                dropped = _dropped(processors)
+                dropped = dropped_by(processors)
                 if provider is not None:
                     provider.shutdown()
                 _record_run(options, service_name)
                 # True only if the span exporters lost nothing on the way out (a black-holed or
                 # refusing endpoint makes them count drops, however quickly they give up).
-                return ok and _dropped(processors) == dropped
+                return ok and dropped_by(processors) == dropped
 
             done = _bounded(stop, budget)
             for processor in processors:  # what the deadline left behind is lost: say so
@@ -371,11 +337,6 @@ def _renew_lock(ref: weakref.ref[Runtime]) -> None:
     runtime = ref()
     if runtime is not None:
         runtime._lock = threading.RLock()
-
-
-def _dropped(processors: list[Any]) -> int:
-    counts = STATS.snapshot()
-    return sum(counts.get(p.sink, {}).get("dropped", 0) for p in processors)
 
 
 def _record_run(options: Options | None, service_name: str) -> None:

@@ -21,11 +21,11 @@ from .attributes import (
     scrub,
     truncate,
 )
+from .export.rows import span_id_hex, trace_id_hex
 from .guard import report
 from .keys import BAGGAGE_SESSION_ID, INTERRUPTED, SESSION_ID, SIGNAL, THREAD_ID, THREAD_NAME
 from .repair import safe_str
 from .signals import interrupting_signal
-from .span_row import span_id_hex, trace_id_hex
 
 if TYPE_CHECKING:
     from .runtime import Runtime

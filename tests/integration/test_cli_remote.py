@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from glmtrace._internal import remote
-from glmtrace._internal.store import Store
+from glmtrace._internal.remote.push import push as push_store
+from glmtrace._internal.store.database import Store
 
 from .backends import Elasticsearch, Jaeger
 
@@ -257,7 +257,7 @@ def test_push_retries_a_cluster_answering_429_then_503(
         ]
     )
     with flaky(elasticsearch.url, [429, 503]) as url:
-        result = remote.push(store, None, url)
+        result = push_store(store, None, url)
     assert (result.logs, result.rejected_logs) == (5, 0)
     elasticsearch.search("logs-glmtrace-*", {"term": {"trace.id": trace_id}}, min_hits=5)
     assert elasticsearch.count("logs-glmtrace-*", {"term": {"trace.id": trace_id}}) == 5

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ecs_conformance import FAMILIES, FIELDS, conformance_errors, mapped_types
 
-from glmtrace._internal import ecs
+from glmtrace._internal.logs import ecs
 
 from .backends import Elasticsearch
 from .jobs import run_traced

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from glmtrace._internal import remote
-from glmtrace._internal.store import Store
+from glmtrace._internal.remote.jaeger import jaeger_recent, jaeger_trace
+from glmtrace._internal.store.database import Store
 
 from .backends import Jaeger
 
@@ -54,8 +54,8 @@ def from_jaeger(jaeger: Jaeger, service: str, complete: Callable[[Rows], bool]) 
     deadline = time.monotonic() + 60
     rows: Rows = []
     while time.monotonic() < deadline:
-        found = remote.jaeger_recent(jaeger.query_url, service, limit=100)
-        rows = [r for t in found for r in remote.jaeger_trace(jaeger.query_url, t.trace_id)]
+        found = jaeger_recent(jaeger.query_url, service, limit=100)
+        rows = [r for t in found for r in jaeger_trace(jaeger.query_url, t.trace_id)]
         if complete(rows):
             return rows
         time.sleep(0.5)

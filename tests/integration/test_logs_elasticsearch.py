@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from glmtrace._internal import remote
 from glmtrace._internal.config import ElasticsearchOptions
+from glmtrace._internal.remote.es_query import es_logs
 
 from .backends import Elasticsearch
 from .jobs import run_traced
@@ -104,7 +104,7 @@ def test_rerun_of_the_same_documents_creates_no_duplicates(
     elasticsearch: Elasticsearch, tmp_path: Path
 ) -> None:
     """Shipping a batch twice (as a replay would) stores each log.id once."""
-    from glmtrace._internal.es_sink import ElasticsearchSink
+    from glmtrace._internal.logs.es_sink import ElasticsearchSink
 
     run = uuid.uuid4().hex
     docs = [
@@ -129,18 +129,16 @@ def test_rerun_of_the_same_documents_creates_no_duplicates(
 def test_es_logs_reads_back_the_documents_as_shipped(
     elasticsearch: Elasticsearch, tmp_path: Path
 ) -> None:
-    """remote.es_logs returns the trace's lines in time order, in ecs_document's flat shape."""
+    """es_logs returns the trace's lines in time order, in ecs_document's flat shape."""
     run = uuid.uuid4().hex
     out = run_traced(JOB.format(url=elasticsearch.url, run=run), tmp_path)
     expected = [e for e in out["expected"] if e["level"] != "DEBUG"]
     elasticsearch.search(PATTERN, {"term": {"trace.id": out["trace_id"]}}, min_hits=len(expected))
-    docs = remote.es_logs(elasticsearch.url, out["trace_id"])
+    docs = es_logs(elasticsearch.url, out["trace_id"])
     assert [d["message"] for d in docs] == [e["message"] for e in expected]
     first = docs[0]
     assert first["trace.id"] == out["trace_id"] and first["log.level"] == "INFO"
     assert isinstance(first["timestamp_ns"], int) and first["log.id"]
     assert [d["timestamp_ns"] for d in docs] == sorted(d["timestamp_ns"] for d in docs)
     # Options (auth/TLS settings) are accepted as well as a bare URL.
-    assert len(remote.es_logs(ElasticsearchOptions(url=elasticsearch.url), out["trace_id"])) == len(
-        docs
-    )
+    assert len(es_logs(ElasticsearchOptions(url=elasticsearch.url), out["trace_id"])) == len(docs)

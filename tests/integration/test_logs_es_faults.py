@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from glmtrace._internal.config import ElasticsearchOptions
-from glmtrace._internal.es_sink import SINK, ElasticsearchSink
+from glmtrace._internal.logs.es_sink import SINK, ElasticsearchSink
 from glmtrace._internal.stats import STATS
 
 from .backends import Elasticsearch
@@ -152,8 +152,8 @@ CLIENT_SPANS = """
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from glmtrace._internal.config import ElasticsearchOptions
-    from glmtrace._internal.es_sink import SINK, ElasticsearchSink
-    from glmtrace._internal.shipper import BackgroundShipper
+    from glmtrace._internal.logs.es_sink import SINK, ElasticsearchSink
+    from glmtrace._internal.logs.shipper import BackgroundShipper
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from glmtrace._internal import remote
+from glmtrace._internal.remote.es_query import es_logs
 
 from .backends import Collector, Elasticsearch
 from .jobs import run_traced
@@ -68,7 +68,7 @@ def test_fluent_records_reach_elasticsearch_by_trace_id(
     elasticsearch.search(
         "logs-glmtrace-*", {"term": {"trace.id": out["trace_id"]}}, min_hits=len(expected)
     )
-    docs = remote.es_logs(elasticsearch.url, out["trace_id"])
+    docs = es_logs(elasticsearch.url, out["trace_id"])
     assert len(docs) == len(expected)
     by_message = {d["message"]: d for d in docs}
     for line in expected:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from glmtrace._internal import native_export, remote
+from glmtrace._internal import native_export
+from glmtrace._internal.remote.jaeger import jaeger_trace
 
 from .backends import Jaeger
 from .jobs import run_traced
@@ -29,7 +30,7 @@ JOB = """
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     import glmtrace
-    from glmtrace._internal.span_export import span_to_row
+    from glmtrace._internal.export.exporters import span_to_row
 
     memory = InMemorySpanExporter()
     glmtrace.init(service_name={service!r}, endpoint={endpoint!r}, protocol="http/protobuf",
@@ -68,7 +69,7 @@ def test_native_path_spans_arrive_complete(jaeger: Jaeger, tmp_path: Path) -> No
     # or Jaeger annotates the orphans it returned (@jaeger@warnings) and they differ.
     wanted, deadline = {row["span_id"] for row in out["rows"]}, time.monotonic() + 60
     while True:
-        got = {r["span_id"]: r for r in remote.jaeger_trace(jaeger.query_url, out["trace_id"])}
+        got = {r["span_id"]: r for r in jaeger_trace(jaeger.query_url, out["trace_id"])}
         if set(got) >= wanted or time.monotonic() > deadline:
             break
         time.sleep(0.5)

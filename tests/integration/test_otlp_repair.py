@@ -9,9 +9,9 @@ import pytest
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
-from glmtrace._internal import remote
 from glmtrace._internal.config import Options
-from glmtrace._internal.span_export import CountingExporter, SizeBoundedExporter, otlp_exporter
+from glmtrace._internal.export.exporters import CountingExporter, SizeBoundedExporter, otlp_exporter
+from glmtrace._internal.remote.jaeger import jaeger_trace
 from glmtrace._internal.stats import STATS
 
 from .backends import Jaeger
@@ -51,7 +51,7 @@ def test_bad_spans_do_not_lose_their_batch(jaeger: Jaeger, protocol: str) -> Non
         exporter.shutdown()
     assert STATS.snapshot()[sink] == {"exported": 102}
     jaeger.trace(trace_id, min_spans=102)
-    rows = {r["name"]: r for r in remote.jaeger_trace(jaeger.query_url, f"{trace_id:032x}")}
+    rows = {r["name"]: r for r in jaeger_trace(jaeger.query_url, f"{trace_id:032x}")}
     assert len(rows) == 102
     bad = rows["open \ufffd.txt"]
     assert bad["status_message"] == "no such file '\ufffd.txt'"

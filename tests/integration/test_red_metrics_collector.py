@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from glmtrace._internal.cli import main
+from glmtrace._internal.cli.main import main
 
 from .backends import Collector
 from .jobs import run_traced

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 def glmtrace_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "glmtrace._internal.cli", *args],
+        [sys.executable, "-m", "glmtrace._internal.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=400,

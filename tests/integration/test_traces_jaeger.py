@@ -12,7 +12,10 @@ from typing import Any
 
 import pytest
 
-from glmtrace._internal import remote
+from glmtrace._internal.remote.es_query import es_logs
+from glmtrace._internal.remote.jaeger import jaeger_recent, jaeger_trace
+from glmtrace._internal.remote.probe import probe
+from glmtrace._internal.remote.push import push as push_store
 
 from .backends import Jaeger
 from .jobs import run_traced
@@ -30,7 +33,7 @@ JOB = """
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     import glmtrace
-    from glmtrace._internal.span_export import span_to_row
+    from glmtrace._internal.export.exporters import span_to_row
 
     memory = InMemorySpanExporter()
 
@@ -117,7 +120,7 @@ def spans_in_jaeger(jaeger: Jaeger, out: dict[str, Any]) -> dict[str, dict[str, 
     # this process's spans + per worker call: its stage span and an inner span
     expected = len(out["rows"]) + 2 * len(out["workers"])
     jaeger.trace(out["trace_id"], min_spans=expected)  # waits until all are stored
-    rows = remote.jaeger_trace(jaeger.query_url, out["trace_id"])
+    rows = jaeger_trace(jaeger.query_url, out["trace_id"])
     assert len(rows) == expected
     return {r["span_id"]: r for r in rows}
 
@@ -176,9 +179,9 @@ def test_threads_and_processes_keep_exact_parents(
 
 
 def test_recent_traces_of_a_service(jaeger: Jaeger, traced_job: dict[str, Any]) -> None:
-    """remote.jaeger_recent lists the trace with its root, span count and error count."""
+    """jaeger_recent lists the trace with its root, span count and error count."""
     spans_in_jaeger(jaeger, traced_job)
-    summaries = remote.jaeger_recent(jaeger.query_url, traced_job["service"], limit=5)
+    summaries = jaeger_recent(jaeger.query_url, traced_job["service"], limit=5)
     (mine,) = [s for s in summaries if s.trace_id == traced_job["trace_id"]]
     assert mine.root_name == "pipeline"
     assert mine.span_count == len(traced_job["rows"]) + 2 * len(traced_job["workers"])
@@ -187,10 +190,10 @@ def test_recent_traces_of_a_service(jaeger: Jaeger, traced_job: dict[str, Any]) 
 
 def test_probe_reports_jaeger_and_otlp(jaeger: Jaeger) -> None:
     """doctor's probe: Jaeger's query API and both OTLP receivers answer; a closed port not."""
-    assert remote.probe("jaeger", jaeger.query_url)[0]
-    assert remote.probe("otlp", f"http://{jaeger.otlp_grpc}", protocol="grpc")[0]
-    assert remote.probe("otlp", jaeger.otlp_http, protocol="http/protobuf")[0]
-    ok, detail = remote.probe("jaeger", "http://127.0.0.1:9")
+    assert probe("jaeger", jaeger.query_url)[0]
+    assert probe("otlp", f"http://{jaeger.otlp_grpc}", protocol="grpc")[0]
+    assert probe("otlp", jaeger.otlp_http, protocol="http/protobuf")[0]
+    ok, detail = probe("jaeger", "http://127.0.0.1:9")
     assert not ok and detail
 
 
@@ -213,7 +216,7 @@ def test_push_uploads_a_local_store_once(
     jaeger: Jaeger, elasticsearch: Any, tmp_path: Path
 ) -> None:
     """push sends the store's spans to Jaeger and logs to ES; a second push sends nothing."""
-    from glmtrace._internal.store import Store
+    from glmtrace._internal.store.database import Store
 
     script = tmp_path / "local.py"
     script.write_text(textwrap.dedent(LOCAL_JOB), encoding="utf-8")
@@ -227,31 +230,31 @@ def test_push_uploads_a_local_store_once(
 
     seen: list[tuple[int, int]] = []
     otlp = f"http://{jaeger.otlp_grpc}"
-    first = remote.push(store, otlp, elasticsearch.url, lambda d, t: seen.append((d, t)))
+    first = push_store(store, otlp, elasticsearch.url, lambda d, t: seen.append((d, t)))
     assert (first.spans, first.logs) == (4, 3)
     assert seen[-1] == (7, 7)
 
     jaeger.trace(trace_id, min_spans=4)
-    got = {r["span_id"]: r for r in remote.jaeger_trace(jaeger.query_url, trace_id)}
+    got = {r["span_id"]: r for r in jaeger_trace(jaeger.query_url, trace_id)}
     for row in local_spans:
         assert {k: got[row["span_id"]][k] for k in COMPARED} == {k: row[k] for k in COMPARED}
     elasticsearch.search("logs-glmtrace-*", {"term": {"trace.id": trace_id}}, min_hits=3)
-    shipped = remote.es_logs(elasticsearch.url, trace_id)
+    shipped = es_logs(elasticsearch.url, trace_id)
     assert [d["log.id"] for d in shipped] == [d["log.id"] for d in local_logs]
     assert [d["message"] for d in shipped] == ["step 0", "step 1", "step 2"]
 
-    again = remote.push(store, otlp, elasticsearch.url)
+    again = push_store(store, otlp, elasticsearch.url)
     assert (again.spans, again.logs, again.skipped_spans, again.skipped_logs) == (0, 0, 4, 3)
     # Even with the pushed table forgotten, Elasticsearch keeps one copy per log.id.
     fresh = tmp_path / "copy.db"
     fresh_store = Store(fresh)
     fresh_store.write_logs(local_logs)
-    assert remote.push(fresh_store, None, elasticsearch.url).logs == 3
+    assert push_store(fresh_store, None, elasticsearch.url).logs == 3
     assert elasticsearch.count("logs-glmtrace-*", {"term": {"trace.id": trace_id}}) == 3
-    assert len(remote.jaeger_trace(jaeger.query_url, trace_id)) == 4
+    assert len(jaeger_trace(jaeger.query_url, trace_id)) == 4
 
 
 def test_probe_reports_elasticsearch_version(elasticsearch: Any) -> None:
     """doctor's probe names the Elasticsearch version the node reports."""
-    ok, detail = remote.probe("elasticsearch", elasticsearch.url)
+    ok, detail = probe("elasticsearch", elasticsearch.url)
     assert ok and detail == f"Elasticsearch {elasticsearch.version}"

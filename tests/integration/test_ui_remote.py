@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from glmtrace._internal.cli import main
+from glmtrace._internal.cli.main import main
 from glmtrace._internal.config import ElasticsearchOptions
 from glmtrace._internal.ui.remote_source import RemoteSource
 from glmtrace._internal.ui.server import App

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 BASE_NS = 1_764_590_000 * 10**9  # a fixed wall clock keeps screenshots and ids stable
 MS = 1_000_000

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from glmtrace._internal import perfetto
-from glmtrace._internal.store import Store
+from glmtrace._internal.cli import perfetto
+from glmtrace._internal.store.database import Store
 from glmtrace._internal.ui.queries import LocalSource
 from glmtrace._internal.ui.server import App
 

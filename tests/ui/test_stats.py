@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from glmtrace._internal.cli import main
+from glmtrace._internal.cli.main import main
 from glmtrace._internal.ui import command, metrics
 
 from .conftest import Served

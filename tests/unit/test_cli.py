@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 from tests.unit.batch_job import SENTENCE
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 
 import glmtrace
 from glmtrace._internal.config import resolve
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 
 def test_argument_beats_glmtrace_env_beats_otel_env() -> None:

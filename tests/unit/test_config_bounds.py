@@ -10,7 +10,7 @@ import pytest
 
 from glmtrace._internal.config import resolve
 from glmtrace._internal.errors import ConfigError
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 
 @pytest.mark.parametrize(

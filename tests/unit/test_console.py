@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 PROGRAM = """
 import logging, sys

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import glmtrace
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 from tests.conftest import Traced
 
 

@@ -14,9 +14,9 @@ from ecs_conformance import DEFINITIONS, FAMILIES, FIELDS, conformance_errors, m
 from opentelemetry import baggage, context
 
 import glmtrace
-from glmtrace._internal import ecs, es_bulk
-from glmtrace._internal.fluent_sink import _messages
-from glmtrace._internal.store import Store
+from glmtrace._internal.logs import ecs, es_bulk
+from glmtrace._internal.logs.fluent_sink import _messages
+from glmtrace._internal.store.database import Store
 
 log = logging.getLogger("ecs-test")
 

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from elastic_transport import ConnectionError as TransportConnectionError
 
-from glmtrace._internal import es_bulk
 from glmtrace._internal.config import ElasticsearchOptions, Options
 from glmtrace._internal.errors import MissingDependencyError
-from glmtrace._internal.es_sink import SINK, ElasticsearchSink, create
-from glmtrace._internal.log_sinks import create_log_sink
-from glmtrace._internal.shipper import BackgroundShipper
+from glmtrace._internal.logs import es_bulk
+from glmtrace._internal.logs.es_sink import SINK, ElasticsearchSink, create
+from glmtrace._internal.logs.shipper import BackgroundShipper
+from glmtrace._internal.logs.sinks import create_log_sink
 from glmtrace._internal.stats import STATS
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 PROGRAM = """
 import logging, os, signal, sys, time

@@ -20,9 +20,9 @@ import pytest
 
 from glmtrace._internal.config import FluentOptions, Options
 from glmtrace._internal.errors import MissingDependencyError
-from glmtrace._internal.fluent_sink import SINK, FluentSink, _messages
-from glmtrace._internal.log_sinks import create_log_sink
-from glmtrace._internal.shipper import BackgroundShipper
+from glmtrace._internal.logs.fluent_sink import SINK, FluentSink, _messages
+from glmtrace._internal.logs.shipper import BackgroundShipper
+from glmtrace._internal.logs.sinks import create_log_sink
 from glmtrace._internal.stats import STATS
 
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import glmtrace
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 from tests.conftest import Traced
 
 MAX = 4096

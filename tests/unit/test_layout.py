@@ -1,4 +1,4 @@
-"""The package's shape: no import cycles, and every module imports on its own."""
+"""The package's shape: no import cycles, every module imports on its own, none is too long."""
 
 from __future__ import annotations
 
@@ -88,3 +88,13 @@ def test_every_module_imports_on_its_own() -> None:
         if run.returncode != 0:
             failed[name] = run.stderr.strip().splitlines()[-1]
     assert failed == {}
+
+
+def test_no_module_is_over_400_lines() -> None:
+    # A module past 400 lines holds more than one concept: split it (README, "Where things live").
+    long = {
+        name: n
+        for name, path in _modules().items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert long == {}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import glmtrace
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 log = logging.getLogger("test.app")
 

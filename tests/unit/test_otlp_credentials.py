@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from glmtrace._internal.config import resolve
-from glmtrace._internal.span_export import otlp_exporter, without_credentials
+from glmtrace._internal.export.exporters import otlp_exporter, without_credentials
 
 BASIC = "Basic " + base64.b64encode(b"u:SECRET4").decode()
 

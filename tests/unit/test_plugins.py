@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from glmtrace import ConfigError
-from glmtrace._internal.cli import main
+from glmtrace._internal.cli.main import main
 from glmtrace._internal.config import resolve
 from glmtrace._internal.runtime import Runtime
 

@@ -45,7 +45,7 @@ if __name__ == "__main__":
         with ProcessPoolExecutor(2, mp_context=context) as pool:
             results = list(pool.map(glmtrace.propagate(work), range(6)))
     glmtrace.shutdown()
-    from glmtrace._internal.store import Store
+    from glmtrace._internal.store.database import Store
     spans = Store("pool.db").spans(parent.trace_id)
     tasks = [s for s in spans if s["name"] == "task"]
     print(json.dumps({
@@ -87,7 +87,7 @@ if __name__ == "__main__":
         for child in children:
             child.join()
     glmtrace.shutdown()
-    from glmtrace._internal.store import Store
+    from glmtrace._internal.store.database import Store
     spans = Store("process.db").spans(parent.trace_id)
     print(json.dumps({
         "exit": [c.exitcode for c in children],

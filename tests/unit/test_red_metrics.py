@@ -14,7 +14,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from glmtrace._internal import red_metrics
 from glmtrace._internal.config import resolve
-from glmtrace._internal.span_export import span_to_row
+from glmtrace._internal.export.exporters import span_to_row
 from glmtrace._internal.ui import metrics
 
 

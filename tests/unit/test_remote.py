@@ -1,4 +1,4 @@
-"""remote.py's pure logic: OTLP JSON to store rows, rows back to SDK spans, times, summaries.
+"""The remote readers' pure logic: OTLP JSON to rows, rows back to SDK spans, times, summaries.
 
 What Jaeger and Elasticsearch actually return is checked against the real programs in
 tests/integration (test_traces_jaeger.py, test_logs_elasticsearch.py).
@@ -16,10 +16,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from glmtrace._internal import remote
-from glmtrace._internal.span_convert import readable_span, rows_from_otlp_json
-from glmtrace._internal.span_export import span_to_row
-from glmtrace._internal.store import Store
+from glmtrace._internal.export.convert import readable_span, rows_from_otlp_json
+from glmtrace._internal.export.exporters import span_to_row
+from glmtrace._internal.remote.es_query import _log_doc, _log_order, timestamp_ns
+from glmtrace._internal.remote.http import RemoteError
+from glmtrace._internal.remote.jaeger import _summary as summary_of
+from glmtrace._internal.remote.jaeger import jaeger_trace
+from glmtrace._internal.remote.probe import probe
+from glmtrace._internal.remote.push import push as push_store
+from glmtrace._internal.store.database import Store
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 
@@ -134,7 +139,7 @@ def test_store_row_round_trips_through_readable_span() -> None:
 )
 def test_timestamp_ns_parses_rfc3339(text: str, ns: int) -> None:
     """@timestamp strings with 0-9 fraction digits and any offset give exact nanoseconds."""
-    assert remote.timestamp_ns(text) == ns
+    assert timestamp_ns(text) == ns
 
 
 def test_es_hit_becomes_a_flat_store_document() -> None:
@@ -149,7 +154,7 @@ def test_es_hit_becomes_a_flat_store_document() -> None:
             "labels.run": "r",
         },
     }
-    doc = remote._log_doc(hit)
+    doc = _log_doc(hit)
     assert doc == {
         "@timestamp": "2026-01-01T00:00:00.000001Z",
         "message": "hi",
@@ -164,20 +169,20 @@ def test_es_hit_becomes_a_flat_store_document() -> None:
 def test_es_hit_id_comes_from_event_id() -> None:
     """A document glmtrace shipped (through the Collector too) keeps its own id: event.id."""
     hit = {"_id": "es-made", "_source": {"@timestamp": "2026-01-01T00:00:00Z", "event.id": "p-3"}}
-    doc = remote._log_doc(hit)
+    doc = _log_doc(hit)
     assert doc["log.id"] == "p-3" and "event.id" not in doc
 
 
 def test_logs_in_one_microsecond_keep_their_order() -> None:
     """Equal times fall back to the per-process counter in log.id (numeric, not text)."""
     docs = [{"timestamp_ns": 5, "log.id": f"p-{i}"} for i in (10, 9, 2)]
-    assert [d["log.id"] for d in sorted(docs, key=remote._log_order)] == ["p-2", "p-9", "p-10"]
+    assert [d["log.id"] for d in sorted(docs, key=_log_order)] == ["p-2", "p-9", "p-10"]
 
 
 def test_summary_picks_root_and_counts_errors() -> None:
     """A trace summary: the parentless span is the root; errors and duration are counted."""
     rows = sdk_rows()
-    summary = remote._summary(rows[0]["trace_id"], rows)
+    summary = summary_of(rows[0]["trace_id"], rows)
     assert summary.root_name == "parent"
     assert summary.span_count == 2 and summary.error_count == 1
     assert summary.duration_ns == max(r["end_ns"] for r in rows) - min(r["start_ns"] for r in rows)
@@ -185,21 +190,21 @@ def test_summary_picks_root_and_counts_errors() -> None:
 
 def test_jaeger_needs_a_full_trace_id() -> None:
     """A short prefix is a clear RemoteError (Jaeger cannot search by prefix)."""
-    with pytest.raises(remote.RemoteError, match="32-hex"):
-        remote.jaeger_trace("http://127.0.0.1:9", "0af76519")
+    with pytest.raises(RemoteError, match="32-hex"):
+        jaeger_trace("http://127.0.0.1:9", "0af76519")
 
 
 def test_unreachable_jaeger_is_a_one_line_error(refused_port: int) -> None:
     """Nothing listening: RemoteError naming the cause, no traceback-worthy exception."""
-    with pytest.raises(remote.RemoteError, match="did not answer"):
-        remote.jaeger_trace(f"http://127.0.0.1:{refused_port}", TRACE)
+    with pytest.raises(RemoteError, match="did not answer"):
+        jaeger_trace(f"http://127.0.0.1:{refused_port}", TRACE)
 
 
 def test_probe_never_raises(refused_port: int) -> None:
     """probe() reports down endpoints and odd kinds as (False, reason)."""
     port = refused_port
     for kind in ("elasticsearch", "jaeger", "fluent", "otlp", "nonsense"):
-        ok, detail = remote.probe(kind, f"http://127.0.0.1:{port}", protocol="http/protobuf")
+        ok, detail = probe(kind, f"http://127.0.0.1:{port}", protocol="http/protobuf")
         assert not ok and detail
 
 
@@ -211,7 +216,7 @@ def test_push_with_nothing_new_sends_nothing(tmp_path: Path) -> None:
     url = "http://127.0.0.1:9"
     store.mark_pushed(url, "span", [f"{r['trace_id']}{r['span_id']}" for r in rows])
     calls: list[tuple[int, int]] = []
-    result = remote.push(store, url, None, lambda done, total: calls.append((done, total)))
+    result = push_store(store, url, None, lambda done, total: calls.append((done, total)))
     assert (result.spans, result.skipped_spans) == (0, 2)
     assert calls == [(0, 0)]
     assert "0 spans" in str(result)

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from glmtrace._internal import render
+from glmtrace._internal.cli import render
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 INPUTS = '[{"shape":[1,59,64],"dtype":"torch.float32","device":"cpu"}]'

@@ -11,7 +11,7 @@ from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import TracerProvider
 
-from glmtrace._internal.shipper import BackgroundShipper
+from glmtrace._internal.logs.shipper import BackgroundShipper
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
 from glmtrace._internal.config import Options
-from glmtrace._internal.span_convert import readable_span
-from glmtrace._internal.span_export import (
+from glmtrace._internal.export.convert import readable_span
+from glmtrace._internal.export.exporters import (
     CountingExporter,
     SizeBoundedExporter,
     StoreSpanExporter,
@@ -27,7 +27,7 @@ from glmtrace._internal.span_export import (
     span_to_row,
 )
 from glmtrace._internal.stats import STATS
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 
 def _span(i: int, name: str | None = None, **fields: Any) -> ReadableSpan:

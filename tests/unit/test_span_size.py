@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import glmtrace
-from glmtrace._internal.span_export import SizeBoundedExporter
+from glmtrace._internal.export.exporters import SizeBoundedExporter
 from glmtrace._internal.stats import STATS
 
 LIMIT = 4 * 1024 * 1024

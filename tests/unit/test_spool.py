@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glmtrace._internal.spool import OPEN, SEALED, Spool
+from glmtrace._internal.logs.spool import OPEN, SEALED, Spool
 
 
 def docs(start: int, n: int, pad: int = 0) -> list[dict[str, Any]]:
@@ -84,7 +84,7 @@ def test_torn_last_line_is_skipped(tmp_path: Path) -> None:
 def test_segments_of_a_dead_process_are_adopted(tmp_path: Path) -> None:
     """An open segment left by a process that died is replayed by the next one."""
     code = (
-        "import sys; from pathlib import Path; from glmtrace._internal.spool import Spool;"
+        "import sys; from pathlib import Path; from glmtrace._internal.logs.spool import Spool;"
         f"s = Spool(Path({str(tmp_path)!r}), 10**7); s.append([{{'log.id': 'from-child'}}])"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -224,7 +224,7 @@ def test_files_are_private_to_the_user(tmp_path: Path) -> None:
 FULL_DISK = """
 import json, os, resource, signal, sys
 from pathlib import Path
-from glmtrace._internal.spool import Spool
+from glmtrace._internal.logs.spool import Spool
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))

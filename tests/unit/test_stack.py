@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from glmtrace._internal.cli import main
+from glmtrace._internal.cli.main import main
 from glmtrace._internal.stack import local, paths
 from glmtrace._internal.stack.paths import StackError
 from glmtrace._internal.stack.procs import free_port

@@ -16,10 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext
 
 import glmtrace
-from glmtrace._internal import sqlite_fork
-from glmtrace._internal.span_export import CountingExporter, StoreSpanExporter
+from glmtrace._internal.export.exporters import CountingExporter, StoreSpanExporter
 from glmtrace._internal.stats import STATS
-from glmtrace._internal.store import Store, StoreError
+from glmtrace._internal.store import fork_safety as sqlite_fork
+from glmtrace._internal.store.database import Store, StoreError
 
 
 def _write(path: Path, worker: int) -> None:

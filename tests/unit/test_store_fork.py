@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 # Three threads trace spans and log records into the local store without pause while the main
 # thread forks 40 children (os.fork) and runs 16 tasks on a forked ProcessPoolExecutor through

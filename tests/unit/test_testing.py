@@ -10,7 +10,7 @@ import pytest
 import glmtrace
 import glmtrace.testing
 from glmtrace._internal.runtime import DEFAULT
-from glmtrace._internal.store import Store
+from glmtrace._internal.store.database import Store
 
 log = logging.getLogger("user-code")
 

@@ -17,7 +17,7 @@ import pytest
 
 import glmtrace
 import glmtrace.distributed
-from glmtrace._internal.span_export import span_to_row
+from glmtrace._internal.export.exporters import span_to_row
 
 torch = pytest.importorskip("torch")
 

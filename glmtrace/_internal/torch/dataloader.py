@@ -22,9 +22,9 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer, TracerProvider
 
+from ..carriers import attach, inject
 from ..guard import report
 from ..ids import IDS
-from ..propagation import attach, inject
 from ..runtime import DEFAULT
 from . import keys, require_torch
 from .batches import (

@@ -15,10 +15,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Tracer
 
 from ..attributes import AttributeValue
+from ..carriers import extract, inject
 from ..guard import report, warn_once
 from ..launch import INIT_PID_ENV
 from ..launch import distributed_resource as distributed_resource
-from ..propagation import extract, inject
 from ..runtime import DEFAULT
 from ..spans import NOOP_HANDLE, SpanHandle, SpanScope
 from . import fastspans, keys, require_torch

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ..keys import GEN_AI_REQUEST_MODEL as MODEL
 from ..keys import SESSION_ID, STAGE
-from ..store_rows import SPAN_COLUMNS
+from ..store.rows import SPAN_COLUMNS
 from ..torch.keys import EVENT_KIND, GPU_DEVICE, GPU_STREAM, MODULE_PATH, RANK
 
 _JSON_COLUMNS = ("attributes", "events", "links", "resource")

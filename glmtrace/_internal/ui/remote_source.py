@@ -1,6 +1,6 @@
 """The web app over Jaeger (traces) and Elasticsearch (logs) instead of the local store.
 
-It reads through the CLI's readers in ``remote.py`` and Jaeger's api/v3. Jaeger searches
+It reads through the CLI's readers in ``remote/`` and Jaeger's api/v3. Jaeger searches
 one service at a time and knows nothing of glmtrace's filters, so the list asks each
 service for recent traces and filters what comes back; metrics cover at most
 ``MAX_TRACES`` traces per service in the window. Jaeger cannot search span links, so
@@ -17,12 +17,15 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from .. import ecs, remote
 from ..config import ElasticsearchOptions, redact_url
 from ..errors import GlmtraceError
+from ..export.convert import rows_from_otlp_json
 from ..keys import GEN_AI_REQUEST_MODEL as MODEL
 from ..keys import SESSION_ID, STAGE
-from ..span_convert import rows_from_otlp_json
+from ..logs import ecs
+from ..remote.es_query import LOG_INDEX, es_client, es_logs
+from ..remote.http import RemoteError, get_json
+from ..remote.jaeger import jaeger_trace
 from . import trace_view
 from .queries import NotFound, QueryError, TraceFilter
 
@@ -53,8 +56,8 @@ class RemoteSource:
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         try:
-            return remote._get_json(f"{self.jaeger}{path}{query}", "Jaeger")
-        except remote.RemoteError as exc:
+            return get_json(f"{self.jaeger}{path}{query}", "Jaeger")
+        except RemoteError as exc:
             raise QueryError(str(exc)) from None
 
     def check(self) -> None:
@@ -118,12 +121,12 @@ class RemoteSource:
     def _log_search(self, text: str) -> list[str]:
         assert self.es is not None
         try:
-            client = remote._es_client(self.es)
+            client = es_client(self.es)
         except GlmtraceError as exc:
             raise QueryError(str(exc)) from None
         try:
             reply = client.search(
-                index=remote.LOG_INDEX,
+                index=LOG_INDEX,
                 query={"match_phrase": {"message": text}},
                 size=200,
                 source=[ecs.TRACE_ID],
@@ -156,10 +159,8 @@ class RemoteSource:
             if cached and time.monotonic() - cached[0] < _CACHE_S:
                 return cached[1]
         try:
-            spans: list[dict[str, Any]] = [
-                dict(row) for row in remote.jaeger_trace(self.jaeger, trace_id)
-            ]
-        except remote.RemoteError as exc:
+            spans: list[dict[str, Any]] = [dict(row) for row in jaeger_trace(self.jaeger, trace_id)]
+        except RemoteError as exc:
             raise QueryError(str(exc)) from None
         if not spans:
             raise NotFound(f"no trace {trace_id} in Jaeger")
@@ -177,7 +178,7 @@ class RemoteSource:
         if self.es is None:
             return []
         try:
-            return remote.es_logs(self.es, trace_id)
+            return es_logs(self.es, trace_id)
         except GlmtraceError as exc:  # unreachable, refused, or the client not installed
             raise QueryError(str(exc)) from None
 

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
 
-from .. import perfetto, render
+from ..cli import perfetto, render
 from . import metrics, trace_view
 from .queries import NotFound, QueryError, Source, TraceFilter
 

@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 
 from opentelemetry.sdk.resources import PROCESS_PID
 
-from .. import ecs
+from ..cli.render import log_time_ns
 from ..keys import GEN_AI_REQUEST_MODEL as MODEL
 from ..keys import STAGE
-from ..render import log_time_ns
+from ..logs import ecs
 from ..torch import keys as torch_keys
 
 

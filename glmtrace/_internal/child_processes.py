@@ -12,8 +12,8 @@ import os
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from .carriers import attach, inject
 from .guard import report
-from .propagation import attach, inject
 from .runtime import DEFAULT
 
 P = ParamSpec("P")

@@ -24,8 +24,8 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from opentelemetry import context as otel_context
 
-from .guard import report
-from .stats import STATS
+from ..guard import report
+from ..stats import STATS
 
 T = TypeVar("T")
 

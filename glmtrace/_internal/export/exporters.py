@@ -15,12 +15,12 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
 
-from .config import Options, otlp_traces_url
-from .guard import report
-from .repair import otlp_ok, repaired, safe_str, text, utf8_ok
-from .span_row import SpanRow, span_id_hex, trace_id_hex
-from .stats import STATS
-from .store import Store
+from ..config import Options, otlp_traces_url
+from ..guard import report
+from ..repair import otlp_ok, repaired, safe_str, text, utf8_ok
+from ..stats import STATS
+from ..store.database import Store
+from .rows import SpanRow, span_id_hex, trace_id_hex
 
 
 def span_to_row(span: ReadableSpan) -> SpanRow:

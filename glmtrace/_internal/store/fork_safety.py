@@ -22,7 +22,7 @@ import weakref
 from pathlib import Path
 from typing import Protocol
 
-from .guard import report
+from ..guard import report
 
 # The longest a fork waits for a store call in another thread to finish.
 FORK_WAIT_S = 5.0
@@ -31,7 +31,7 @@ _BUSY_MS = 50
 
 
 class Holder(Protocol):
-    """What owns a connection made here (a :class:`~glmtrace._internal.store.Store`)."""
+    """What owns a connection made here (a :class:`~glmtrace._internal.store.database.Store`)."""
 
     def forget_connection(self) -> sqlite3.Connection | None:
         """Give up the open connection (the process lock is held) without closing it."""

@@ -15,11 +15,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from . import ecs
-from .keys import LINK_ROLE
-from .repair import json_ready
-from .span_row import SpanRow
-from .store import TraceSummary
+from ..export.rows import SpanRow
+from ..keys import LINK_ROLE
+from ..logs import ecs
+from ..repair import json_ready
+from ..store.database import TraceSummary
 
 # Shown elsewhere (the span name, the root) or only useful in a trace viewer.
 _HIDDEN = (

@@ -21,12 +21,12 @@ from typing import Any, cast
 
 from opentelemetry import baggage, trace
 
+from ..attributes import Limits, jsonable, scrub, short_repr, truncate
+from ..export.rows import context_ids
+from ..keys import BAGGAGE_SESSION_ID
+from ..repair import safe_str
 from . import ecs
-from .attributes import Limits, jsonable, scrub, short_repr, truncate
 from .ecs import SPAN_ID, TRACE_ID, EcsDocument
-from .keys import BAGGAGE_SESSION_ID
-from .repair import safe_str
-from .span_row import context_ids
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -167,7 +167,7 @@ class DocumentHandler(logging.Handler):
     """Turns each record into one ECS document on the caller's thread and hands it to every
     sink's ``submit`` (sinks only read documents, so they share it).
 
-    ``submit`` must not block (a :class:`~glmtrace._internal.shipper.BackgroundShipper`).
+    ``submit`` must not block (a :class:`~glmtrace._internal.logs.shipper.BackgroundShipper`).
     Records from glmtrace's own loggers and from the shipping threads are skipped, so a
     failing sink cannot feed on its own error messages.
     """
@@ -198,7 +198,7 @@ class DocumentHandler(logging.Handler):
     def handleError(self, record: logging.LogRecord) -> None:
         import sys
 
-        from .guard import report
+        from ..guard import report
 
         exc = sys.exc_info()[1]
         if exc is not None:

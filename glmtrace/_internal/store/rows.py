@@ -10,10 +10,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from . import ecs
-from .ecs import EcsDocument
-from .repair import repaired, safe_str, utf8_ok
-from .span_row import SpanRow
+from ..export.rows import SpanRow
+from ..logs import ecs
+from ..logs.ecs import EcsDocument
+from ..repair import repaired, safe_str, utf8_ok
 
 SPAN_COLUMNS = (
     "trace_id",

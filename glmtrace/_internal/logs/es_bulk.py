@@ -1,6 +1,6 @@
 """Elasticsearch ``_bulk`` plumbing shared by the log sink and ``glmtrace push``.
 
-Documents are glmtrace's flat ECS dicts (:func:`~glmtrace._internal.logs.ecs_document`).
+Documents are glmtrace's flat ECS dicts (:func:`~glmtrace._internal.logs.handler.ecs_document`).
 Each becomes a ``create`` of ``_id = log.id``, so sending a document twice never stores it
 twice: the second answer is a 409 conflict, which means "already there".
 """
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from . import ecs, repair
-from .config import ElasticsearchOptions
+from .. import repair
+from ..config import ElasticsearchOptions
+from . import ecs
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch

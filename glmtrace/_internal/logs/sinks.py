@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import plugins
-from .config import Options
+from .. import plugins
+from ..config import Options
 
 log = logging.getLogger("glmtrace")
 

@@ -1,6 +1,6 @@
 """The log document: one flat ECS dict, its keys spelled once.
 
-:func:`~glmtrace._internal.logs.ecs_document` builds it; the store, the Elasticsearch and
+:func:`~glmtrace._internal.logs.handler.ecs_document` builds it; the store, the Elasticsearch and
 Fluent sinks, ``glmtrace push`` and the renderers read it through these names.
 
 Every key is an ECS field of the declared :data:`ECS_VERSION` (dotted, flat), a user extra

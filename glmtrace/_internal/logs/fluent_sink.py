@@ -33,12 +33,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..config import FluentOptions, Options
+from ..errors import MissingDependencyError
+from ..guard import warn_once
+from ..repair import json_ready
+from ..stats import STATS
 from . import ecs
-from .config import FluentOptions, Options
-from .errors import MissingDependencyError
-from .guard import warn_once
-from .repair import json_ready
-from .stats import STATS
 
 SINK = "logs-fluent"
 # One Forward message per chunk; far below any receiver's limit, big enough to amortise.

@@ -1,6 +1,6 @@
 """The Elasticsearch log sink: ``_bulk`` shipping with retries, a disk spool and replay.
 
-The :class:`~glmtrace._internal.shipper.BackgroundShipper` thread calls the sink with each
+The :class:`~glmtrace._internal.logs.shipper.BackgroundShipper` thread calls the sink with each
 batch; the user's threads never reach this module. While Elasticsearch answers, batches go
 straight to the data stream. When it does not (after retries bounded in time) the batch goes
 to the disk spool, the sink is marked *down*, and later batches go to the spool at disk speed
@@ -33,13 +33,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import ElasticsearchOptions, Options, redact_url
+from ..errors import MissingDependencyError
+from ..guard import report, warn_once
+from ..stats import STATS
 from . import es_bulk
-from .config import ElasticsearchOptions, Options, redact_url
-from .errors import MissingDependencyError
-from .guard import report, warn_once
 from .shipper import quiet_thread
 from .spool import Spool
-from .stats import STATS
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch

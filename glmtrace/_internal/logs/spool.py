@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .repair import dumps
+from ..repair import dumps
 
 OPEN, SEALED = ".open", ".seg"
 QUARANTINE = "quarantine.bad"

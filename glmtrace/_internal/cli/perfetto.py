@@ -7,8 +7,8 @@ from typing import Any
 
 from opentelemetry.sdk.resources import PROCESS_PID
 
-from . import ecs
-from .keys import LINK_ROLE, THREAD_ID, THREAD_NAME
+from ..keys import LINK_ROLE, THREAD_ID, THREAD_NAME
+from ..logs import ecs
 from .render import log_time_ns
 
 

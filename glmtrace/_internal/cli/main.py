@@ -17,18 +17,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import perfetto, plugins, render
-from .config import (
+from .. import plugins
+from ..config import (
     SECRET_SETTINGS,
     ElasticsearchOptions,
     check_store_path,
     redact_url,
     resolve,
 )
-from .errors import ConfigError, GlmtraceError
-from .span_row import SpanRow
-from .stack.command import stack as stack_command
-from .store import Store, StoreError
+from ..errors import ConfigError, GlmtraceError
+from ..export.rows import SpanRow
+from ..stack.command import stack as stack_command
+from ..store.database import Store, StoreError
+from . import perfetto, render
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,8 +104,8 @@ def run(
     """
     import glmtrace
 
-    from . import pipeline as pipelines
-    from .runtime import DEFAULT
+    from .. import pipeline as pipelines
+    from ..runtime import DEFAULT
 
     if (text is None) == (input_file is None):
         raise click.UsageError("give exactly one of --input TEXT or --input-file FILE")
@@ -156,11 +157,11 @@ def list_traces(
     """List recent traces: id, root span, start, duration, span count, errors."""
     with _clear_errors():
         if jaeger:
-            from . import remote
+            from ..remote.jaeger import jaeger_recent
 
             if not service:
                 raise click.UsageError("--service NAME is required with --jaeger")
-            rows = remote.jaeger_recent(jaeger, service, limit)
+            rows = jaeger_recent(jaeger, service, limit)
         else:
             rows = _local_store(store).recent(limit)
     if as_json:
@@ -177,12 +178,13 @@ def _load_trace(
     """The trace's spans and logs, and the spans of the other traces its links point to."""
     spans_of: Callable[[str], Rows]
     if jaeger:
-        from . import remote
+        from ..remote.es_query import es_logs
+        from ..remote.jaeger import jaeger_trace
 
-        spans_of = functools.partial(remote.jaeger_trace, jaeger)
+        spans_of = functools.partial(jaeger_trace, jaeger)
         spans = spans_of(trace_id)
         full_id = spans[0]["trace_id"] if spans else trace_id
-        logs = remote.es_logs(_es_options(es), full_id) if es else []
+        logs = es_logs(_es_options(es), full_id) if es else []
     else:
         local = _local_store(store)
         spans_of = local.spans
@@ -260,7 +262,7 @@ def push(otlp: str, es: str | None, store: Path | None) -> None:
     """Upload what the local store recorded (no duplicates when run twice)."""
     from rich.progress import Progress
 
-    from . import remote
+    from ..remote.push import push as push_store
 
     with _clear_errors(), Progress(console=console) as progress:
         task = progress.add_task("pushing", total=None)
@@ -269,7 +271,7 @@ def push(otlp: str, es: str | None, store: Path | None) -> None:
             progress.update(task, completed=done, total=total)
 
         target = _es_options(es) if es else None
-        result = remote.push(_local_store(store), otlp, target, advance)
+        result = push_store(_local_store(store), otlp, target, advance)
     click.echo(f"pushed {result}")
 
 
@@ -285,12 +287,12 @@ def doctor() -> None:
         )
         table.add_row(name, redact_url(str(value)), source)
     console.print(table)
-    from . import remote
+    from ..remote.probe import probe
 
     health = Table("endpoint", "url", "status")
     health.add_row("store", str(options.store), _store_health(options.store))
     for label, url in _endpoint_checks(options):
-        ok, detail = remote.probe(label, url, options.elasticsearch, protocol=options.protocol)
+        ok, detail = probe(label, url, options.elasticsearch, protocol=options.protocol)
         health.add_row(
             label,
             redact_url(url),
@@ -379,7 +381,7 @@ def _endpoint_checks(options: Any) -> list[tuple[str, str]]:
     return checks
 
 
-from .ui.command import stats_command, ui_command  # noqa: E402
+from ..ui.command import stats_command, ui_command  # noqa: E402
 
 main.add_command(ui_command)
 main.add_command(stats_command)

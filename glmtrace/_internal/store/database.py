@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from . import repair, sqlite_fork
-from .ecs import EcsDocument
-from .guard import warn_once
-from .span_row import SpanRow
-from .stats import STATS
-from .store_rows import SPAN_COLUMNS, encoded, log_values, span_row, span_values
+from .. import repair
+from ..export.rows import SpanRow
+from ..guard import warn_once
+from ..logs.ecs import EcsDocument
+from ..stats import STATS
+from . import fork_safety as sqlite_fork
+from .rows import SPAN_COLUMNS, encoded, log_values, span_row, span_values
 
 R = TypeVar("R")
 

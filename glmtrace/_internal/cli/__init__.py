@@ -1,0 +1,1 @@
+"""The ``glmtrace`` command line: commands, terminal rendering and Perfetto export."""

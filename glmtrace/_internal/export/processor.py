@@ -1,0 +1,52 @@
+"""The batch span processor of the Python export path, bounded and counting what it drops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from ..stats import STATS
+from .exporters import CountingExporter
+
+MAX_QUEUE = 20_000  # spans waiting for export, per sink; the native path uses the same bound
+
+
+class BoundedBatchProcessor(BatchSpanProcessor):
+    """OpenTelemetry's batch processor, counting the spans it cannot queue.
+
+    When its queue is full the SDK silently evicts the oldest span with a warning per span;
+    here the new span is dropped instead, counted in ``stats()``, warned about once.
+    """
+
+    def __init__(self, sink: str, exporter: CountingExporter) -> None:
+        super().__init__(
+            exporter,
+            max_queue_size=MAX_QUEUE,
+            max_export_batch_size=512,
+            schedule_delay_millis=500,
+        )
+        self.sink = sink
+        self.counter = exporter
+
+    def pending(self) -> int:
+        queue = getattr(self._batch_processor, "_queue", ())  # no public accessor
+        return len(queue)
+
+    def abandon(self) -> int:
+        """After shutdown's deadline: spans left behind, in an export or queued (counted once:
+        the export, when it returns, counts nothing)."""
+        return self.counter.abandon() + self.pending()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.pending() >= MAX_QUEUE:
+            STATS.add(self.sink, "dropped")
+            return
+        super().on_end(span)
+
+
+def dropped_by(processors: list[Any]) -> int:
+    """Spans the sinks of ``processors`` have dropped so far."""
+    counts = STATS.snapshot()
+    return sum(counts.get(p.sink, {}).get("dropped", 0) for p in processors)

@@ -1,0 +1,3 @@
+"""The embedded local store: one SQLite file holding spans and log documents, safe across
+``fork()``.
+"""
