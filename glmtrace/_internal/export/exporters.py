@@ -27,8 +27,7 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
     """A span as the row the store (and ``show --json``) uses."""
     ctx = span.context
     assert ctx is not None
-    resource = dict(span.resource.attributes) if span.resource else {}
-    service = resource.get(SERVICE_NAME)
+    resource, service = _resource_of(span.resource)
     return {
         "trace_id": trace_id_hex(ctx.trace_id),
         "span_id": span_id_hex(ctx.span_id),
@@ -39,7 +38,7 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
         "end_ns": span.end_time or span.start_time or 0,
         "status": span.status.status_code.name,
         "status_message": span.status.description,
-        "service_name": None if service is None else str(service),
+        "service_name": service,
         "attributes": dict(span.attributes or {}),
         "events": [
             {"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
@@ -53,8 +52,24 @@ def span_to_row(span: ReadableSpan) -> SpanRow:
             }
             for link in span.links
         ],
-        "resource": resource,
+        "resource": dict(resource),
     }
+
+
+_last_resource: tuple[Resource | None, dict[str, Any], str | None] = (None, {}, None)
+
+
+def _resource_of(resource: Resource | None) -> tuple[dict[str, Any], str | None]:
+    """The attributes and service name of ``resource``; a process's spans share one resource,
+    so the last one is remembered rather than copied out of the SDK for every span."""
+    global _last_resource
+    last, attributes, service = _last_resource
+    if resource is not last:
+        attributes = dict(resource.attributes) if resource else {}
+        name = attributes.get(SERVICE_NAME)
+        service = None if name is None else str(name)
+        _last_resource = (resource, attributes, service)
+    return attributes, service
 
 
 class PartialExporter(SpanExporter):

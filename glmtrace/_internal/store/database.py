@@ -121,6 +121,9 @@ class Store:
         if self._conn is None:
             self._prepare_path(create)
             self._conn = sqlite_fork.connect(self, self.path)
+            # In WAL mode NORMAL syncs at checkpoints, not at every commit: the store stays
+            # consistent through a crash and only a power cut can lose the last commits.
+            self._conn.execute("PRAGMA synchronous = NORMAL")
             self._ready = False
         if create and not self._ready:
             _initialise(self._conn)

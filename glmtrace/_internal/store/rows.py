@@ -7,7 +7,7 @@ JSON does not know) is repaired rather than allowed to fail the transaction it i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 from ..export.rows import SpanRow
@@ -35,15 +35,27 @@ _JSON_COLUMNS = frozenset(("attributes", "events", "links", "resource"))
 T = TypeVar("T", SpanRow, EcsDocument)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=safe_str)
+# One encoder for every value: ``json.dumps`` with options builds a new one per call.
+_json = json.JSONEncoder(ensure_ascii=False, default=safe_str).encode
 
 
 def span_values(row: SpanRow) -> tuple[Any, ...]:
     """A span row as the ``spans`` table's column values, in ``SPAN_COLUMNS`` order."""
-    values: Mapping[str, Any] = row
-    return tuple(
-        _json(values[c]) if c in _JSON_COLUMNS else _not_null(c, values[c]) for c in SPAN_COLUMNS
+    return (
+        row["trace_id"],
+        row["span_id"],
+        row["parent_span_id"],
+        row["name"] or "",
+        row["kind"],
+        row["start_ns"],
+        row["end_ns"],
+        row["status"] or "",
+        row["status_message"],
+        row["service_name"],
+        _json(row["attributes"]),
+        _json(row["events"]),
+        _json(row["links"]),
+        _json(row["resource"]),
     )
 
 
