@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
+    Decision,
     ParentBased,
     Sampler,
     StaticSampler,
@@ -47,6 +48,7 @@ from .logs import capture
 from .logs.handler import DocumentHandler, install_record_factory, uninstall_record_factory
 from .logs.shipper import BackgroundShipper
 from .logs.sinks import create_log_sink
+from .otel_internals import root_sampler, static_decision
 from .repair import safe_str
 from .signals import sigterm_handler
 from .spans import SpanScope, stamp_context
@@ -59,9 +61,9 @@ log = logging.getLogger("glmtrace")
 def _root_sampled_out(sampler: Sampler | None) -> bool:
     """True when no root span can ever be sampled, so stages may skip the SDK entirely."""
     if isinstance(sampler, ParentBased):
-        sampler = sampler._root
+        sampler = root_sampler(sampler)
     if isinstance(sampler, StaticSampler):
-        return sampler is ALWAYS_OFF or sampler._decision.name == "DROP"
+        return sampler is ALWAYS_OFF or static_decision(sampler) is Decision.DROP
     return isinstance(sampler, TraceIdRatioBased) and sampler.rate == 0.0
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from ..otel_internals import queued
 from ..stats import STATS
 from .exporters import CountingExporter
 
@@ -31,8 +32,7 @@ class BoundedBatchProcessor(BatchSpanProcessor):
         self.counter = exporter
 
     def pending(self) -> int:
-        queue = getattr(self._batch_processor, "_queue", ())  # no public accessor
-        return len(queue)
+        return queued(self)
 
     def abandon(self) -> int:
         """After shutdown's deadline: spans left behind, in an export or queued (counted once:
