@@ -33,7 +33,7 @@ class Discard(SpanExporter):
 def run(spans: int, store: Path | None) -> tuple[float, float, dict[str, int]]:
     """(spans created per second, wall seconds until all were stored or dropped, counts)."""
     if store is None:
-        glmtrace.init(service_name="bench-store", exporter=Discard(), logs="none")
+        glmtrace.init(service_name="bench-store", exporter=Discard(), traces="none", logs="none")
     else:
         glmtrace.init(service_name="bench-store", traces="local", store=store, logs="none")
     before = glmtrace.stats().get("local", {})
