@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -88,6 +89,44 @@ def test_worker_spans_join_the_step_that_consumes_the_batch(
     _train(loader, epochs=2)
     del loader
     _assert_batches_under_their_steps(traced.spans(), steps=6)
+
+
+class LoggingNumbers(Numbers):
+    """Numbers whose items each log a line, as datasets do ("skipping a corrupt sample")."""
+
+    def __getitem__(self, i: int) -> Any:
+        logging.getLogger("dataset").warning("loading item %d", i)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_logs_join_the_step_that_consumes_the_batch(local_store: Path, method: str) -> None:
+    """A line logged in Dataset.__getitem__ carries the trace of the step that uses its batch
+    and the id of the worker span it was logged in: pulling the step's trace gives its lines."""
+    loader = torch.utils.data.DataLoader(
+        LoggingNumbers(),
+        batch_size=2,
+        num_workers=2,
+        multiprocessing_context=method,
+        worker_init_fn=glmtrace.distributed.worker_init_fn(),
+    )
+    _train(loader, epochs=1)
+    del loader
+    glmtrace.shutdown()
+    spans = _rows(local_store)
+    with sqlite3.connect(local_store) as db:
+        logs = [json.loads(doc) for (doc,) in db.execute("SELECT document FROM logs")]
+    lines = [d for d in logs if d.get("log.logger") == "dataset"]
+    assert len(lines) == 6  # each logged once: none lost, none shipped twice
+    by_id = {s["span_id"]: s for s in spans}
+    for line in lines:
+        worker = by_id[line["span.id"]]
+        assert worker["name"] == "torch.dataloader.worker"
+        step = by_id[worker["parent_span_id"]]
+        assert step["name"] == "step"
+        assert line["trace.id"] == step["trace_id"]
+        item = int(line["message"].split()[-1])
+        assert item in step["attributes"]["items"]
 
 
 def test_batches_taken_inside_a_span_go_under_it(traced: Any) -> None:

@@ -80,6 +80,11 @@ def capture(handler: logging.Handler) -> None:
             root.setLevel(wanted)
 
 
+def installed() -> tuple[logging.Handler, ...]:
+    """The handlers records are handed to now."""
+    return _handlers
+
+
 def release(handler: logging.Handler) -> None:
     """Stop handing records to ``handler``; restore the root level after the last one."""
     global _handlers, _saved_root_level, _lowered_to

@@ -9,6 +9,7 @@ sinks.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -16,7 +17,7 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 from opentelemetry import baggage, trace
@@ -25,7 +26,7 @@ from ..attributes import Limits, jsonable, scrub, short_repr, truncate
 from ..export.rows import context_ids
 from ..keys import BAGGAGE_SESSION_ID
 from ..repair import safe_str
-from . import ecs
+from . import capture, ecs
 from .ecs import SPAN_ID, TRACE_ID, EcsDocument
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -190,10 +191,17 @@ class DocumentHandler(logging.Handler):
             return
         try:
             document = cast(dict[str, Any], ecs_document(record, self._service_name, self._limits))
-            for submit in self._submits:
-                submit(document)
+            kept = getattr(_diverted, "into", None)
+            if kept is not None:
+                kept.append(document)
+                return
+            self.submit(document)
         except Exception:
             self.handleError(record)
+
+    def submit(self, document: dict[str, Any]) -> None:
+        for submit in self._submits:
+            submit(document)
 
     def handleError(self, record: logging.LogRecord) -> None:
         import sys
@@ -203,3 +211,30 @@ class DocumentHandler(logging.Handler):
         exc = sys.exc_info()[1]
         if exc is not None:
             report("log handler", exc)
+
+
+_diverted = threading.local()
+
+
+@contextlib.contextmanager
+def diverted() -> Iterator[list[dict[str, Any]]]:
+    """Documents made on this thread are kept in the yielded list instead of being shipped.
+
+    A DataLoader worker logs under a provisional trace; its documents travel with the batch
+    and are shipped by the process that learns the real trace (:func:`submit_documents`).
+    """
+    previous = getattr(_diverted, "into", None)
+    kept: list[dict[str, Any]] = []
+    _diverted.into = kept
+    try:
+        yield kept
+    finally:
+        _diverted.into = previous
+
+
+def submit_documents(documents: Sequence[dict[str, Any]]) -> None:
+    """Ship documents made elsewhere through every handler glmtrace has installed here."""
+    for handler in capture.installed():
+        if isinstance(handler, DocumentHandler):
+            for document in documents:
+                handler.submit(document)

@@ -26,7 +26,10 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from ..export.rows import trace_id_hex
 from ..guard import report
+from ..logs.ecs import TRACE_ID
+from ..logs.handler import submit_documents
 from ..runtime import DEFAULT
 from . import keys
 from .fastspans import Emitter, emitter
@@ -71,31 +74,54 @@ def record(span: ReadableSpan) -> SpanRecord:
     )
 
 
+Document = dict[str, Any]  # an ECS log document (logs/handler.py)
+
+
 class WorkerBatch:
-    """A batch from a traced worker, with the spans the worker made for it."""
+    """A batch from a traced worker, with the spans and log documents the worker made for it."""
 
-    __slots__ = ("data", "spans")
+    __slots__ = ("data", "logs", "spans")
 
-    def __init__(self, data: Any, spans: list[SpanRecord]) -> None:
+    def __init__(self, data: Any, spans: list[SpanRecord], logs: list[Document]) -> None:
         self.data = data
         self.spans = spans
+        self.logs = logs
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (WorkerBatch, (self.data, self.spans))
+        return (WorkerBatch, (self.data, self.spans, self.logs))
 
     def pin_memory(self, *args: Any) -> WorkerBatch:
         """``pin_memory=True``: the pinning thread pins the data, the spans ride along."""
         from torch.utils.data._utils import pin_memory
 
         pin: Any = pin_memory.pin_memory
-        return WorkerBatch(pin(self.data, *args), self.spans)
+        return WorkerBatch(pin(self.data, *args), self.spans, self.logs)
+
+
+def _provisional(spans: Sequence[SpanRecord]) -> int:
+    return next((s.trace_id for s in spans if s.parent_id == 0), spans[0].trace_id)
+
+
+def ship_logs(spans: Sequence[SpanRecord], logs: Sequence[Document], trace_id: int | None) -> None:
+    """Ship a batch's log documents, those of its provisional trace moved to ``trace_id``.
+
+    Logs are kept whether or not the step's spans are sampled, as for any other log line.
+    """
+    if not logs:
+        return
+    if spans and trace_id is not None:
+        old, new = trace_id_hex(_provisional(spans)), trace_id_hex(trace_id)
+        for doc in logs:
+            if doc.get(TRACE_ID) == old:
+                doc[TRACE_ID] = new
+    submit_documents(logs)
 
 
 def export(em: Emitter, spans: Sequence[SpanRecord], parent: SpanContext | None) -> None:
     """Export a batch's spans, its provisional root re-parented under ``parent``."""
     if not spans or (parent is not None and not parent.trace_flags.sampled):
         return  # the step was sampled out: so is its batch
-    provisional = next((s.trace_id for s in spans if s.parent_id == 0), spans[0].trace_id)
+    provisional = _provisional(spans)
     target = parent.trace_id if parent is not None else provisional
     if parent is None and not _sampled(em, provisional, spans[0].name):
         return  # a trace of its own: sampled like any new trace
@@ -124,6 +150,7 @@ def _sampled(em: Emitter, trace_id: int, name: str) -> bool:
 
 class _Parked(NamedTuple):
     spans: list[SpanRecord]
+    logs: list[Document]
     taken_under: SpanContext | None  # the span current when the program took the batch
     # Kept for flush(): shutdown clears the runtime's tracer before it flushes the parts.
     emitter: Emitter
@@ -139,19 +166,21 @@ class Batches:
         self._lock = threading.Lock()
         self._installed: set[int] = set()
 
-    def take(self, spans: list[SpanRecord]) -> None:
-        """The program took a batch: park its spans until the step that uses it opens."""
+    def take(self, spans: list[SpanRecord], logs: list[Document]) -> None:
+        """The program took a batch: park its spans and logs until the step that uses it
+        opens."""
         em = emitter()
         if em is None or not spans:
+            ship_logs(spans, logs, None)
             return
         self._install(em)
         current = trace.get_current_span().get_span_context()
-        parked = _Parked(spans, current if current.is_valid else None, em)
+        parked = _Parked(spans, logs, current if current.is_valid else None, em)
         with self._lock:
             previous = self._parked.pop(threading.get_ident(), None)
             self._parked[threading.get_ident()] = parked
         if previous is not None:  # no step opened for it: under what was current then
-            export(em, previous.spans, previous.taken_under)
+            _release(previous, previous.taken_under)
 
     def _install(self, em: Emitter) -> None:
         if id(em.processor) not in self._installed:
@@ -176,28 +205,37 @@ class Batches:
             if self._parked.get(ident) is not parked:
                 return
             del self._parked[ident]
-        em = emitter()
-        if em is not None:
-            export(em, parked.spans, span.get_span_context())
+        _release(parked, span.get_span_context(), emitter())
 
     def settle(self, step: SpanContext) -> None:
-        """``share_trace`` opened a step that is sampled out: its batch is, too."""
+        """``share_trace`` opened a step that is sampled out: its batch's spans are, too."""
         if step.is_valid and not step.trace_flags.sampled:
             with self._lock:
-                self._parked.pop(threading.get_ident(), None)
+                parked = self._parked.pop(threading.get_ident(), None)
+            if parked is not None:
+                ship_logs(parked.spans, parked.logs, step.trace_id)
 
     def flush(self, timeout: float) -> bool:
         """The runtime's flush: batches still parked go under the span current when taken."""
         with self._lock:
             parked, self._parked = list(self._parked.values()), {}
         for item in parked:
-            export(item.emitter, item.spans, item.taken_under)
+            _release(item, item.taken_under)
         return True
 
     def _after_fork(self) -> None:
         # The parent's batches are the parent's to export.
         self._parked = {}
         self._lock = threading.Lock()
+
+
+def _release(parked: _Parked, parent: SpanContext | None, em: Emitter | None = None) -> None:
+    """A parked batch's spans and logs go out under ``parent`` (or their own trace), through
+    ``em`` (the runtime's emitter now) or the one current when the batch was taken."""
+    try:
+        export(em or parked.emitter, parked.spans, parent)
+    finally:
+        ship_logs(parked.spans, parked.logs, parent.trace_id if parent is not None else None)
 
 
 class _Adopter(SpanProcessor):
@@ -257,7 +295,7 @@ def _unwrapping(next_data: Callable[[Any], Any]) -> Callable[[Any], Any]:
         data = next_data(self)
         if isinstance(data, WorkerBatch):
             try:
-                BATCHES.take(data.spans)
+                BATCHES.take(data.spans, data.logs)
             except Exception as exc:
                 report("dataloader batch spans", exc)
             return data.data

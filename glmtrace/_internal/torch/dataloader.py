@@ -25,15 +25,18 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer, TracerP
 from ..carriers import attach, inject
 from ..guard import report
 from ..ids import IDS
+from ..logs.handler import diverted
 from ..runtime import DEFAULT
 from . import keys, require_torch
 from .batches import (
+    Document,
     SpanRecord,
     WorkerBatch,
     creating_iterator,
     export,
     install_consumer,
     record,
+    ship_logs,
 )
 from .fastspans import emitter, start
 
@@ -143,13 +146,14 @@ class _Recorder:
                 span.activate()
         except Exception as exc:
             report("dataloader worker span", exc)
-        try:
-            data = original(fetcher, index)
-        except BaseException as exc:
-            spans = self._finish(span, token, exporting, exc)
-            self._export_here(spans, exc)
-            raise
-        return WorkerBatch(data, self._finish(span, token, exporting, None))
+        with diverted() as logs:  # logged under the provisional trace: they travel too
+            try:
+                data = original(fetcher, index)
+            except BaseException as exc:
+                spans = self._finish(span, token, exporting, exc)
+                self._export_here(spans, logs, exc)
+                raise
+        return WorkerBatch(data, self._finish(span, token, exporting, None), logs)
 
     def _finish(
         self, span: Any, token: object, exporting: Tracer, error: BaseException | None
@@ -170,8 +174,9 @@ class _Recorder:
             return []
 
     @staticmethod
-    def _export_here(spans: list[SpanRecord], error: BaseException) -> None:
-        """A fetch that raised sends no batch: its spans leave from the worker."""
+    def _export_here(spans: list[SpanRecord], logs: list[Document], error: BaseException) -> None:
+        """A fetch that raised sends no batch: its spans and logs leave from the worker."""
+        ship_logs(spans, logs, None)
         if isinstance(error, StopIteration) and len(spans) <= 1:
             return  # an IterableDataset ran out: nothing happened worth a span
         em = emitter()
