@@ -280,3 +280,18 @@ def test_root_level_set_after_init_is_the_programs(tmp_path: Path) -> None:
         glmtrace.shutdown()
         root.removeHandler(console)
         root.setLevel(old_level)
+
+
+def test_a_diversion_keeps_a_bounded_number_of_documents(local_store: Path) -> None:
+    """Past MAX_DIVERTED, lines logged under a diversion are shipped at once: none lost."""
+    from glmtrace._internal.logs.handler import MAX_DIVERTED, diverted, submit_documents
+
+    log = logging.getLogger("diverted")
+    with diverted() as kept:
+        for i in range(MAX_DIVERTED + 5):
+            log.warning("line %d", i)
+    assert len(kept) == MAX_DIVERTED
+    submit_documents(kept)
+    glmtrace.shutdown()
+    messages = {doc["message"] for doc in Store(local_store).all_logs()}
+    assert messages == {f"line {i}" for i in range(MAX_DIVERTED + 5)}

@@ -192,7 +192,7 @@ class DocumentHandler(logging.Handler):
         try:
             document = cast(dict[str, Any], ecs_document(record, self._service_name, self._limits))
             kept = getattr(_diverted, "into", None)
-            if kept is not None:
+            if kept is not None and len(kept) < MAX_DIVERTED:
                 kept.append(document)
                 return
             self.submit(document)
@@ -214,6 +214,10 @@ class DocumentHandler(logging.Handler):
 
 
 _diverted = threading.local()
+# Documents one diversion keeps (one DataLoader batch); later ones are shipped at once, under
+# the provisional trace, so a dataset that logs without end neither grows the batch nor loses
+# lines.
+MAX_DIVERTED = 1_000
 
 
 @contextlib.contextmanager
