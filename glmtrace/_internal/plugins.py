@@ -29,7 +29,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .guard import report
+from .guard import internal_errors
 from .stats import STATS
 
 if TYPE_CHECKING:
@@ -120,16 +120,12 @@ class _GuardedSink:
         STATS.add(self._name, "exported", len(batch))
 
     def watch_queue(self, fill: Callable[[], float]) -> None:
-        try:
+        with internal_errors(f"{self._name} watch_queue"):
             self._sink.watch_queue(fill)
-        except Exception as exc:
-            report(f"{self._name} watch_queue", exc)
 
     def close(self, timeout: float = 2.0) -> None:
-        try:
+        with internal_errors(f"{self._name} close"):
             self._sink.close(timeout)
-        except Exception as exc:
-            report(f"{self._name} close", exc)
 
 
 def describe() -> list[tuple[str, str, str, str]]:

@@ -40,7 +40,7 @@ from .export.exporters import (
 )
 from .export.processor import MAX_QUEUE, BoundedBatchProcessor, dropped_by
 from .export.rows import current_span_id, current_trace_id
-from .guard import quiet_exporter_logs, report
+from .guard import internal_errors, quiet_exporter_logs, report
 from .ids import IDS
 from .launch import mark_initialised
 from .logs import capture
@@ -111,11 +111,10 @@ class Runtime:
     def _flush_parts(self, budget: float) -> bool:
         ok = True
         for part in list(self._parts):
-            try:
-                ok = part.flush(budget) and ok
-            except Exception as exc:
-                report(f"flush {part.name}", exc)
-                ok = False
+            flushed = False
+            with internal_errors(f"flush {part.name}"):
+                flushed = part.flush(budget)
+            ok = flushed and ok
         return ok
 
     # ------------------------------------------------------------------ lifecycle
@@ -343,10 +342,8 @@ def _record_run(options: Options | None, service_name: str) -> None:
     """Leave this process's counters in the local store, where ``doctor`` reads them."""
     if options is None or not (options.traces == "local" or "local" in options.logs):
         return
-    try:
+    with internal_errors("record run"):
         Store(options.store).record_run(service_name, STATS.snapshot())
-    except Exception as exc:
-        report("record run", exc)
 
 
 def _counting(
@@ -366,14 +363,11 @@ def _bounded(fn: Callable[[], bool], timeout: float) -> bool:
     OpenTelemetry's exporters can ignore their timeouts when the endpoint is black-holed;
     the caller (often the interpreter's exit) must not wait for them.
     """
-    result: list[bool] = []
+    result: list[bool] = []  # stays empty when fn raises
 
+    @internal_errors("flush")
     def run() -> None:
-        try:
-            result.append(fn())
-        except Exception as exc:
-            report("flush", exc)
-            result.append(False)
+        result.append(fn())
 
     worker = threading.Thread(target=run, name="glmtrace-flush", daemon=True)
     worker.start()

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
 
 from ..config import Options, otlp_traces_url
-from ..guard import report
+from ..guard import internal_errors
 from ..repair import otlp_ok, repaired, safe_str, text, utf8_ok
 from ..stats import STATS
 from ..store.database import Store
@@ -111,15 +111,13 @@ class CountingExporter(SpanExporter):
             if self._abandoned:  # after shutdown gave up: its pending count covers these
                 return SpanExportResult.FAILURE
             self._in_flight += len(spans)
-        try:
+        lost = len(spans)  # unless the exporter says otherwise
+        with internal_errors(f"export to {self.sink}"):
             if isinstance(self._inner, PartialExporter):
                 lost = self._inner.export_lost(spans)
             else:
                 ok = self._inner.export(spans) is SpanExportResult.SUCCESS
                 lost = 0 if ok else len(spans)
-        except Exception as exc:
-            report(f"export to {self.sink}", exc)
-            lost = len(spans)
         with self._lock:
             self._in_flight -= len(spans)
             if self._abandoned:  # counted dropped when shutdown gave up on this export
@@ -333,11 +331,9 @@ class SizeBoundedExporter(PartialExporter):
         """Send each chunk on its own: a refused or failed request costs only its own spans."""
         lost = 0
         for chunk in self.chunks(spans):
-            try:
+            ok = False
+            with internal_errors(f"export to {self.sink}"):
                 ok = self._inner.export(chunk) is SpanExportResult.SUCCESS
-            except Exception as exc:
-                report(f"export to {self.sink}", exc)
-                ok = False
             lost += 0 if ok else len(chunk)
         return lost
 

@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from opentelemetry import context as otel_context
 
-from ..guard import report
+from ..guard import internal_errors, report
 from ..stats import STATS
 
 T = TypeVar("T")
@@ -165,12 +165,10 @@ class BackgroundShipper(Generic[T]):
         if sink is None:
             STATS.add(self.sink, "dropped", len(left))
             return done and not left
-        try:
+        with internal_errors(f"closing {self.sink}"):
             kept = sink.spill(left) if left else 0
             return sink.finish(max(0.0, deadline - time.monotonic())) and kept == len(left)
-        except Exception as exc:
-            report(f"closing {self.sink}", exc)
-            return False
+        return False
 
     @property
     def pending(self) -> int:

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from ..guard import report
+from ..guard import internal_errors
 from ..runtime import DEFAULT
 from . import keys
 from .fastspans import Emitter, emitter
@@ -206,10 +206,8 @@ class _Adopter(SpanProcessor):
 
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         if self._batches._parked:  # cheap: nothing parked is the usual case
-            try:
+            with internal_errors("dataloader batch adoption"):
                 self._batches.adopt(span)
-            except Exception as exc:
-                report("dataloader batch adoption", exc)
 
 
 BATCHES = Batches()
@@ -256,10 +254,8 @@ def _unwrapping(next_data: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def wrapper(self: Any) -> Any:
         data = next_data(self)
         if isinstance(data, WorkerBatch):
-            try:
+            with internal_errors("dataloader batch spans"):
                 BATCHES.take(data.spans)
-            except Exception as exc:
-                report("dataloader batch spans", exc)
             return data.data
         return data
 
