@@ -8,9 +8,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -40,6 +38,7 @@ from .export.exporters import (
 )
 from .export.processor import MAX_QUEUE, BoundedBatchProcessor, dropped_by
 from .export.rows import current_span_id, current_trace_id
+from .forks import after_fork_in_child
 from .guard import internal_errors, quiet_exporter_logs, report
 from .ids import IDS
 from .launch import mark_initialised
@@ -99,8 +98,11 @@ class Runtime:
         self._atexit = False
         self._threading_instrumented = False
         self._parts: list[Part] = []
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
+        after_fork_in_child(self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        """In a forked child: the parent's lock may be held by a thread the child lacks."""
+        self._lock = threading.RLock()
 
     def register(self, part: Part) -> None:
         """Let flush and shutdown reach ``part`` (idempotent; parts outlive re-initialisation)."""
@@ -329,13 +331,6 @@ class Runtime:
     def stats() -> dict[str, dict[str, int]]:
         """See :func:`glmtrace.stats`."""
         return STATS.snapshot()
-
-
-def _renew_lock(ref: weakref.ref[Runtime]) -> None:
-    """In a forked child: the parent's lock may be held by a thread the child lacks."""
-    runtime = ref()
-    if runtime is not None:
-        runtime._lock = threading.RLock()
 
 
 def _record_run(options: Options | None, service_name: str) -> None:

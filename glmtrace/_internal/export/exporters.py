@@ -6,7 +6,6 @@ import base64
 import os
 import threading
 import urllib.parse
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
 
 from ..config import Options, otlp_traces_url
+from ..forks import after_fork_in_child
 from ..guard import internal_errors
 from ..repair import otlp_ok, repaired, safe_str, text, utf8_ok
 from ..stats import STATS
@@ -98,7 +98,7 @@ class CountingExporter(SpanExporter):
         self.sink = sink
         self._inner = inner
         self._after_fork()
-        _counters.add(self)
+        after_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         # A forked child starts with nothing in flight: the parent's exports are the parent's.
@@ -156,17 +156,6 @@ def without_credentials(url: str, headers: Mapping[str, str]) -> tuple[str, dict
         out["authorization"] = f"Basic {token}"
     bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
     return urllib.parse.urlunsplit(bare), out
-
-
-_counters: weakref.WeakSet[CountingExporter] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for counter in list(_counters):
-        counter._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def otlp_exporter(options: Options, timeout: float | None = None) -> SpanExporter:

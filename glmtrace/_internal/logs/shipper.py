@@ -18,18 +18,16 @@ import collections
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from opentelemetry import context as otel_context
 
+from ..forks import after_fork_in_child
 from ..guard import internal_errors, report
 from ..stats import STATS
 
 T = TypeVar("T")
-
-_live: weakref.WeakSet[BackgroundShipper[object]] = weakref.WeakSet()
 
 
 @runtime_checkable
@@ -77,7 +75,7 @@ class BackgroundShipper(Generic[T]):
         self._interval = interval
         self._spilling = send if isinstance(send, Spilling) else None
         self._reset()
-        _live.add(self)  # type: ignore[arg-type]
+        after_fork_in_child(self._reset)
 
     def _reset(self) -> None:
         self._queue: collections.deque[T] = collections.deque()
@@ -177,11 +175,3 @@ class BackgroundShipper(Generic[T]):
     def fill(self) -> float:
         """How full the queue is, 0.0 to 1.0: a sink with a spool spills early when high."""
         return len(self._queue) / self._max_queue
-
-
-def _after_fork_in_child() -> None:
-    for shipper in list(_live):
-        shipper._reset()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -96,6 +96,9 @@ def _after_fork_in_child() -> None:
             _inherited.append(conn)
 
 
+# The one hook glmtrace registers outside forks.after_fork_in_child: holding the lock across
+# the fork takes a hook on each side of it, and the child's half must release what the
+# parent's took, whatever other hooks do.
 os.register_at_fork(
     before=_before_fork,
     after_in_parent=_after_fork_in_parent,

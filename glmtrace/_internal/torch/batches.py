@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from ..forks import after_fork_in_child
 from ..guard import internal_errors
 from ..runtime import DEFAULT
 from . import keys
@@ -211,7 +212,7 @@ class _Adopter(SpanProcessor):
 
 
 BATCHES = Batches()
-os.register_at_fork(after_in_child=BATCHES._after_fork)
+after_fork_in_child(BATCHES._after_fork)
 
 _creating = threading.local()
 
