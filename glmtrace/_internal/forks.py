@@ -3,8 +3,10 @@
 A child forked while another thread held a lock, ran an export or had a socket open inherits
 all of that without the thread: a lock stays held forever, counts cover work the parent does.
 Every module that keeps such state registers a hook here, run right after ``os.fork()`` in the
-child (multiprocessing's fork start method and DataLoader workers included). Sinks that own a
-connection also compare ``os.getpid()`` before using it, for a fork these hooks did not see.
+child (multiprocessing's fork start method and DataLoader workers included).
+
+The Elasticsearch and Fluent sinks, which own a connection and a thread, compare
+``os.getpid()`` on their next use instead: a child that never ships a log then opens nothing.
 """
 
 from __future__ import annotations

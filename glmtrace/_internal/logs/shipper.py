@@ -15,7 +15,6 @@ glmtrace's own threads run outside the user's traces (:func:`quiet_thread`).
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -83,7 +82,6 @@ class BackgroundShipper(Generic[T]):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._in_flight = 0
-        self._pid = os.getpid()
 
     def submit(self, item: T) -> None:
         """Queue ``item``; never blocks, never raises."""
