@@ -19,7 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .guard import report
+from .guard import internal_errors
 from .keys import BAGGAGE_SESSION_ID
 
 _PROPAGATOR = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
@@ -56,7 +56,7 @@ def inject(carrier: Any) -> Any:
 
     ``carrier`` is a dict of headers or an envelope; returns it for chaining.
     """
-    try:
+    with internal_errors("inject"):
         target = _carrier_of(carrier, create=True)
         if target is None:
             return carrier
@@ -65,8 +65,6 @@ def inject(carrier: Any) -> Any:
         if session is not None:
             ctx = baggage.set_baggage(BAGGAGE_SESSION_ID, str(session))
         _PROPAGATOR.inject(target, context=ctx)
-    except Exception as exc:
-        report("inject", exc)
     return carrier
 
 
@@ -76,7 +74,7 @@ def extract(carrier: Any) -> Context:
     A missing or malformed ``traceparent`` yields a context without a parent, so the next
     span starts a new trace.
     """
-    try:
+    with internal_errors("extract"):
         source = _carrier_of(carrier, create=False)
         headers = {}
         if source is not None:
@@ -90,9 +88,7 @@ def extract(carrier: Any) -> Context:
         if session is not None:
             ctx = baggage.set_baggage(BAGGAGE_SESSION_ID, str(session), context=ctx)
         return ctx
-    except Exception as exc:
-        report("extract", exc)
-        return Context()
+    return Context()
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from .carriers import attach, inject
-from .guard import report
+from .guard import internal_errors
 from .runtime import DEFAULT
 
 P = ParamSpec("P")
@@ -36,10 +36,8 @@ class Propagated(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         if DEFAULT.tracer is None and self.settings:
-            try:
+            with internal_errors("init in child process"):
                 DEFAULT.init(**self.settings)
-            except Exception as exc:
-                report("init in child process", exc)
         _shutdown_at_worker_exit()
         with attach(self.carrier):
             return self.fn(*args, **kwargs)

@@ -7,10 +7,12 @@ re-raised so that SDK bugs fail tests instead of hiding.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
 import time
+from collections.abc import Callable
+from types import TracebackType
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -18,16 +20,14 @@ R = TypeVar("R")
 
 log = logging.getLogger("glmtrace")
 
-_seen: set[str] = set()
-_seen_lock = threading.Lock()
+# Keys already logged. dict.setdefault is one atomic step (str keys), so no lock is needed:
+# a lock here would be one more that a forked child could inherit held.
+_seen: dict[str, object] = {}
 
 
-def _after_fork() -> None:
-    global _seen_lock
-    _seen_lock = threading.Lock()  # the parent's may be held by a thread the child lacks
-
-
-os.register_at_fork(after_in_child=_after_fork)
+def _first(key: str) -> bool:
+    mark = object()
+    return _seen.setdefault(key, mark) is mark
 
 
 def strict() -> bool:
@@ -35,25 +35,71 @@ def strict() -> bool:
     return os.environ.get("GLMTRACE_STRICT") == "1"
 
 
-def report(where: str, exc: BaseException) -> None:
-    """Log an internal error once per (place, exception type); re-raise when strict."""
-    if strict():
-        raise exc
-    key = f"{where}:{type(exc).__name__}"
-    with _seen_lock:
-        first = key not in _seen
-        _seen.add(key)
-    if first:
+def _handled(where: str, exc: BaseException) -> bool:
+    """Log ``exc`` once per (place, type) and return True; False when it must propagate:
+    under strict mode, and for what is no error (KeyboardInterrupt, SystemExit, ...)."""
+    if not isinstance(exc, Exception) or strict():
+        return False
+    if _first(f"{where}:{type(exc).__name__}"):
         log.warning("glmtrace internal error in %s (user code continues)", where, exc_info=exc)
+    return True
+
+
+def report(where: str, exc: BaseException) -> None:
+    """Log an internal error once per (place, exception type); re-raise when strict.
+
+    For an ``except`` branch that does more than report (a drop to count, a back-off);
+    otherwise use :class:`internal_errors`.
+    """
+    if not _handled(where, exc):
+        raise exc
+
+
+class internal_errors:  # lower case: it reads as a verb phrase, like contextlib.suppress
+    """Report, and swallow, an internal error raised in a block or a function.
+
+    ``with internal_errors("shipping to es"): ...`` goes on after the block;
+    ``@internal_errors("red metrics")`` makes the function return None. Either way the error is
+    logged once per (place, type) on the ``glmtrace`` logger, re-raised when strict, and a
+    BaseException that is no error (KeyboardInterrupt, SystemExit, GeneratorExit) passes
+    through untouched. An instance holds no state, so one may be shared between threads.
+    """
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:  # bool, not None: type checkers then know the block may be cut short
+        return exc is not None and _handled(self.where, exc)
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R | None]:
+        where = self.where
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            try:  # not ``with self``: a try costs nothing on the hot paths this wraps
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if _handled(where, exc):
+                    return None
+                raise
+
+        return guarded
 
 
 def warn_once(key: str, message: str, *args: object) -> None:
     """Warn on the glmtrace logger the first time ``key`` is seen."""
-    with _seen_lock:
-        if key in _seen:
-            return
-        _seen.add(key)
-    log.warning(message, *args)
+    if _first(key):
+        log.warning(message, *args)
 
 
 class RepeatFilter(logging.Filter):

@@ -7,6 +7,8 @@ import random
 
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
+from .forks import after_fork_in_child
+
 
 class ProcessIds(RandomIdGenerator):
     """Trace and span ids from a generator of glmtrace's own, reseeded in each forked child.
@@ -20,8 +22,7 @@ class ProcessIds(RandomIdGenerator):
     def __init__(self) -> None:
         self._random = random.Random(os.urandom(32))
         self.getrandbits = self._random.getrandbits
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reseed)
+        after_fork_in_child(self._reseed)
 
     def _reseed(self) -> None:
         self._random.seed(os.urandom(32))

@@ -10,7 +10,7 @@ A package declares, in its ``pyproject.toml``::
 
 and is then selected by its name like a built-in sink: ``init(logs=["local", "jsonl"])``,
 ``init(traces="jsonl")``, ``GLMTRACE_LOGS=local,jsonl``, ``GLMTRACE_TRACES=jsonl``. A log sink
-follows :class:`~glmtrace._internal.logs.sinks.LogSink` (glmtrace counts what it exports and drops);
+follows :class:`LogSink` (glmtrace counts what it exports and drops);
 a span exporter is an OpenTelemetry ``SpanExporter``. Built-in names win over plugins.
 
 A plugin that cannot be imported is refused when the configuration is resolved, one whose factory
@@ -26,17 +26,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError
-from .guard import report
+from .guard import internal_errors
 from .stats import STATS
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-    from .config import Options
-    from .logs.sinks import LogSink
 
 log = logging.getLogger("glmtrace")
 
@@ -48,6 +45,18 @@ _BUILTIN = {
 }
 _KIND = {LOG_SINKS: "log sink", SPAN_EXPORTERS: "span exporter"}
 _EXPORTER = ("export", "shutdown", "force_flush")
+
+
+class LogSink(Protocol):
+    """What a log sink, built in or a plugin, is: called with each batch of ECS documents on
+    the shipper's background thread."""
+
+    def __call__(self, batch: list[dict[str, Any]]) -> None: ...
+
+    def watch_queue(self, fill: Callable[[], float]) -> None:
+        """Receive the shipper's queue fill (0..1), to spill before it overflows."""
+
+    def close(self, timeout: float = 2.0) -> None: ...
 
 
 def found(group: str) -> dict[str, EntryPoint]:
@@ -84,8 +93,9 @@ def check(group: str, selected: Iterable[str]) -> None:
             _load(group, plugins[name])
 
 
-def start(group: str, name: str, options: Options, strict: bool) -> Any:
-    """The sink or exporter plugin ``name`` makes from ``options``; None if it failed, not strict.
+def start(group: str, name: str, options: object, strict: bool) -> Any:
+    """The sink or exporter plugin ``name`` makes from ``options`` (glmtrace's ``Options``,
+    passed on untouched); None if it failed, not strict.
 
     A log sink comes back wrapped so that glmtrace counts it and nothing it raises escapes.
     """
@@ -120,16 +130,12 @@ class _GuardedSink:
         STATS.add(self._name, "exported", len(batch))
 
     def watch_queue(self, fill: Callable[[], float]) -> None:
-        try:
+        with internal_errors(f"{self._name} watch_queue"):
             self._sink.watch_queue(fill)
-        except Exception as exc:
-            report(f"{self._name} watch_queue", exc)
 
     def close(self, timeout: float = 2.0) -> None:
-        try:
+        with internal_errors(f"{self._name} close"):
             self._sink.close(timeout)
-        except Exception as exc:
-            report(f"{self._name} close", exc)
 
 
 def describe() -> list[tuple[str, str, str, str]]:

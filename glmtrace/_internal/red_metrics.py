@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode
 
 from .config import Options, otlp_protocol
-from .guard import report
+from .guard import internal_errors
 from .keys import GEN_AI_OPERATION as OPERATION
 from .keys import GEN_AI_REQUEST_MODEL as MODEL
 from .keys import STAGE
@@ -52,23 +52,21 @@ class RedMetricsProcessor(SpanProcessor):
             MODEL_DURATION, unit="s", description="Duration of GenAI model calls"
         )
 
+    @internal_errors("red metrics")  # never into the code that ended the span
     def on_end(self, span: ReadableSpan) -> None:
-        try:
-            attrs = span.attributes or {}
-            stage, model = attrs.get(STAGE), attrs.get(MODEL)
-            if (stage is None and model is None) or span.end_time is None:
-                return
-            seconds = (span.end_time - (span.start_time or span.end_time)) / 1e9
-            failed: dict[str, Any] = {}
-            if span.status.status_code is StatusCode.ERROR:
-                failed[ERROR_TYPE] = _error_type(span)
-            if stage is not None:
-                self._stages.record(seconds, {STAGE: str(stage), **failed})
-            if model is not None:
-                operation = str(attrs.get(OPERATION, "chat"))
-                self._models.record(seconds, {MODEL: str(model), OPERATION: operation, **failed})
-        except Exception as exc:  # never into the code that ended the span
-            report("red metrics", exc)
+        attrs = span.attributes or {}
+        stage, model = attrs.get(STAGE), attrs.get(MODEL)
+        if (stage is None and model is None) or span.end_time is None:
+            return
+        seconds = (span.end_time - (span.start_time or span.end_time)) / 1e9
+        failed: dict[str, Any] = {}
+        if span.status.status_code is StatusCode.ERROR:
+            failed[ERROR_TYPE] = _error_type(span)
+        if stage is not None:
+            self._stages.record(seconds, {STAGE: str(stage), **failed})
+        if model is not None:
+            operation = str(attrs.get(OPERATION, "chat"))
+            self._models.record(seconds, {MODEL: str(model), OPERATION: operation, **failed})
 
 
 def _error_type(span: ReadableSpan) -> str:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -41,7 +39,8 @@ from .export.exporters import (
 )
 from .export.processor import MAX_QUEUE, BoundedBatchProcessor, dropped_by
 from .export.rows import current_span_id, current_trace_id
-from .guard import quiet_exporter_logs, report
+from .forks import after_fork_in_child
+from .guard import internal_errors, quiet_exporter_logs, report
 from .ids import IDS
 from .launch import mark_initialised
 from .logs import capture
@@ -101,8 +100,11 @@ class Runtime:
         self._atexit = False
         self._threading_instrumented = False
         self._parts: list[Part] = []
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
+        after_fork_in_child(self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        """In a forked child: the parent's lock may be held by a thread the child lacks."""
+        self._lock = threading.RLock()
 
     def register(self, part: Part) -> None:
         """Let flush and shutdown reach ``part`` (idempotent; parts outlive re-initialisation)."""
@@ -113,11 +115,10 @@ class Runtime:
     def _flush_parts(self, budget: float) -> bool:
         ok = True
         for part in list(self._parts):
-            try:
-                ok = part.flush(budget) and ok
-            except Exception as exc:
-                report(f"flush {part.name}", exc)
-                ok = False
+            flushed = False
+            with internal_errors(f"flush {part.name}"):
+                flushed = part.flush(budget)
+            ok = flushed and ok
         return ok
 
     # ------------------------------------------------------------------ lifecycle
@@ -334,21 +335,12 @@ class Runtime:
         return STATS.snapshot()
 
 
-def _renew_lock(ref: weakref.ref[Runtime]) -> None:
-    """In a forked child: the parent's lock may be held by a thread the child lacks."""
-    runtime = ref()
-    if runtime is not None:
-        runtime._lock = threading.RLock()
-
-
 def _record_run(options: Options | None, service_name: str) -> None:
     """Leave this process's counters in the local store, where ``doctor`` reads them."""
     if options is None or not (options.traces == "local" or "local" in options.logs):
         return
-    try:
+    with internal_errors("record run"):
         Store(options.store).record_run(service_name, STATS.snapshot())
-    except Exception as exc:
-        report("record run", exc)
 
 
 def _counting(
@@ -368,14 +360,11 @@ def _bounded(fn: Callable[[], bool], timeout: float) -> bool:
     OpenTelemetry's exporters can ignore their timeouts when the endpoint is black-holed;
     the caller (often the interpreter's exit) must not wait for them.
     """
-    result: list[bool] = []
+    result: list[bool] = []  # stays empty when fn raises
 
+    @internal_errors("flush")
     def run() -> None:
-        try:
-            result.append(fn())
-        except Exception as exc:
-            report("flush", exc)
-            result.append(False)
+        result.append(fn())
 
     worker = threading.Thread(target=run, name="glmtrace-flush", daemon=True)
     worker.start()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import defaultdict
 
+from .forks import after_fork_in_child
 from .guard import warn_once
 
 
@@ -44,4 +44,4 @@ class Stats:
 
 
 STATS = Stats()
-os.register_at_fork(after_in_child=STATS._after_fork)
+after_fork_in_child(STATS._after_fork)

@@ -20,16 +20,12 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Modules of the package ``name`` imports when it runs: at the top and inside functions,
-    not under ``if TYPE_CHECKING:`` (annotations only)."""
+    """Modules of the package ``name`` imports: at the top, inside functions and under
+    ``if TYPE_CHECKING:`` (a cycle through annotations is a cycle for the reader too)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
         if isinstance(node, ast.ImportFrom) and node.module != "__future__":
             base = package
             for _ in range(node.level - 1):
@@ -50,8 +46,16 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
+# Through spans.py's annotations only; helper "thin"'s rework of spans.py (SpanScope no longer
+# takes a Runtime) removes it: then delete this.
+_BEING_REMOVED = [
+    ("glmtrace._internal.runtime", "glmtrace._internal.spans"),
+    ("glmtrace._internal.spans", "glmtrace._internal.runtime"),
+]
+
+
 def test_no_import_cycles() -> None:
-    """No module imports, even lazily, one that imports it back (type-only imports aside)."""
+    """No module imports, even lazily or for annotations only, one that imports it back."""
     modules = _modules()
     graph = {name: _imports(name, path, modules) for name, path in modules.items()}
 
@@ -73,7 +77,7 @@ def test_no_import_cycles() -> None:
         for b in graph[a]
         if not b.startswith(a + ".") and not a.startswith(b + ".") and reaches(b, a)
     )
-    assert cycles == []
+    assert [c for c in cycles if c not in _BEING_REMOVED] == []
 
 
 def test_every_module_imports_on_its_own() -> None:

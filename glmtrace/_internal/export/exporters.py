@@ -6,7 +6,6 @@ import base64
 import os
 import threading
 import urllib.parse
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +15,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, Status
 
 from ..config import Options, otlp_traces_url
-from ..guard import report
+from ..forks import after_fork_in_child
+from ..guard import internal_errors
 from ..repair import otlp_ok, repaired, safe_str, text, utf8_ok
 from ..stats import STATS
 from ..store.database import Store
@@ -113,7 +113,7 @@ class CountingExporter(SpanExporter):
         self.sink = sink
         self._inner = inner
         self._after_fork()
-        _counters.add(self)
+        after_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         # A forked child starts with nothing in flight: the parent's exports are the parent's.
@@ -126,15 +126,13 @@ class CountingExporter(SpanExporter):
             if self._abandoned:  # after shutdown gave up: its pending count covers these
                 return SpanExportResult.FAILURE
             self._in_flight += len(spans)
-        try:
+        lost = len(spans)  # unless the exporter says otherwise
+        with internal_errors(f"export to {self.sink}"):
             if isinstance(self._inner, PartialExporter):
                 lost = self._inner.export_lost(spans)
             else:
                 ok = self._inner.export(spans) is SpanExportResult.SUCCESS
                 lost = 0 if ok else len(spans)
-        except Exception as exc:
-            report(f"export to {self.sink}", exc)
-            lost = len(spans)
         with self._lock:
             self._in_flight -= len(spans)
             if self._abandoned:  # counted dropped when shutdown gave up on this export
@@ -173,17 +171,6 @@ def without_credentials(url: str, headers: Mapping[str, str]) -> tuple[str, dict
         out["authorization"] = f"Basic {token}"
     bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
     return urllib.parse.urlunsplit(bare), out
-
-
-_counters: weakref.WeakSet[CountingExporter] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for counter in list(_counters):
-        counter._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def otlp_exporter(options: Options, timeout: float | None = None) -> SpanExporter:
@@ -348,11 +335,9 @@ class SizeBoundedExporter(PartialExporter):
         """Send each chunk on its own: a refused or failed request costs only its own spans."""
         lost = 0
         for chunk in self.chunks(spans):
-            try:
+            ok = False
+            with internal_errors(f"export to {self.sink}"):
                 ok = self._inner.export(chunk) is SpanExportResult.SUCCESS
-            except Exception as exc:
-                report(f"export to {self.sink}", exc)
-                ok = False
             lost += 0 if ok else len(chunk)
         return lost
 

@@ -15,8 +15,9 @@ wrapped it since, in which case ours stays in its chain as a pass-through.
 from __future__ import annotations
 
 import logging
-import os
 import threading
+
+from ..forks import after_fork_in_child
 
 _lock = threading.Lock()
 _handlers: tuple[logging.Handler, ...] = ()
@@ -105,4 +106,4 @@ def _after_fork() -> None:
     _lock = threading.Lock()  # the parent's may be held by a thread the child lacks
 
 
-os.register_at_fork(after_in_child=_after_fork)
+after_fork_in_child(_after_fork)

@@ -24,6 +24,7 @@ from opentelemetry import baggage, trace
 
 from ..attributes import Limits, jsonable, scrub, short_repr, truncate
 from ..export.rows import context_ids
+from ..forks import after_fork_in_child
 from ..keys import BAGGAGE_SESSION_ID
 from ..repair import safe_str
 from . import capture, ecs
@@ -81,7 +82,7 @@ class _Ids:
 
     def __init__(self) -> None:
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)
+        after_fork_in_child(self._reset)
 
     def _reset(self) -> None:
         self._prefix = os.urandom(8).hex()

@@ -15,21 +15,18 @@ glmtrace's own threads run outside the user's traces (:func:`quiet_thread`).
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from opentelemetry import context as otel_context
 
-from ..guard import report
+from ..forks import after_fork_in_child
+from ..guard import internal_errors, report
 from ..stats import STATS
 
 T = TypeVar("T")
-
-_live: weakref.WeakSet[BackgroundShipper[object]] = weakref.WeakSet()
 
 
 @runtime_checkable
@@ -77,7 +74,7 @@ class BackgroundShipper(Generic[T]):
         self._interval = interval
         self._spilling = send if isinstance(send, Spilling) else None
         self._reset()
-        _live.add(self)  # type: ignore[arg-type]
+        after_fork_in_child(self._reset)
 
     def _reset(self) -> None:
         self._queue: collections.deque[T] = collections.deque()
@@ -85,7 +82,6 @@ class BackgroundShipper(Generic[T]):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._in_flight = 0
-        self._pid = os.getpid()
 
     def submit(self, item: T) -> None:
         """Queue ``item``; never blocks, never raises."""
@@ -165,12 +161,10 @@ class BackgroundShipper(Generic[T]):
         if sink is None:
             STATS.add(self.sink, "dropped", len(left))
             return done and not left
-        try:
+        with internal_errors(f"closing {self.sink}"):
             kept = sink.spill(left) if left else 0
             return sink.finish(max(0.0, deadline - time.monotonic())) and kept == len(left)
-        except Exception as exc:
-            report(f"closing {self.sink}", exc)
-            return False
+        return False
 
     @property
     def pending(self) -> int:
@@ -179,11 +173,3 @@ class BackgroundShipper(Generic[T]):
     def fill(self) -> float:
         """How full the queue is, 0.0 to 1.0: a sink with a spool spills early when high."""
         return len(self._queue) / self._max_queue
-
-
-def _after_fork_in_child() -> None:
-    for shipper in list(_live):
-        shipper._reset()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,33 +1,21 @@
 """Remote log sinks (Elasticsearch, Fluent forward): batch senders for the log shipper.
 
 Each sink is called with each batch on the shipper's background thread and honours
-:class:`LogSink`: it counts ``exported``/``spooled``/``replayed``/``dropped`` in
-``glmtrace.stats()`` under ``logs-<sink>`` itself (a batch that goes to a spool is not
-exported yet), may watch the shipper's queue to spill early, and is closed after the shipper
-has flushed, at shutdown.
+:class:`~glmtrace._internal.plugins.LogSink` (the protocol plugins follow too): it counts
+``exported``/``spooled``/``replayed``/``dropped`` in ``glmtrace.stats()`` under
+``logs-<sink>`` itself (a batch that goes to a spool is not exported yet), may watch the
+shipper's queue to spill early, and is closed after the shipper has flushed, at shutdown.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, Protocol
 
 from .. import plugins
 from ..config import Options
+from ..plugins import LogSink
 
 log = logging.getLogger("glmtrace")
-
-
-class LogSink(Protocol):
-    """What :func:`create_log_sink` returns."""
-
-    def __call__(self, batch: list[dict[str, Any]]) -> None: ...
-
-    def watch_queue(self, fill: Callable[[], float]) -> None:
-        """Receive the shipper's queue fill (0..1), to spill before it overflows."""
-
-    def close(self, timeout: float = 2.0) -> None: ...
 
 
 def create_log_sink(sink: str, options: Options, strict: bool = True) -> LogSink | None:

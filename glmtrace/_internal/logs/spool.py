@@ -26,11 +26,11 @@ import json
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..forks import after_fork_in_child
 from ..repair import dumps
 
 OPEN, SEALED = ".open", ".seg"
@@ -91,8 +91,7 @@ class Spool:
         self._lock = threading.Lock()
         self._reset()
         # A lock held by another thread at fork time would stay locked in the child forever.
-        after_fork = weakref.WeakMethod(self._after_fork)
-        os.register_at_fork(after_in_child=lambda: (method := after_fork()) and method())
+        after_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()

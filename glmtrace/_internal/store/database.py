@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from .. import repair
 from ..export.rows import SpanRow
+from ..forks import after_fork_in_child
 from ..guard import warn_once
 from ..logs.ecs import EcsDocument
 from ..stats import STATS
@@ -313,7 +314,7 @@ def _after_fork_in_child() -> None:
     _recorded = STATS.snapshot()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+after_fork_in_child(_after_fork_in_child)
 
 
 def _difference(

@@ -22,7 +22,7 @@ import weakref
 from pathlib import Path
 from typing import Protocol
 
-from ..guard import report
+from ..guard import internal_errors
 
 # The longest a fork waits for a store call in another thread to finish.
 FORK_WAIT_S = 5.0
@@ -74,10 +74,8 @@ def _before_fork() -> None:
         conn = holder.forget_connection()
         if conn is None:
             continue
-        try:
+        with internal_errors("closing the store before fork"):
             conn.close()
-        except Exception as exc:
-            report("closing the store before fork", exc)
 
 
 def _after_fork_in_parent() -> None:
@@ -98,6 +96,9 @@ def _after_fork_in_child() -> None:
             _inherited.append(conn)
 
 
+# The one hook glmtrace registers outside forks.after_fork_in_child: holding the lock across
+# the fork takes a hook on each side of it, and the child's half must release what the
+# parent's took, whatever other hooks do.
 os.register_at_fork(
     before=_before_fork,
     after_in_parent=_after_fork_in_parent,

@@ -27,7 +27,8 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from ..export.rows import trace_id_hex
-from ..guard import report
+from ..forks import after_fork_in_child
+from ..guard import internal_errors
 from ..logs.ecs import TRACE_ID
 from ..logs.handler import submit_documents
 from ..runtime import DEFAULT
@@ -244,14 +245,12 @@ class _Adopter(SpanProcessor):
 
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         if self._batches._parked:  # cheap: nothing parked is the usual case
-            try:
+            with internal_errors("dataloader batch adoption"):
                 self._batches.adopt(span)
-            except Exception as exc:
-                report("dataloader batch adoption", exc)
 
 
 BATCHES = Batches()
-os.register_at_fork(after_in_child=BATCHES._after_fork)
+after_fork_in_child(BATCHES._after_fork)
 
 _creating = threading.local()
 
@@ -294,10 +293,8 @@ def _unwrapping(next_data: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def wrapper(self: Any) -> Any:
         data = next_data(self)
         if isinstance(data, WorkerBatch):
-            try:
+            with internal_errors("dataloader batch spans"):
                 BATCHES.take(data.spans, data.logs)
-            except Exception as exc:
-                report("dataloader batch spans", exc)
             return data.data
         return data
 

@@ -23,7 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer, TracerProvider
 
 from ..carriers import attach, inject
-from ..guard import report
+from ..guard import internal_errors
 from ..ids import IDS
 from ..logs.handler import diverted
 from ..runtime import DEFAULT
@@ -69,10 +69,8 @@ class TracedWorkerInit:
         self.unwrapped = state["unwrapped"]
 
     def __call__(self, worker_id: int) -> None:
-        try:
+        with internal_errors("dataloader worker_init_fn"):
             self._setup(worker_id)
-        except Exception as exc:
-            report("dataloader worker_init_fn", exc)
         if self.fn is None:
             return
         if self.carrier is None:
@@ -136,7 +134,7 @@ class _Recorder:
         # A root of its own (provisional) trace, whatever the worker inherited.
         token = otel_context.attach(Context())
         span = None
-        try:
+        with internal_errors("dataloader worker span"):
             DEFAULT.tracer = self._capturing_tracer(exporting)
             attributes = dict(self.worker)
             if isinstance(index, list):
@@ -144,8 +142,6 @@ class _Recorder:
             span = start("torch.dataloader.worker", attributes)
             if span is not None:
                 span.activate()
-        except Exception as exc:
-            report("dataloader worker span", exc)
         with diverted() as logs:  # logged under the provisional trace: they travel too
             try:
                 data = original(fetcher, index)
@@ -159,19 +155,16 @@ class _Recorder:
         self, span: Any, token: object, exporting: Tracer, error: BaseException | None
     ) -> list[SpanRecord]:
         try:
-            if span is not None:
-                span.end(error=None if isinstance(error, StopIteration) else error)
-        except Exception as exc:
-            report("dataloader worker span", exc)
+            with internal_errors("dataloader worker span"):
+                if span is not None:
+                    span.end(error=None if isinstance(error, StopIteration) else error)
         finally:
             DEFAULT.tracer = exporting
             otel_context.detach(token)  # type: ignore[arg-type]
         captured, self._capture.spans = self._capture.spans, []
-        try:
+        with internal_errors("dataloader worker span"):
             return [record(s) for s in captured]
-        except Exception as exc:
-            report("dataloader worker span", exc)
-            return []
+        return []
 
     @staticmethod
     def _export_here(spans: list[SpanRecord], logs: list[Document], error: BaseException) -> None:
@@ -209,11 +202,9 @@ def _flush_at_exit() -> None:
     """Flush when the worker exits: workers leave through ``os._exit``, skipping ``atexit``."""
     from multiprocessing import util
 
+    @internal_errors("dataloader worker exit")
     def finish() -> None:
-        try:
-            DEFAULT.force_flush()
-        except Exception as exc:
-            report("dataloader worker exit", exc)
+        DEFAULT.force_flush()
 
     # multiprocessing runs finalizers from Process._bootstrap before os._exit.
     util.Finalize(None, finish, exitpriority=100)

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import Tracer
 
 from ..attributes import AttributeValue
 from ..carriers import extract, inject
-from ..guard import report, warn_once
+from ..guard import internal_errors, warn_once
 from ..launch import INIT_PID_ENV
 from ..launch import distributed_resource as distributed_resource
 from ..runtime import DEFAULT
@@ -116,11 +116,9 @@ class SharedTrace:
         if not (dist.is_available() and dist.is_initialized()):
             self._scope = DEFAULT.span(self._name, self._attributes)
             return _settled(self._scope.__enter__())
-        try:
+        with internal_errors("share_trace ranks"):
             self._attributes.update(_rank_attributes(dist, self._group))
             _note_ranks(dist)
-        except Exception as exc:
-            report("share_trace ranks", exc)
         is_src = dist.get_rank() == self._src
         handle = NOOP_HANDLE
         if is_src:
@@ -157,18 +155,14 @@ class SharedTrace:
             scope.__exit__(exc_type, exc, tb)
         token, self._token = self._token, None
         if token is not None:
-            try:
+            with internal_errors("share_trace exit"):
                 otel_context.detach(token)  # type: ignore[arg-type]
-            except Exception as internal:
-                report("share_trace exit", internal)
 
 
 def _settled(handle: SpanHandle) -> SpanHandle:
     """A step sampled out takes the DataLoader batch waiting for it along (see .batches)."""
-    try:
+    with internal_errors("share_trace batch"):
         BATCHES.settle(handle._span.get_span_context())
-    except Exception as exc:
-        report("share_trace batch", exc)
     return handle
 
 
@@ -215,7 +209,7 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         if DEFAULT.tracer is None:
             return fn(*args, **kwargs)
         span = None
-        try:
+        with internal_errors("collective span"):
             span = start(span_name, {keys.COLLECTIVE: name})
             if span is not None:
                 import torch.distributed as dist
@@ -229,8 +223,6 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
                     span.attributes[keys.COLLECTIVE_ASYNC] = True
                 span.attributes[keys.CLOCK] = "cpu"
                 span.activate()
-        except Exception as exc:
-            report("collective span", exc)
         error: BaseException | None = None
         try:
             return fn(*args, **kwargs)
@@ -239,10 +231,8 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             if span is not None:
-                try:
+                with internal_errors("collective span"):
                     span.end(error=error)
-                except Exception as exc:
-                    report("collective span", exc)
 
     wrapper.__glmtrace_original__ = fn  # type: ignore[attr-defined]
     return wrapper
