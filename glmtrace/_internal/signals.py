@@ -10,18 +10,26 @@ threads before it runs ``atexit`` (a server loop never ends), and the program ma
 it. So the handler also starts a watchdog that, when the process outlives the flush budget
 (or at once when only non-daemon threads keep it alive), flushes within that budget and
 re-sends SIGTERM, now at its default: the process dies by the signal, as without glmtrace.
-A main thread blocked in C code (a hung collective) never runs the Python handler at all:
-there SIGTERM waits for the C call to return, as with any Python-level handler.
+A main thread blocked in C code (a hung collective, a long kernel wait) runs no Python handler
+until the call returns, where without glmtrace SIGTERM would have killed it at once. So a
+thread of glmtrace's learns of the signal through the interpreter's signal wakeup fd, written
+the moment the signal arrives; if the handler has not run a second later it flushes within the
+budget and the process dies by SIGTERM, as it would have without glmtrace. The wakeup fd is
+one per process: when the program (an asyncio loop's signal handlers) holds it, glmtrace
+leaves it alone and such a process waits for the C call, as with any Python-level handler.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import threading
 import time
 from collections.abc import Callable
+
+from .forks import after_fork_in_child
 
 
 class SignalExit(SystemExit):
@@ -47,7 +55,12 @@ class _Exit:
 _EXIT = _Exit()
 
 
+_HANDLED = threading.Event()  # the Python-level handler ran
+_GRACE_S = 1.0  # how long the handler may take to run before the main thread counts as stuck
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
+    _HANDLED.set()
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
     with contextlib.suppress(Exception):  # no thread to be had: the SystemExit path remains
         threading.Thread(
@@ -69,11 +82,117 @@ def _watchdog(signum: int, flush: Callable[[], object], budget: float) -> None:
         time.sleep(max(0.0, deadline - time.monotonic()))
     # The main thread is done but a non-daemon thread holds the process, so atexit (and its
     # flush) would never run; or the deadline passed. Flush here, bounded, then die by it.
+    _flush_within(flush, budget)
+    if signal.getsignal(signum) is signal.SIG_DFL:  # a handler the program set since wins
+        os.kill(os.getpid(), signum)
+
+
+def _flush_within(flush: Callable[[], object], budget: float) -> None:
     done = threading.Thread(target=flush, name="glmtrace-sigterm-flush", daemon=True)
     done.start()
     done.join(budget + 0.5)
-    if signal.getsignal(signum) is signal.SIG_DFL:  # a handler the program set since wins
+
+
+class _Listener:
+    """A thread reading the signal wakeup fd: it sees SIGTERM when the main thread cannot."""
+
+    STOP = b"\0"  # no signal has number 0
+
+    def __init__(self) -> None:
+        self.fds: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        """Take the wakeup fd if nobody holds it (main thread only)."""
+        if self.fds is not None:
+            return
+        read, write = os.pipe()
+        try:
+            os.set_blocking(write, False)  # the interpreter requires it
+            previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            previous = None
+        if previous != -1:  # the program's (or failed): leave it as it was
+            if previous is not None:
+                signal.set_wakeup_fd(previous)
+            os.close(read)
+            os.close(write)
+            return
+        self.fds = (read, write)
+        threading.Thread(
+            target=self._run, args=(read, write), name="glmtrace-signal-listener", daemon=True
+        ).start()
+
+    def stop(self) -> None:
+        """Give the wakeup fd back, if it is still glmtrace's (main thread only)."""
+        if self.fds is None:
+            return
+        write = self.fds[1]
+        self.fds = None
+        current = signal.set_wakeup_fd(-1)
+        if current != write:  # taken over since: not ours to clear
+            signal.set_wakeup_fd(current)
+        with contextlib.suppress(OSError):
+            os.write(write, self.STOP)  # the thread closes both ends
+
+    def _run(self, read: int, write: int) -> None:
+        try:
+            while True:
+                select.select([read], [], [])
+                data = os.read(read, 512)
+                if not data or self.STOP in data:
+                    return
+                if bytes([signal.SIGTERM]) in data and signal.getsignal(signal.SIGTERM) is (
+                    _on_sigterm
+                ):
+                    _unhandled_sigterm()
+        except OSError:
+            return
+        finally:
+            for fd in (read, write):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def after_fork(self) -> None:
+        # The child shares the parent's pipe: its signals must not wake the parent's thread.
+        if self.fds is not None:
+            with contextlib.suppress(ValueError, OSError):
+                signal.set_wakeup_fd(-1)
+            for fd in self.fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self.fds = None
+
+
+def _unhandled_sigterm() -> None:
+    """SIGTERM arrived: if the main thread does not run the handler soon, it is stuck in C."""
+    if _HANDLED.wait(_GRACE_S):
+        return  # the handler ran: SignalExit and the watchdog take it from here
+    _flush_within(_EXIT.flush, _EXIT.budget)
+    if _HANDLED.is_set():
+        return  # the C call returned meanwhile: the program unwinds as usual
+    _die_by(signal.SIGTERM)
+
+
+def _die_by(signum: int) -> None:
+    """End the process by ``signum`` at its default action, from any thread.
+
+    ``signal.signal`` works on the main thread only, and the main thread is stuck: reset the
+    disposition in libc directly. Without ctypes, exit with the status a shell reports for it.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.signal.restype = ctypes.c_void_p
+        libc.signal(ctypes.c_int(signum), ctypes.c_void_p(0))  # SIG_DFL
         os.kill(os.getpid(), signum)
+        time.sleep(1.0)  # delivery is asynchronous
+    finally:
+        os._exit(128 + signum)
+
+
+_LISTENER = _Listener()
+after_fork_in_child(_LISTENER.after_fork)
 
 
 def _waited_on() -> bool:
@@ -96,9 +215,12 @@ def sigterm_handler(
         _EXIT.flush, _EXIT.budget = flush, budget
     current = signal.getsignal(signal.SIGTERM)
     if install and current is signal.SIG_DFL:
+        _HANDLED.clear()
         signal.signal(signal.SIGTERM, _on_sigterm)
+        _LISTENER.start()
     elif not install and current is _on_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _LISTENER.stop()
 
 
 def interrupting_signal(exc: BaseException) -> str | None:

@@ -178,3 +178,86 @@ def test_sigterm_ends_a_process_that_systemexit_cannot(tmp_path: Path, holder: s
     (span,) = Store(store).spans(trace_id)
     assert span["name"] == "work"
     assert span["status"] == "ERROR"
+
+
+BLOCKED_IN_C_PROGRAM = """
+import hashlib, sys, threading, time
+import glmtrace
+
+glmtrace.init(service_name="blocked", store=sys.argv[1])
+with glmtrace.span("before") as before:
+    pass
+
+
+def announce():
+    # Ready once the main thread is on the line of the C call and lets this thread run:
+    # it has released the GIL, inside the call.
+    main = threading.main_thread().ident
+    while sys._current_frames()[main].f_lineno != BLOCKED_LINE:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    print(before.trace_id, flush=True)
+
+
+BLOCKED_LINE = sys._getframe().f_lineno + 4
+threading.Thread(target=announce, daemon=True).start()
+# Minutes of C code that releases the GIL and never returns to the interpreter, as a hung
+# collective does: Python's SIGTERM handler cannot run until it returns.
+hashlib.pbkdf2_hmac("sha512", b"password", b"salt", 10**9)
+print("returned", flush=True)
+"""
+
+
+def test_sigterm_ends_a_process_whose_main_thread_is_blocked_in_c(tmp_path: Path) -> None:
+    """Without glmtrace SIGTERM kills such a process at once; with it, the process still dies
+    by the signal (after flushing what had finished), not when the C call returns."""
+    store = tmp_path / "t.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(BLOCKED_IN_C_PROGRAM), str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        trace_id = proc.stdout.readline().strip()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # minutes of C code otherwise, when the test fails
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "returned" not in out
+    assert [s["name"] for s in Store(store).spans(trace_id)] == ["before"]
+
+
+FORKED_CHILD_SIGTERM_PROGRAM = """
+import os, signal, sys, time
+import glmtrace
+from glmtrace._internal import signals
+
+glmtrace.init(service_name="parent", store=sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+_, status = os.waitpid(pid, 0)
+time.sleep(signals._GRACE_S + 1.0)  # what the listener would wait before acting
+print("alive", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+def test_a_forked_childs_sigterm_does_not_reach_the_parents_listener(tmp_path: Path) -> None:
+    """The child inherits the parent's wakeup pipe: its signals must not end the parent."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(FORKED_CHILD_SIGTERM_PROGRAM),
+            str(tmp_path / "t.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (proc.returncode, proc.stdout.split()) == (0, ["alive", str(128 + signal.SIGTERM)])
