@@ -12,7 +12,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -51,7 +51,9 @@ from .repair import safe_str
 from .signals import sigterm_handler
 from .spans import SpanScope, stamp_context
 from .stats import STATS
-from .store.database import Store
+
+if TYPE_CHECKING:
+    from .store.database import Store
 
 log = logging.getLogger("glmtrace")
 
@@ -163,6 +165,8 @@ class Runtime:
         provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
         provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
+        from .store.database import Store  # here: sqlite3 and the store cost ~6 ms of import
+
         store = Store(options.store)
         if options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
@@ -344,6 +348,8 @@ def _record_run(options: Options | None, service_name: str) -> None:
     if options is None or not (options.traces == "local" or "local" in options.logs):
         return
     try:
+        from .store.database import Store
+
         Store(options.store).record_run(service_name, STATS.snapshot())
     except Exception as exc:
         report("record run", exc)
