@@ -12,6 +12,8 @@ Two ways of loading the code, alternated in each round (which goes first swapped
   set): every module of glmtrace and of anything else without bytecode is compiled each time.
 
 The breakdown is of the bytecode runs: compiling is not what an installed glmtrace pays.
+``python -c`` finds ``glmtrace`` in the current directory first: run this from the checkout
+whose import is to be measured.
 
     python bench/bench_import.py [--runs 15]
 """
