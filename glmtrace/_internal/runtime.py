@@ -165,10 +165,8 @@ class Runtime:
         provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
         provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
-        from .store.database import Store  # here: sqlite3 and the store cost ~6 ms of import
-
-        store = Store(options.store)
-        if options.traces == "local":
+        store = _local_store(options)
+        if store is not None and options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
         elif options.traces == "otlp" and native_export.wanted(options):
             native = native_export.NativeSpanProcessor(options, MAX_QUEUE, MAX_REQUEST_BYTES)
@@ -205,13 +203,13 @@ class Runtime:
         self._span_processors.append(processor)
         provider.add_span_processor(processor)
 
-    def _start_log_sinks(self, options: Options, store: Store) -> None:
+    def _start_log_sinks(self, options: Options, store: Store | None) -> None:
         level = logging.getLevelName(options.log_level)
         for sink in options.logs:
             if sink == "none":
                 continue
             shipper: BackgroundShipper[dict[str, Any]]
-            if sink == "local":
+            if sink == "local" and store is not None:  # the store exists when it is a sink
                 shipper = BackgroundShipper("logs-local", _counting(sink, store.write_logs))
             else:
                 remote = create_log_sink(sink, options, self.sources.get("logs") == "argument")
@@ -341,6 +339,15 @@ def _renew_lock(ref: weakref.ref[Runtime]) -> None:
     runtime = ref()
     if runtime is not None:
         runtime._lock = threading.RLock()
+
+
+def _local_store(options: Options) -> Store | None:
+    """The local store when spans or logs go to it; else None, and sqlite3 is not imported."""
+    if not (options.traces == "local" or "local" in options.logs):
+        return None
+    from .store.database import Store  # here: sqlite3 and the store cost ~6 ms
+
+    return Store(options.store)
 
 
 def _record_run(options: Options | None, service_name: str) -> None:

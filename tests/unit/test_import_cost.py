@@ -1,5 +1,7 @@
 """`import glmtrace` stays cheap: what only a feature in use needs is imported when it is used.
 
+The same holds for init(): the SQLite store is imported only when spans or logs go to it.
+
 Checked by what a fresh interpreter has imported, not by timing, so machine load cannot make
 these pass or fail (bench/bench_import.py measures the milliseconds).
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import glmtrace
 
@@ -43,6 +46,17 @@ def test_import_leaves_feature_modules_unimported() -> None:
         f"print(sorted(m for m in {DEFERRED!r} if m in set(sys.modules) - before))\n"
     )
     assert _fresh(code) == "[]"
+
+
+def test_init_imports_the_store_only_when_it_is_a_sink(tmp_path: Path) -> None:
+    code = (
+        "import sys, glmtrace\n"
+        "glmtrace.init(traces='none', logs='none')\n"
+        "print('sqlite3' in sys.modules)\n"
+        f"glmtrace.init(traces='none', logs='local', store={str(tmp_path / 't.db')!r})\n"
+        "print('sqlite3' in sys.modules)\n"
+    )
+    assert _fresh(code).split() == ["False", "True"]
 
 
 def test_deferred_public_names_import_on_first_use() -> None:
