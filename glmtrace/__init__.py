@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -30,9 +30,30 @@ from ._internal.errors import ConfigError, GlmtraceError, MissingDependencyError
 from ._internal.inference import BatchScope, InferenceCall, InferenceScope, batch, inference
 from ._internal.runtime import DEFAULT as _DEFAULT
 from ._internal.spans import SpanHandle, SpanScope
-from ._internal.torch.cuda import CudaSpan, cuda_span
-from ._internal.torch.modules import instrument_torch, uninstrument_torch
-from ._internal.torch.profiler import Profile, profile
+
+if TYPE_CHECKING:
+    from ._internal.torch.cuda import CudaSpan, cuda_span
+    from ._internal.torch.modules import instrument_torch, uninstrument_torch
+    from ._internal.torch.profiler import Profile, profile
+else:
+    # The torch helpers are imported on first use (PEP 562): most programs never use them,
+    # and they would add about a tenth to `import glmtrace` (tests/unit/test_import_cost.py).
+    def __getattr__(name: str) -> Any:
+        if name in ("CudaSpan", "cuda_span"):
+            from ._internal.torch import cuda as helpers
+        elif name in ("instrument_torch", "uninstrument_torch"):
+            from ._internal.torch import modules as helpers
+        elif name in ("Profile", "profile"):
+            from ._internal.torch import profiler as helpers
+        else:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(helpers, name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})
+
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError
@@ -33,6 +32,8 @@ from .guard import internal_errors
 from .stats import STATS
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from rich.table import Table
 
 log = logging.getLogger("glmtrace")
@@ -61,6 +62,10 @@ class LogSink(Protocol):
 
 def found(group: str) -> dict[str, EntryPoint]:
     """The plugins of ``group`` installed now, by name (any reusing a built-in name left out)."""
+    # Imported here: importlib.metadata (with email, zipfile, csv) costs ~10 ms of `import
+    # glmtrace`, and only init() and doctor look for plugins.
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=group) if ep.name not in _BUILTIN[group]}
 
 
@@ -140,6 +145,8 @@ class _GuardedSink:
 
 def describe() -> list[tuple[str, str, str, str]]:
     """Every plugin installed, for ``glmtrace doctor``: (kind, name, entry point, package)."""
+    from importlib.metadata import entry_points
+
     rows = []
     for group, kind in _KIND.items():
         for ep in entry_points(group=group):

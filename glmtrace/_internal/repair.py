@@ -8,7 +8,6 @@ U+FFFD and the integer its decimal string.
 
 from __future__ import annotations
 
-import decimal
 import json
 import math
 import sys
@@ -56,6 +55,8 @@ def int_text(value: int) -> str:
     bits = value.bit_length()
     if bits > _MAX_DIGITS_BITS:
         return f"<integer of {bits} bits>"
+    import decimal  # here: 2 ms of `import glmtrace` for a rare integer
+
     return str(decimal.Decimal(value))  # Decimal is not bound by the digits limit
 
 

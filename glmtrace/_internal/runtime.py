@@ -10,7 +10,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -52,7 +52,9 @@ from .repair import safe_str
 from .signals import sigterm_handler
 from .spans import SpanScope, stamp_context
 from .stats import STATS
-from .store.database import Store
+
+if TYPE_CHECKING:
+    from .store.database import Store
 
 log = logging.getLogger("glmtrace")
 
@@ -166,8 +168,8 @@ class Runtime:
         provider = TracerProvider(resource=resource, sampler=sampler)
         self._provider = provider
         provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
-        store = Store(options.store)
-        if options.traces == "local":
+        store = _local_store(options)
+        if store is not None and options.traces == "local":
             self._add_exporter(provider, "local", StoreSpanExporter(store))
         elif options.traces == "otlp" and native_export.wanted(options):
             native = native_export.NativeSpanProcessor(options, MAX_QUEUE, MAX_REQUEST_BYTES)
@@ -204,13 +206,13 @@ class Runtime:
         self._span_processors.append(processor)
         provider.add_span_processor(processor)
 
-    def _start_log_sinks(self, options: Options, store: Store) -> None:
+    def _start_log_sinks(self, options: Options, store: Store | None) -> None:
         level = logging.getLevelName(options.log_level)
         for sink in options.logs:
             if sink == "none":
                 continue
             shipper: BackgroundShipper[dict[str, Any]]
-            if sink == "local":
+            if sink == "local" and store is not None:  # the store exists when it is a sink
                 shipper = BackgroundShipper("logs-local", _counting(sink, store.write_logs))
             else:
                 remote = create_log_sink(sink, options, self.sources.get("logs") == "argument")
@@ -335,11 +337,22 @@ class Runtime:
         return STATS.snapshot()
 
 
+def _local_store(options: Options) -> Store | None:
+    """The local store when spans or logs go to it; else None, and sqlite3 is not imported."""
+    if not (options.traces == "local" or "local" in options.logs):
+        return None
+    from .store.database import Store  # here: sqlite3 and the store cost ~6 ms
+
+    return Store(options.store)
+
+
 def _record_run(options: Options | None, service_name: str) -> None:
     """Leave this process's counters in the local store, where ``doctor`` reads them."""
     if options is None or not (options.traces == "local" or "local" in options.logs):
         return
     with internal_errors("record run"):
+        from .store.database import Store
+
         Store(options.store).record_run(service_name, STATS.snapshot())
 
 

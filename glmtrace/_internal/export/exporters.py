@@ -7,7 +7,7 @@ import os
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -19,8 +19,10 @@ from ..forks import after_fork_in_child
 from ..guard import internal_errors
 from ..repair import otlp_ok, repaired, safe_str, text, utf8_ok
 from ..stats import STATS
-from ..store.database import Store
 from .rows import SpanRow, span_id_hex, trace_id_hex
+
+if TYPE_CHECKING:
+    from ..store.database import Store
 
 
 def span_to_row(span: ReadableSpan) -> SpanRow:
