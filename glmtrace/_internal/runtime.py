@@ -43,10 +43,8 @@ from .forks import after_fork_in_child
 from .guard import internal_errors, quiet_exporter_logs, report
 from .ids import IDS
 from .launch import mark_initialised
-from .logs import capture
-from .logs.handler import DocumentHandler, install_record_factory, uninstall_record_factory
-from .logs.shipper import BackgroundShipper
-from .logs.sinks import create_log_sink
+from .logs.handler import install_record_factory, uninstall_record_factory
+from .logs.pipeline import LogPipeline
 from .otel_internals import root_sampler, static_decision
 from .repair import safe_str
 from .signals import sigterm_handler
@@ -93,8 +91,7 @@ class Runtime:
         self.limits = Limits()
         self._provider: TracerProvider | None = None
         self._root_off = False
-        self._handlers: list[logging.Handler] = []
-        self._shippers: list[BackgroundShipper[Any]] = []
+        self._logs = LogPipeline()
         self._span_processors: list[BoundedBatchProcessor | native_export.NativeSpanProcessor] = []
         self._closers: list[Callable[[float], None]] = []
         self._lock = threading.RLock()
@@ -199,37 +196,13 @@ class Runtime:
         sigterm_handler(install=True, flush=self.shutdown_at_exit, budget=options.shutdown_timeout)
         install_record_factory()
         if options.capture_logs:
-            self._start_log_sinks(options, store)
+            strict = self.sources.get("logs") == "argument"
+            self._logs.start(options, store, self.service_name, self.limits, strict)
 
     def _add_exporter(self, provider: TracerProvider, sink: str, exporter: SpanExporter) -> None:
         processor = BoundedBatchProcessor(sink, CountingExporter(sink, exporter))
         self._span_processors.append(processor)
         provider.add_span_processor(processor)
-
-    def _start_log_sinks(self, options: Options, store: Store | None) -> None:
-        level = logging.getLevelName(options.log_level)
-        for sink in options.logs:
-            if sink == "none":
-                continue
-            shipper: BackgroundShipper[dict[str, Any]]
-            if sink == "local" and store is not None:  # the store exists when it is a sink
-                shipper = BackgroundShipper("logs-local", _counting(sink, store.write_logs))
-            else:
-                remote = create_log_sink(sink, options, self.sources.get("logs") == "argument")
-                if remote is None:
-                    continue
-                shipper = BackgroundShipper(f"logs-{sink}", remote)  # it counts itself
-                remote.watch_queue(shipper.fill)
-                self._closers.append(remote.close)
-            self._shippers.append(shipper)
-        if self._shippers:
-            handler = DocumentHandler(
-                [s.submit for s in self._shippers], self.service_name, self.limits
-            )
-            handler.setLevel(level)
-            self._handlers.append(handler)
-        for added in self._handlers:
-            capture.capture(added)
 
     def _instrument_threading(self) -> None:
         if self._threading_instrumented:
@@ -248,9 +221,7 @@ class Runtime:
         ok = self._flush_parts(budget)
         if self._provider is not None:
             ok = self._provider.force_flush(int(budget * 1000)) and ok
-        for shipper in self._shippers:
-            ok = shipper.flush(budget) and ok
-        return ok
+        return self._logs.flush(budget) and ok
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """See :func:`glmtrace.shutdown`."""
@@ -259,18 +230,17 @@ class Runtime:
                 return True
             self._started = False
             budget = self._budget(timeout)
-            provider, shippers, handlers = self._provider, self._shippers, self._handlers
+            provider, logs = self._provider, self._logs
             processors, closers = self._span_processors, self._closers
-            self.tracer, self._provider, self._shippers, self._handlers = None, None, [], []
+            self.tracer, self._provider, self._logs = None, None, LogPipeline()
             self._span_processors, self._closers = [], []
-            for handler in handlers:
-                capture.release(handler)
+            logs.release()
             global_provider.install(None)
             options, service_name = self.options, self.service_name
 
             def stop() -> bool:
                 parts_ok = self._flush_parts(budget)
-                ok = all([s.shutdown(budget) for s in shippers]) and parts_ok
+                ok = logs.shutdown(budget) and parts_ok
                 for close in closers:
                     close(budget)
                 dropped = dropped_by(processors)
@@ -354,17 +324,6 @@ def _record_run(options: Options | None, service_name: str) -> None:
         from .store.database import Store
 
         Store(options.store).record_run(service_name, STATS.snapshot())
-
-
-def _counting(
-    sink: str, send: Callable[[list[dict[str, Any]]], int]
-) -> Callable[[list[dict[str, Any]]], None]:
-    def counted(batch: list[dict[str, Any]]) -> None:
-        lost = send(batch)  # the store says how many records it could not keep
-        STATS.add(f"logs-{sink}", "exported", len(batch) - lost)
-        STATS.add(f"logs-{sink}", "dropped", lost)
-
-    return counted
 
 
 def _bounded(fn: Callable[[], bool], timeout: float) -> bool:
