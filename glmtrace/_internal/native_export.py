@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .config import Options, otlp_traces_url
+from .export.exporters import without_credentials
 from .guard import report
 from .stats import STATS
 
@@ -185,10 +186,12 @@ class NativeSpanProcessor(SpanProcessor):
         assert _native is not None and options.endpoint is not None
         # Short, so a black-holed collector holds the export thread only briefly.
         request_timeout = max(1.0, min(10.0, options.shutdown_timeout * 2))
+        # tonic would drop a URL's user:password@ silently; as a header it reaches the collector.
+        endpoint, headers = without_credentials(options.endpoint, options.headers)
         grpc = options.protocol == "grpc"  # the gRPC path ignores the URL's path, as OTel's
         self._arguments = (
-            options.endpoint if grpc else otlp_traces_url(options.endpoint),
-            list(dict(options.headers).items()),
+            endpoint if grpc else otlp_traces_url(endpoint),
+            list(headers.items()),
             request_timeout,
             max_queue,
             512,  # spans per batch, as the Python path's batch processor

@@ -514,3 +514,19 @@ assert glmtrace.stats()["otlp"]["exported"] == 2
     )
     assert result.returncode == 0, result.stderr
     assert sorted(names) == ["child", "parent-after", "parent-before"]
+
+
+@needs_native
+def test_grpc_url_credentials_travel_as_an_authorization_header(
+    grpc_receiver: tuple[str, list[str], list[dict[str, str]]],
+) -> None:
+    """``http://user:password@host`` sends Basic authorization metadata, as the Python path."""
+    endpoint, names, metadata = grpc_receiver
+    with_password = endpoint.replace("http://", "http://trainer:s%40cret@")
+    options = Options(endpoint=with_password, protocol="grpc")
+    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
+    processor.on_end(ReadableSpan(name="s", context=SpanContext(1, 2, False)))
+    assert processor.force_flush(5000)
+    processor.shutdown()
+    assert names == ["s"]
+    assert metadata[0]["authorization"] == "Basic dHJhaW5lcjpzQGNyZXQ="  # trainer:s@cret
