@@ -324,31 +324,43 @@ def test_an_abi3_wheel_builds(tmp_path: Any) -> None:
 # ---------------------------------------------------------------- OTLP/gRPC
 
 
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    """Keeps the span names it decoded and each call's metadata. A ``refuse`` key in the
+    metadata makes it answer PERMISSION_DENIED; ``flaky`` makes its first answer UNAVAILABLE."""
+
+    def __init__(self, names: list[str], metadata: list[dict[str, str]]) -> None:
+        self.names, self.metadata = names, metadata
+
+    def Export(self, request: Any, context: Any) -> Any:
+        sent = {str(k): str(v) for k, v in context.invocation_metadata()}
+        self.metadata.append(sent)
+        if "refuse" in sent:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "refused")
+        if "flaky" in sent and len(self.metadata) == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "starting")
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                self.names.extend(span.name for span in ss.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _grpc_server(address: str, names: list[str], metadata: list[dict[str, str]]) -> tuple[Any, int]:
+    """A started grpcio OTLP/gRPC receiver on ``address`` (port 0: any), and its port."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+        _TraceService(names, metadata), server
+    )
+    port = server.add_insecure_port(address)
+    server.start()
+    return server, port
+
+
 @pytest.fixture
 def grpc_receiver() -> Iterator[tuple[str, list[str], list[dict[str, str]]]]:
-    """A grpcio OTLP/gRPC receiver: its endpoint, the span names it decoded, each call's
-    metadata. A ``refuse`` key in the metadata makes it answer PERMISSION_DENIED; ``flaky``
-    makes its first answer UNAVAILABLE."""
+    """An OTLP/gRPC receiver: its endpoint, the span names it decoded, each call's metadata."""
     names: list[str] = []
     metadata: list[dict[str, str]] = []
-
-    class Servicer(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request: Any, context: Any) -> Any:
-            sent = {str(k): str(v) for k, v in context.invocation_metadata()}
-            metadata.append(sent)
-            if "refuse" in sent:
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, "refused")
-            if "flaky" in sent and len(metadata) == 1:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "starting")
-            for rs in request.resource_spans:
-                for ss in rs.scope_spans:
-                    names.extend(span.name for span in ss.spans)
-            return trace_service_pb2.ExportTraceServiceResponse()
-
-    server = grpc.server(ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Servicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    server, port = _grpc_server("127.0.0.1:0", names, metadata)
     yield f"http://127.0.0.1:{port}", names, metadata
     server.stop(None).wait()
 
@@ -530,3 +542,29 @@ def test_grpc_url_credentials_travel_as_an_authorization_header(
     processor.shutdown()
     assert names == ["s"]
     assert metadata[0]["authorization"] == "Basic dHJhaW5lcjpzQGNyZXQ="  # trainer:s@cret
+
+
+@needs_native
+def test_a_restarted_grpc_collector_is_reached_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel reconnects: a span sent while the collector is down is counted dropped, the
+    next one, once it is back on the same port, arrives."""
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")
+    names: list[str] = []
+    server, port = _grpc_server("127.0.0.1:0", names, [])
+    address = f"127.0.0.1:{port}"
+    STATS.reset()
+    options = Options(endpoint=f"http://{address}", protocol="grpc", shutdown_timeout=0.5)
+    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
+    try:
+        for span_id, name in enumerate(["before", "while-down", "after"], 1):
+            if name == "while-down":
+                server.stop(None).wait()
+            elif name == "after":
+                server, _ = _grpc_server(address, names, [])
+            processor.on_end(ReadableSpan(name=name, context=SpanContext(1, span_id, False)))
+            assert processor.force_flush(10_000)
+        processor.shutdown()
+    finally:
+        server.stop(None).wait()
+    counts = STATS.snapshot()["otlp"]
+    assert (names, counts["exported"], counts["dropped"]) == (["before", "after"], 2, 1)
