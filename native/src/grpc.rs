@@ -16,7 +16,8 @@ use crate::transport::{Sent, Transport};
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 pub struct Grpc {
-    // Dropped in `drop`, before the channel: its DNS threads must not hold the export thread.
+    // Shut down in `drop` without waiting: a resolver thread stuck in getaddrinfo must not
+    // hold the export thread.
     runtime: Option<tokio::runtime::Runtime>,
     client: tonic::client::Grpc<Channel>,
     metadata: MetadataMap,
@@ -25,51 +26,43 @@ pub struct Grpc {
 
 impl Grpc {
     /// A lazy channel to `url`'s scheme and authority (its path, as the Python exporter's, is
-    /// ignored); `headers` become metadata. Fails on a URL or header gRPC cannot carry.
-    pub fn new(url: &str, headers: &[(String, String)], timeout: Duration) -> Result<Grpc, String> {
-        let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return Err(format!("{url}: no scheme or host"));
-        };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(timeout)
-            .tcp_nodelay(true);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| e.to_string())?;
+    /// ignored); `headers` become metadata. None for a URL or header gRPC cannot carry.
+    pub fn new(url: &str, headers: &[(String, String)], timeout: Duration) -> Option<Grpc> {
+        let uri: Uri = url.parse().ok()?;
+        let origin = format!("{}://{}", uri.scheme_str()?, uri.authority()?);
+        let endpoint =
+            Endpoint::from_shared(origin).ok()?.connect_timeout(timeout).tcp_nodelay(true);
+        let metadata = metadata(headers)?;
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().ok()?;
         // The channel's buffer task is spawned on the runtime; it runs while `send` drives it.
         let channel = {
             let _entered = runtime.enter();
             endpoint.connect_lazy()
         };
-        Ok(Grpc {
+        Some(Grpc {
             runtime: Some(runtime),
             client: tonic::client::Grpc::new(channel),
-            metadata: metadata(headers)?,
+            metadata,
             timeout,
         })
     }
 }
 
 /// gRPC metadata keys are lowercase; `-bin` keys carry bytes (base64 on the wire).
-fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, String> {
+fn metadata(headers: &[(String, String)]) -> Option<MetadataMap> {
     let mut map = MetadataMap::new();
     for (k, v) in headers {
         let key = k.to_ascii_lowercase();
-        let bad = || format!("header {key:?} cannot be sent as gRPC metadata");
         if key.ends_with("-bin") {
-            let name = MetadataKey::from_bytes(key.as_bytes()).map_err(|_| bad())?;
+            let name = MetadataKey::from_bytes(key.as_bytes()).ok()?;
             map.append_bin(name, BinaryMetadataValue::from_bytes(v.as_bytes()));
         } else {
-            let name = MetadataKey::from_bytes(key.as_bytes()).map_err(|_| bad())?;
-            let value: AsciiMetadataValue = v.parse().map_err(|_| bad())?;
-            map.append(name, value);
+            let name = MetadataKey::from_bytes(key.as_bytes()).ok()?;
+            map.append(name, v.parse::<AsciiMetadataValue>().ok()?);
         }
     }
-    Ok(map)
+    Some(map)
 }
 
 impl Transport for Grpc {

@@ -14,7 +14,7 @@ use crate::convert::Queued;
 use crate::grpc::Grpc;
 use crate::transport::{Broken, Http, Sent, Transport};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub enum Protocol {
     Http,
     Grpc,
@@ -170,9 +170,10 @@ impl Shared {
         let c = &self.config;
         match c.protocol {
             Protocol::Http => Box::new(Http::new(&c.url, &c.headers, c.timeout)),
+            // A URL or header gRPC cannot carry: every span is counted dropped.
             Protocol::Grpc => match Grpc::new(&c.url, &c.headers, c.timeout) {
-                Ok(grpc) => Box::new(grpc),
-                Err(_) => Box::new(Broken), // wanted() lets only plain http:// URLs through
+                Some(grpc) => Box::new(grpc),
+                None => Box::new(Broken),
             },
         }
     }
