@@ -1,4 +1,4 @@
-"""Native export path vs OpenTelemetry's Python OTLP/HTTP exporter, alternated in one process.
+"""Native export path vs OpenTelemetry's Python OTLP exporter, alternated in one process.
 
 1. Into the real Collector (exporters/collector/config.yaml, forwarding to the real Jaeger):
    spans/s end to end (``glmtrace.span`` on the calling thread, then flushed), and spans/s of
@@ -8,7 +8,8 @@
 2. A black-holed endpoint (accepts, never answers): 100,000 traced calls, the worst and the
    99.9th-percentile call, RSS growth, and exported + dropped + pending == calls.
 
-Usage: ``bash scripts/provision.sh && python bench/bench_native.py [--spans 50000] [--rounds 3]``
+Usage: ``bash scripts/provision.sh && python bench/bench_native.py [--spans 50000] [--rounds 3]
+[--protocol http/protobuf|grpc]`` (both paths speak the one protocol chosen).
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ service:
 
 
 class Collector:
-    def __init__(self, workdir: Path, jaeger_grpc: str) -> None:
-        http_port, metrics = free_port(), free_port()
+    def __init__(self, workdir: Path, jaeger_grpc: str, protocol: str) -> None:
+        grpc_port, http_port, metrics = free_port(), free_port(), free_port()
         override = workdir / "metrics.yaml"
         override.write_text(METRICS_OVERRIDE.format(port=metrics))
         env = clean_env(
-            GLMTRACE_COLLECTOR_LISTEN_OTLP_GRPC=f"127.0.0.1:{free_port()}",
+            GLMTRACE_COLLECTOR_LISTEN_OTLP_GRPC=f"127.0.0.1:{grpc_port}",
             GLMTRACE_COLLECTOR_LISTEN_OTLP_HTTP=f"127.0.0.1:{http_port}",
             GLMTRACE_COLLECTOR_LISTEN_FLUENT=f"127.0.0.1:{free_port()}",
             GLMTRACE_COLLECTOR_LISTEN_PROMETHEUS=f"127.0.0.1:{free_port()}",
@@ -76,30 +77,32 @@ class Collector:
         )
         argv = [str(collector_binary()), f"--config={COLLECTOR_CONFIG}", f"--config={override}"]
         self.process = spawn("collector", argv, workdir / "collector.log", env, workdir)
-        self.endpoint = f"http://127.0.0.1:{http_port}"
+        self.protocol = protocol
+        port = http_port if protocol == "http/protobuf" else grpc_port
+        self.endpoint = f"http://127.0.0.1:{port}"
         self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         wait_until(
             self.process,
-            "OTLP/HTTP and metrics ports",
-            lambda: port_open(f"127.0.0.1:{http_port}") and port_open(f"127.0.0.1:{metrics}"),
+            "OTLP and metrics ports",
+            lambda: all(port_open(f"127.0.0.1:{p}") for p in (grpc_port, http_port, metrics)),
         )
 
     def accepted(self) -> int:
         """Spans the OTLP receiver accepted so far (its own counter)."""
         with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:
             text = reply.read().decode()
-        pattern = r'^otelcol_receiver_accepted_spans(?:_total)?\{[^}]*transport="http"[^}]*\} (\S+)'
+        pattern = r"^otelcol_receiver_accepted_spans(?:_total)?\{[^}]*\} (\S+)"  # http or grpc
         return int(sum(float(v) for v in re.findall(pattern, text, re.M)))
 
 
-def _init(endpoint: str, native: bool, shutdown_timeout: float = 5.0) -> None:
+def _init(endpoint: str, protocol: str, native: bool, shutdown_timeout: float = 5.0) -> None:
     os.environ["GLMTRACE_NATIVE"] = "1" if native else "0"
     STATS.reset()
     glmtrace.init(
         service_name="bench-native",
         traces="otlp",
         endpoint=endpoint,
-        protocol="http/protobuf",
+        protocol=protocol,
         logs="none",
         shutdown_timeout=shutdown_timeout,
     )
@@ -152,7 +155,7 @@ def _prepared(n: int) -> Callable[[int], None]:
 
 
 def throughput(collector: Collector, n: int, native: bool, pipeline_only: bool) -> float:
-    _init(collector.endpoint, native)
+    _init(collector.endpoint, collector.protocol, native)
     feed = _prepared(n) if pipeline_only else _spans_end_to_end
     glmtrace.force_flush(30)
     before_accepted, before_exported = (
@@ -174,12 +177,12 @@ def throughput(collector: Collector, n: int, native: bool, pipeline_only: bool) 
     return n / elapsed
 
 
-def black_holed(n: int, native: bool) -> dict[str, float]:
+def black_holed(n: int, protocol: str, native: bool) -> dict[str, float]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    _init(endpoint, native, shutdown_timeout=1.0)
+    _init(endpoint, protocol, native, shutdown_timeout=1.0)
     gc.collect()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     worst, times = 0.0, []
@@ -227,12 +230,13 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--protocol", choices=["http/protobuf", "grpc"], default="http/protobuf")
     args = parser.parse_args()
     if not native_export.available():
         sys.exit("glmtrace_native is not built (scripts/setup.sh builds it when cargo is here)")
     work = Path(tempfile.mkdtemp(prefix="bench-native-"))
     with start_jaeger(work / "jaeger") as jaeger:
-        collector = Collector(work, jaeger.otlp_grpc)
+        collector = Collector(work, jaeger.otlp_grpc, args.protocol)
         try:
             for pipeline_only in (False, True):
                 label = "export pipeline only" if pipeline_only else "end to end (glmtrace.span)"
@@ -246,18 +250,18 @@ def main() -> None:
                         )
                 best = {k: max(v) for k, v in rates.items()}
                 print(
-                    f"{label}: native {best[True]:,.0f} spans/s, python {best[False]:,.0f} "
-                    f"spans/s, ratio {best[True] / best[False]:.2f}x "
+                    f"{args.protocol}, {label}: native {best[True]:,.0f} spans/s, "
+                    f"python {best[False]:,.0f} spans/s, ratio {best[True] / best[False]:.2f}x "
                     f"(rounds: native {[round(r) for r in rates[True]]}, "
                     f"python {[round(r) for r in rates[False]]})"
                 )
         finally:
             collector.process.stop()
     for native in (True, False):
-        result = black_holed(args.calls, native)
+        result = black_holed(args.calls, args.protocol, native)
         name = "native" if native else "python"
         print(
-            f"black-holed, {args.calls:,} calls, {name}: "
+            f"black-holed {args.protocol}, {args.calls:,} calls, {name}: "
             + ", ".join(f"{k}={v:,.2f}" for k, v in result.items())
         )
 

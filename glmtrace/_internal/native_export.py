@@ -1,12 +1,13 @@
 """The native OTLP export path: each finished span leaves Python's heap at once.
 
 The optional extension ``glmtrace_native`` (built from native/ when cargo is present) holds a
-bounded queue outside Python's heap and a thread that batches, encodes OTLP protobuf and POSTs
-to ``/v1/traces`` without the GIL; queued spans are then invisible to the garbage collector and
-the export never competes with user code for the GIL. This module turns a ``ReadableSpan``
-into the compact tuple that extension takes. It is used for ``traces="otlp"`` over plain-HTTP
-``http/protobuf`` when the extension imports, unless ``GLMTRACE_NATIVE=0``; everything else
-(gRPC, TLS, compression, no extension) keeps OpenTelemetry's Python exporter.
+bounded queue outside Python's heap and a thread that batches, encodes OTLP protobuf and sends
+it (POST to ``/v1/traces``, or gRPC's TraceService/Export) without the GIL; queued spans are then
+invisible to the garbage collector and the export never competes with user code for the GIL.
+This module turns a ``ReadableSpan`` into the compact tuple that extension takes. It is used for
+``traces="otlp"`` over plain-text ``http/protobuf`` or ``grpc`` when the extension imports,
+unless ``GLMTRACE_NATIVE=0``; everything else (TLS, compression, no extension) keeps
+OpenTelemetry's Python exporter.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .config import Options, otlp_traces_url
+from .export.exporters import without_credentials
 from .guard import report
 from .stats import STATS
 
@@ -43,7 +45,8 @@ def available() -> bool:
 
 def wanted(options: Options) -> bool:
     """Whether ``options`` get the native path: extension present, ``GLMTRACE_NATIVE`` not 0,
-    and an endpoint the native client speaks (OTLP/HTTP protobuf, plain HTTP, uncompressed)."""
+    and an endpoint the native client speaks (OTLP/HTTP protobuf or gRPC, plain text,
+    uncompressed)."""
     if _native is None or forced_off():
         return False
     compression = os.environ.get(
@@ -51,7 +54,7 @@ def wanted(options: Options) -> bool:
     )
     endpoint = options.endpoint or ""
     return (
-        options.protocol == "http/protobuf"
+        options.protocol in ("http/protobuf", "grpc")  # OTel's TLS settings apply to https only
         and endpoint.startswith("http://")
         and compression in (None, "", "none")
     )
@@ -183,14 +186,18 @@ class NativeSpanProcessor(SpanProcessor):
         assert _native is not None and options.endpoint is not None
         # Short, so a black-holed collector holds the export thread only briefly.
         request_timeout = max(1.0, min(10.0, options.shutdown_timeout * 2))
+        # tonic would drop a URL's user:password@ silently; as a header it reaches the collector.
+        endpoint, headers = without_credentials(options.endpoint, options.headers)
+        grpc = options.protocol == "grpc"  # the gRPC path ignores the URL's path, as OTel's
         self._arguments = (
-            otlp_traces_url(options.endpoint),
-            list(dict(options.headers).items()),
+            endpoint if grpc else otlp_traces_url(endpoint),
+            list(headers.items()),
             request_timeout,
             max_queue,
             512,  # spans per batch, as the Python path's batch processor
             0.5,  # seconds a partial batch waits
             max_request_bytes,
+            options.protocol,
         )
         # Within the runtime's own deadline, so what is left is counted here, once.
         self._shutdown_timeout = options.shutdown_timeout * 0.8

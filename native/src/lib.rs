@@ -1,10 +1,13 @@
 //! glmtrace's native export pipeline: finished spans leave Python's heap at hand-off, and a
-//! Rust thread batches, encodes (OTLP protobuf) and POSTs them without holding the GIL.
+//! Rust thread batches, encodes (OTLP protobuf) and sends them (OTLP/HTTP or OTLP/gRPC) without
+//! holding the GIL.
 
 mod batch;
 mod convert;
+mod grpc;
 mod pipeline;
 mod proto;
+mod transport;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use pipeline::{Config, Shared};
+use pipeline::{Config, Protocol, Shared};
 
 /// One exporter's queue and thread. After a fork the child builds a new one (the parent's
 /// thread does not exist there); the old object is never touched again.
@@ -32,7 +36,10 @@ fn duration(seconds: f64) -> Duration {
 #[pymethods]
 impl Pipeline {
     #[new]
-    #[pyo3(signature = (url, headers, timeout, max_queue, batch_size, delay, max_request_bytes))]
+    /// `protocol` is `"http/protobuf"` (`url` ends in /v1/traces) or `"grpc"` (plain text).
+    #[pyo3(signature = (url, headers, timeout, max_queue, batch_size, delay, max_request_bytes,
+                        protocol = "http/protobuf"))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         url: String,
         headers: Vec<(String, String)>,
@@ -41,8 +48,15 @@ impl Pipeline {
         batch_size: usize,
         delay: f64,
         max_request_bytes: usize,
-    ) -> Self {
+        protocol: &str,
+    ) -> PyResult<Self> {
+        let protocol = match protocol {
+            "http/protobuf" => Protocol::Http,
+            "grpc" => Protocol::Grpc,
+            other => return Err(PyValueError::new_err(format!("unknown protocol {other:?}"))),
+        };
         let config = Config {
+            protocol,
             url,
             headers,
             timeout: duration(timeout),
@@ -51,7 +65,7 @@ impl Pipeline {
             delay: duration(delay),
             max_request_bytes,
         };
-        Pipeline { shared: Shared::start(config), last: Default::default() }
+        Ok(Pipeline { shared: Shared::start(config), last: Default::default() })
     }
 
     /// Registers a resource `(attributes, schema_url)`; its index for `submit`.

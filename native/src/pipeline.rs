@@ -1,4 +1,4 @@
-//! The bounded queue and the export thread: batches, encodes and POSTs without the GIL.
+//! The bounded queue and the export thread: batches, encodes and sends without the GIL.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -6,12 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use prost::bytes::Bytes;
 use prost::Message;
 
 use crate::batch::{self, Registry};
 use crate::convert::Queued;
+use crate::grpc::Grpc;
+use crate::transport::{Broken, Http, Sent, Transport};
+
+#[derive(Clone, Copy)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
 
 pub struct Config {
+    pub protocol: Protocol,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
@@ -155,21 +165,37 @@ impl Shared {
         }
     }
 
+    /// The transport, built on the export thread that alone uses it.
+    fn transport(&self) -> Box<dyn Transport> {
+        let c = &self.config;
+        match c.protocol {
+            Protocol::Http => Box::new(Http::new(&c.url, &c.headers, c.timeout)),
+            // A URL or header gRPC cannot carry: every span is counted dropped.
+            Protocol::Grpc => match Grpc::new(&c.url, &c.headers, c.timeout) {
+                Some(grpc) => Box::new(grpc),
+                None => Box::new(Broken),
+            },
+        }
+    }
+
     fn run(self: Arc<Self>) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(self.config.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let mut transport = match catch_unwind(AssertUnwindSafe(|| self.transport())) {
+            Ok(t) => t,
+            Err(_) => {
+                self.counters.panics.fetch_add(1, Relaxed);
+                Box::new(Broken)
+            }
+        };
         while let Some(spans) = self.next_batch() {
             let n = spans.len() as u64;
-            let lost = match catch_unwind(AssertUnwindSafe(|| self.export(&agent, spans))) {
-                Ok(lost) => lost,
-                Err(_) => {
-                    self.counters.panics.fetch_add(1, Relaxed);
-                    n
-                }
-            };
+            let lost =
+                match catch_unwind(AssertUnwindSafe(|| self.export(transport.as_mut(), spans))) {
+                    Ok(lost) => lost,
+                    Err(_) => {
+                        self.counters.panics.fetch_add(1, Relaxed);
+                        n
+                    }
+                };
             let mut st = lock(&self.state);
             if st.abandoned {
                 return; // shutdown already counted this batch as dropped
@@ -184,7 +210,7 @@ impl Shared {
     }
 
     /// Sends `spans` in size-bounded requests; the number that did not arrive.
-    fn export(&self, agent: &ureq::Agent, mut spans: Vec<Queued>) -> u64 {
+    fn export(&self, transport: &mut dyn Transport, mut spans: Vec<Queued>) -> u64 {
         let max = self.config.max_request_bytes;
         for q in spans.iter_mut() {
             if batch::shrink(&mut q.span, max) {
@@ -195,8 +221,8 @@ impl Shared {
         let mut lost = 0;
         for chunk in batch::chunks(spans, max) {
             let n = chunk.len() as u64;
-            let body = batch::request(chunk, &registry).encode_to_vec();
-            if !self.post(agent, &body) {
+            let body = Bytes::from(batch::request(chunk, &registry).encode_to_vec());
+            if !self.post(transport, body) {
                 lost += n;
             }
         }
@@ -204,27 +230,14 @@ impl Shared {
     }
 
     /// One request, retried briefly on a refused connection or a retryable status.
-    fn post(&self, agent: &ureq::Agent, body: &[u8]) -> bool {
+    fn post(&self, transport: &mut dyn Transport, body: Bytes) -> bool {
         let deadline = Instant::now() + self.config.timeout;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let mut req = agent
-                .post(&self.config.url)
-                .header("Content-Type", "application/x-protobuf");
-            for (k, v) in &self.config.headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            let retry = match req.send(body) {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let _ = resp.body_mut().read_to_vec(); // lets the connection be reused
-                    if (200..300).contains(&status) {
-                        return true;
-                    }
-                    matches!(status, 429 | 502 | 503 | 504)
-                }
-                Err(ureq::Error::Timeout(_)) => false, // black-holed: do not wait twice
-                Err(_) => true,
+            let retry = match transport.send(body.clone()) {
+                Sent::Ok => return true,
+                Sent::Retry => true,
+                Sent::Failed => false,
             };
             let stopping = lock(&self.state).abandoned;
             if !retry || stopping || Instant::now() + backoff >= deadline {

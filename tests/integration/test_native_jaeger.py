@@ -33,7 +33,7 @@ JOB = """
     from glmtrace._internal.export.exporters import span_to_row
 
     memory = InMemorySpanExporter()
-    glmtrace.init(service_name={service!r}, endpoint={endpoint!r}, protocol="http/protobuf",
+    glmtrace.init(service_name={service!r}, endpoint={endpoint!r}, protocol={protocol!r},
                   logs="none", exporter=memory, store="store/glmtrace.db")
     tracer = trace.get_tracer("raw.otel", "2.0")
     with glmtrace.span("root", attributes={{"run": {run!r}, "n": 7, "ratio": 0.25, "ok": True,
@@ -52,11 +52,17 @@ JOB = """
 """
 
 
-def test_native_path_spans_arrive_complete(jaeger: Jaeger, tmp_path: Path) -> None:
-    """Attributes of each type, events, links, status and 2,000 leaves, none dropped."""
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_native_path_spans_arrive_complete(jaeger: Jaeger, tmp_path: Path, protocol: str) -> None:
+    """Attributes of each type, events, links, status and 2,000 leaves, none dropped, over
+    OTLP/HTTP and OTLP/gRPC (Jaeger's 4317)."""
     service = "native-it"
+    endpoint = jaeger.otlp_http if protocol == "http/protobuf" else f"http://{jaeger.otlp_grpc}"
+    job = JOB.format(
+        service=service, endpoint=endpoint, protocol=protocol, run=uuid.uuid4().hex, many=2000
+    )
     out: dict[str, Any] = run_traced(
-        JOB.format(service=service, endpoint=jaeger.otlp_http, run=uuid.uuid4().hex, many=2000),
+        job,
         tmp_path,
         timeout=180,
     )

@@ -14,14 +14,17 @@ import sys
 import threading
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -316,3 +319,252 @@ def test_an_abi3_wheel_builds(tmp_path: Any) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "glmtrace_native/glmtrace_native.abi3.so" in names
     assert "glmtrace_native/__init__.pyi" in names
+
+
+# ---------------------------------------------------------------- OTLP/gRPC
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    """Keeps the span names it decoded and each call's metadata. A ``refuse`` key in the
+    metadata makes it answer PERMISSION_DENIED; ``flaky`` makes its first answer UNAVAILABLE."""
+
+    def __init__(self, names: list[str], metadata: list[dict[str, str]]) -> None:
+        self.names, self.metadata = names, metadata
+
+    def Export(self, request: Any, context: Any) -> Any:
+        sent = {str(k): str(v) for k, v in context.invocation_metadata()}
+        self.metadata.append(sent)
+        if "refuse" in sent:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "refused")
+        if "flaky" in sent and len(self.metadata) == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "starting")
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                self.names.extend(span.name for span in ss.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _grpc_server(address: str, names: list[str], metadata: list[dict[str, str]]) -> tuple[Any, int]:
+    """A started grpcio OTLP/gRPC receiver on ``address`` (port 0: any), and its port."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
+        _TraceService(names, metadata), server
+    )
+    port = server.add_insecure_port(address)
+    server.start()
+    return server, port
+
+
+@pytest.fixture
+def grpc_receiver() -> Iterator[tuple[str, list[str], list[dict[str, str]]]]:
+    """An OTLP/gRPC receiver: its endpoint, the span names it decoded, each call's metadata."""
+    names: list[str] = []
+    metadata: list[dict[str, str]] = []
+    server, port = _grpc_server("127.0.0.1:0", names, metadata)
+    yield f"http://127.0.0.1:{port}", names, metadata
+    server.stop(None).wait()
+
+
+def test_plain_text_grpc_takes_the_native_path_tls_and_compression_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gRPC to an http:// endpoint is native; https:// or a compression setting keep OTel's."""
+    if not native_export.available() or FORCED_OFF:
+        pytest.skip("native path not built or forced off")
+    assert native_export.wanted(Options(endpoint="http://127.0.0.1:4317", protocol="grpc"))
+    assert not native_export.wanted(Options(endpoint="https://127.0.0.1:4317", protocol="grpc"))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    assert not native_export.wanted(Options(endpoint="http://127.0.0.1:4317", protocol="grpc"))
+
+
+@needs_native
+def test_grpc_spans_arrive_with_their_metadata_and_are_counted(
+    grpc_receiver: tuple[str, list[str], list[dict[str, str]]], tmp_path: Any
+) -> None:
+    """Over OTLP/gRPC every span arrives and is counted exported; headers travel as metadata."""
+    endpoint, names, metadata = grpc_receiver
+    STATS.reset()
+    glmtrace.init(
+        service_name="native-grpc",
+        traces="otlp",
+        endpoint=endpoint,
+        protocol="grpc",
+        headers={"X-Api-Key": "k1"},
+        logs="none",
+        store=tmp_path / "g.db",
+    )
+    try:
+        for i in range(1500):
+            with glmtrace.span(f"s{i}"):
+                pass
+        assert glmtrace.force_flush(5)
+        assert sorted(names) == sorted(f"s{i}" for i in range(1500))
+        otlp = glmtrace.stats()["otlp"]
+        assert (otlp.get("native"), otlp["exported"], otlp.get("dropped", 0)) == (1, 1500, 0)
+        assert metadata and all(m.get("x-api-key") == "k1" for m in metadata)
+    finally:
+        glmtrace.shutdown()
+
+
+@needs_native
+def test_a_grpc_status_other_than_ok_counts_the_spans_dropped(
+    grpc_receiver: tuple[str, list[str], list[dict[str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PERMISSION_DENIED is not retried (one call) and the batch is counted dropped."""
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")  # the drop warning is the point here
+    endpoint, names, metadata = grpc_receiver
+    STATS.reset()
+    options = Options(endpoint=endpoint, protocol="grpc", headers={"refuse": "1"})
+    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
+    for i in range(10):
+        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
+    assert processor.force_flush(5000)
+    processor.shutdown()
+    counts = STATS.snapshot()["otlp"]
+    assert (counts.get("exported", 0), counts["dropped"]) == (0, 10)
+    assert (names, len(metadata)) == ([], 1)
+
+
+@needs_native
+def test_an_unavailable_grpc_collector_is_retried(
+    grpc_receiver: tuple[str, list[str], list[dict[str, str]]],
+) -> None:
+    """UNAVAILABLE is transient (as HTTP 503): the batch is sent again and arrives, once."""
+    endpoint, names, metadata = grpc_receiver
+    STATS.reset()
+    options = Options(endpoint=endpoint, protocol="grpc", headers={"flaky": "1"})
+    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
+    for i in range(10):
+        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
+    assert processor.force_flush(5000)
+    processor.shutdown()
+    counts = STATS.snapshot()["otlp"]
+    assert (counts["exported"], counts.get("dropped", 0)) == (10, 0)
+    assert (sorted(names), len(metadata)) == (sorted(f"s{i}" for i in range(10)), 2)
+
+
+@pytest.fixture
+def grpc_black_hole() -> Iterator[tuple[str, list[bytes]]]:
+    """An endpoint that accepts connections, keeps what the client sent first, never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    first: list[bytes] = []
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:  # closed: the test is over
+                return
+            held.append(conn)
+            preface = b""
+            while len(preface) < 24 and (more := conn.recv(24 - len(preface))):
+                preface += more
+            first.append(preface)
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", first
+    sock.close()
+    for conn in held:
+        conn.close()
+
+
+@needs_native
+def test_black_holed_grpc_endpoint_drops_are_counted_and_shutdown_bounded(
+    grpc_black_hole: tuple[str, list[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collector that accepts and never answers: the full queue drops (counted) instead of
+    blocking, and shutdown counts what it left behind."""
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")
+    STATS.reset()
+    endpoint, first = grpc_black_hole
+    options = Options(endpoint=endpoint, protocol="grpc", shutdown_timeout=0.5)
+    processor = native_export.NativeSpanProcessor(options, max_queue=50, max_request_bytes=1 << 20)
+    for i in range(2000):
+        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
+    assert not processor.force_flush(200)
+    processor.shutdown()
+    counts = STATS.snapshot()["otlp"]
+    assert counts.get("exported", 0) == 0
+    assert counts["dropped"] == 2000
+    assert processor.pending() == 0
+    assert first[0] == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # it was spoken to in HTTP/2
+
+
+@needs_native
+def test_forked_child_exports_over_grpc_through_its_own_pipeline(
+    grpc_receiver: tuple[str, list[str], list[dict[str, str]]], tmp_path: Any
+) -> None:
+    """The parent has a live gRPC connection when it forks; the child exports through its own
+    runtime and connection, and the parent's keeps working after."""
+    endpoint, names, _ = grpc_receiver
+    script = f"""
+import os, glmtrace
+glmtrace.init(service_name="fork", traces="otlp", endpoint={endpoint!r},
+              protocol="grpc", logs="none", store={str(tmp_path / "g.db")!r})
+with glmtrace.span("parent-before"):
+    pass
+assert glmtrace.force_flush(5)
+pid = os.fork()
+if pid == 0:
+    with glmtrace.span("child"):
+        pass
+    ok = glmtrace.force_flush(5)
+    otlp = glmtrace.stats()["otlp"]
+    os._exit(0 if ok and otlp["exported"] == 1 and otlp["native"] == 1 else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+with glmtrace.span("parent-after"):
+    pass
+assert glmtrace.force_flush(5)
+assert glmtrace.stats()["otlp"]["exported"] == 2
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(names) == ["child", "parent-after", "parent-before"]
+
+
+@needs_native
+def test_grpc_url_credentials_travel_as_an_authorization_header(
+    grpc_receiver: tuple[str, list[str], list[dict[str, str]]],
+) -> None:
+    """``http://user:password@host`` sends Basic authorization metadata, as the Python path."""
+    endpoint, names, metadata = grpc_receiver
+    with_password = endpoint.replace("http://", "http://trainer:s%40cret@")
+    options = Options(endpoint=with_password, protocol="grpc")
+    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
+    processor.on_end(ReadableSpan(name="s", context=SpanContext(1, 2, False)))
+    assert processor.force_flush(5000)
+    processor.shutdown()
+    assert names == ["s"]
+    assert metadata[0]["authorization"] == "Basic dHJhaW5lcjpzQGNyZXQ="  # trainer:s@cret
+
+
+@needs_native
+def test_a_restarted_grpc_collector_is_reached_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel reconnects: a span sent while the collector is down is counted dropped, the
+    next one, once it is back on the same port, arrives."""
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")
+    names: list[str] = []
+    server, port = _grpc_server("127.0.0.1:0", names, [])
+    address = f"127.0.0.1:{port}"
+    STATS.reset()
+    options = Options(endpoint=f"http://{address}", protocol="grpc", shutdown_timeout=0.5)
+    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
+    try:
+        for span_id, name in enumerate(["before", "while-down", "after"], 1):
+            if name == "while-down":
+                server.stop(None).wait()
+            elif name == "after":
+                server, _ = _grpc_server(address, names, [])
+            processor.on_end(ReadableSpan(name=name, context=SpanContext(1, span_id, False)))
+            assert processor.force_flush(10_000)
+        processor.shutdown()
+    finally:
+        server.stop(None).wait()
+    counts = STATS.snapshot()["otlp"]
+    assert (names, counts["exported"], counts["dropped"]) == (["before", "after"], 2, 1)
