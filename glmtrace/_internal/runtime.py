@@ -17,18 +17,11 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ParentBased,
-    Sampler,
-    StaticSampler,
-    TraceIdRatioBased,
-)
-from opentelemetry.trace import Span
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
-from . import capture, native_export, plugins
+from . import capture, native_export, plugins, thin
 from . import provider as global_provider
-from .attributes import AttributeValue, Limits, attribute_count_limit, bound_name
+from .attributes import AttributeValue, Limits, attribute_count_limit
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .guard import quiet_exporter_logs, report
@@ -36,7 +29,6 @@ from .ids import IDS
 from .launch import mark_initialised
 from .log_sinks import create_log_sink
 from .logs import DocumentHandler, install_record_factory, uninstall_record_factory
-from .repair import safe_str
 from .shipper import BackgroundShipper
 from .signals import sigterm_handler
 from .span_export import (
@@ -47,7 +39,7 @@ from .span_export import (
     otlp_exporter,
 )
 from .span_row import current_span_id, current_trace_id
-from .spans import SpanScope, stamp_context
+from .spans import SpanScope
 from .stats import STATS
 from .store import Store
 
@@ -90,15 +82,6 @@ class _BoundedBatchProcessor(BatchSpanProcessor):
 _MAX_QUEUE = 20_000
 
 
-def _root_sampled_out(sampler: Sampler | None) -> bool:
-    """True when no root span can ever be sampled, so stages may skip the SDK entirely."""
-    if isinstance(sampler, ParentBased):
-        sampler = sampler._root
-    if isinstance(sampler, StaticSampler):
-        return sampler is ALWAYS_OFF or sampler._decision.name == "DROP"
-    return isinstance(sampler, TraceIdRatioBased) and sampler.rate == 0.0
-
-
 class Part(Protocol):
     """An integration holding spans the provider has not seen yet (CUDA events, profiler windows).
 
@@ -123,7 +106,6 @@ class Runtime:
         self.sources: dict[str, str] = {}
         self.limits = Limits()
         self._provider: TracerProvider | None = None
-        self._root_off = False
         self._handlers: list[logging.Handler] = []
         self._shippers: list[BackgroundShipper[Any]] = []
         self._span_processors: list[_BoundedBatchProcessor | native_export.NativeSpanProcessor] = []
@@ -219,7 +201,6 @@ class Runtime:
         close_metrics = red_metrics.start(provider, options, resource)
         if close_metrics is not None:
             self._closers.append(close_metrics)
-        self._root_off = _root_sampled_out(provider.sampler)
         global_provider.install(provider)  # raw OpenTelemetry code joins glmtrace's traces
         self.tracer = provider.get_tracer("glmtrace")
         mark_initialised()  # mp.spawn children that never call init() can then warn
@@ -337,21 +318,9 @@ class Runtime:
 
     def start_span(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
-    ) -> Span | None:
-        """Start a span under the current context, or None when it would be sampled out."""
-        tracer = self.tracer
-        if tracer is None:
-            return None
-        if not isinstance(name, str):
-            name = safe_str(name)  # span(None) must still be stored
-        parent = trace.get_current_span().get_span_context()
-        if parent.is_valid:
-            if not parent.trace_flags.sampled:
-                return None
-        elif self._root_off:
-            return None
-        stamped = stamp_context(dict(attributes) if attributes else {})
-        return tracer.start_span(bound_name(name), attributes=stamped)
+    ) -> thin.ThinSpan | None:
+        """Start a thin span under the current context, or None when it would be sampled out."""
+        return thin.start(self.tracer, name, attributes, self.limits)
 
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> SpanScope:
         """See :func:`glmtrace.span`."""

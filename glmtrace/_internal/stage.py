@@ -15,13 +15,12 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span
 
 from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
 from .keys import FUNCTION, STAGE
-from .runtime import Runtime
 from .spans import record_end
+from .thin import Source, ThinSpan, start
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,43 +30,43 @@ C = TypeVar("C", bound=type)
 class _Stage:
     """Starts and ends the span of one decorated callable."""
 
-    __slots__ = ("_coerced", "_limits", "attributes", "name", "runtime")
+    __slots__ = ("_coerced", "_limits", "attributes", "name", "source")
 
-    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any]):
-        self.runtime = runtime
+    def __init__(self, source: Source, name: str, attributes: Mapping[str, Any]):
+        self.source = source
         self.name = name
         self.attributes = attributes
         self._limits: Limits | None = None
         self._coerced: Mapping[str, AttributeValue] = {}
 
-    def start(self) -> Span | None:
+    def start(self) -> ThinSpan | None:
         try:
-            limits = self.runtime.limits
+            source = self.source
+            limits = source.limits
             if limits is not self._limits:
                 # Decoration usually happens before init(): coerce under the limits and
                 # redaction rules in force now, once per configuration.
                 self._coerced = coerce_attributes(self.attributes, limits)
                 self._limits = limits
-            return self.runtime.start_span(self.name, self._coerced)
+            return start(source.tracer, self.name, self._coerced, limits)
         except Exception as exc:
             report("stage start", exc)
             return None
 
-    def fail(self, span: Span, exc: BaseException) -> None:
+    @staticmethod
+    def fail(span: ThinSpan, exc: BaseException) -> None:
         if isinstance(exc, asyncio.CancelledError):
             span.set_attribute("glmtrace.cancelled", True)
         else:
-            record_end(span, exc, self.runtime.limits)
+            record_end(span, exc, span.limits)
 
 
-def make_stage(
-    runtime: Runtime, target: Any, name: str | None, attributes: Mapping[str, Any]
-) -> Any:
+def make_stage(source: Source, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
     if inspect.isclass(target):
-        return _stage_class(runtime, target, name, attributes)
+        return _stage_class(source, target, name, attributes)
     stage_name = name or target.__name__
     info = _Stage(
-        runtime,
+        source,
         f"stage {stage_name}",
         {STAGE: stage_name, FUNCTION: target.__qualname__, **attributes},
     )
@@ -80,16 +79,16 @@ def make_stage(
     return _wrap_function(info, target)
 
 
-def _stage_class(runtime: Runtime, cls: C, name: str | None, attributes: Mapping[str, Any]) -> C:
+def _stage_class(source: Source, cls: C, name: str | None, attributes: Mapping[str, Any]) -> C:
     invoke = cls.__dict__.get("invoke")
     if invoke is None:
         raise TypeError(f"@glmtrace.stage on class {cls.__name__} needs an invoke() method")
     if isinstance(invoke, staticmethod | classmethod):
         wrapped = type(invoke)(
-            make_stage(runtime, invoke.__func__, name or cls.__name__, attributes)
+            make_stage(source, invoke.__func__, name or cls.__name__, attributes)
         )
     else:
-        wrapped = make_stage(runtime, invoke, name or cls.__name__, attributes)
+        wrapped = make_stage(source, invoke, name or cls.__name__, attributes)
     cls.invoke = wrapped  # type: ignore[attr-defined]
     return cls
 
@@ -97,7 +96,7 @@ def _stage_class(runtime: Runtime, cls: C, name: str | None, attributes: Mapping
 def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if info.runtime.tracer is None:
+        if info.source.tracer is None:
             return fn(*args, **kwargs)
         span = info.start()
         if span is None:
@@ -118,7 +117,7 @@ def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
 def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        if info.runtime.tracer is None:
+        if info.source.tracer is None:
             return await fn(*args, **kwargs)
         span = info.start()
         if span is None:
@@ -141,7 +140,7 @@ def _wrap_generator(
 ) -> Callable[P, Generator[Any, Any, Any]]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
-        span = info.start() if info.runtime.tracer is not None else None
+        span = info.start() if info.source.tracer is not None else None
         if span is None:
             return (yield from fn(*args, **kwargs))
         ctx = trace.set_span_in_context(span)
@@ -189,7 +188,7 @@ def _wrap_async_generator(
 ) -> Callable[P, AsyncGenerator[Any, Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
-        span = info.start() if info.runtime.tracer is not None else None
+        span = info.start() if info.source.tracer is not None else None
         if span is None:
             async for item in fn(*args, **kwargs):
                 yield item
@@ -237,18 +236,18 @@ def _wrap_async_generator(
 
 @overload
 def stage(
-    runtime: Runtime, target: Callable[P, R], name: None, attributes: Mapping[str, Any]
+    source: Source, target: Callable[P, R], name: None, attributes: Mapping[str, Any]
 ) -> Callable[P, R]: ...
 @overload
 def stage(
-    runtime: Runtime, target: None, name: str | None, attributes: Mapping[str, Any]
+    source: Source, target: None, name: str | None, attributes: Mapping[str, Any]
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-def stage(runtime: Runtime, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
+def stage(source: Source, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
     """Decorator factory behind :func:`glmtrace.stage` (bare or called form)."""
     if target is not None:
-        return make_stage(runtime, target, name, attributes)
+        return make_stage(source, target, name, attributes)
 
     def decorate(fn: Any) -> Any:
-        return make_stage(runtime, fn, name, attributes)
+        return make_stage(source, fn, name, attributes)
 
     return cast(Any, decorate)

@@ -123,7 +123,8 @@ def test_cuda_span_falls_back_to_cpu(traced: Any) -> None:
 
 def test_cuda_resolver_resolves_later(traced: Any) -> None:
     """The resolver ends a span once its end event completes, with the GPU duration."""
-    from glmtrace._internal.torch import cuda, fastspans
+    from glmtrace._internal.runtime import DEFAULT
+    from glmtrace._internal.torch import cuda
 
     class FakeEvent:
         def __init__(self) -> None:
@@ -136,7 +137,7 @@ def test_cuda_resolver_resolves_later(traced: Any) -> None:
             return 5.0
 
     with glmtrace.span("step"):
-        span = fastspans.start("gpu work")
+        span = DEFAULT.start_span("gpu work")
     assert span is not None
     begin, end = FakeEvent(), FakeEvent()
     cpu_end = span.start_ns + 1_000
@@ -164,10 +165,11 @@ class _Event:
 
 
 def _pending_cuda_span() -> Any:
-    from glmtrace._internal.torch import cuda, fastspans
+    from glmtrace._internal.runtime import DEFAULT
+    from glmtrace._internal.torch import cuda
 
     with glmtrace.span("step"):
-        span = fastspans.start("gpu work")
+        span = DEFAULT.start_span("gpu work")
     assert span is not None
     end = _Event()
     cuda.RESOLVER.submit(cuda._Pending(span, _Event(True), end, span.start_ns + 1_000, None))

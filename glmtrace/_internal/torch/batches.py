@@ -28,8 +28,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from ..guard import report
 from ..runtime import DEFAULT
+from ..thin import Emitter, emitter_for
 from . import keys
-from .fastspans import Emitter, emitter
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
@@ -141,7 +141,7 @@ class Batches:
 
     def take(self, spans: list[SpanRecord]) -> None:
         """The program took a batch: park its spans until the step that uses it opens."""
-        em = emitter()
+        em = emitter_for(DEFAULT.tracer)
         if em is None or not spans:
             return
         self._install(em)
@@ -176,7 +176,7 @@ class Batches:
             if self._parked.get(ident) is not parked:
                 return
             del self._parked[ident]
-        em = emitter()
+        em = emitter_for(DEFAULT.tracer)
         if em is not None:
             export(em, parked.spans, span.get_span_context())
 

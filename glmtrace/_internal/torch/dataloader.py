@@ -26,6 +26,7 @@ from ..guard import report
 from ..ids import IDS
 from ..propagation import attach, inject
 from ..runtime import DEFAULT
+from ..thin import emitter_for
 from . import keys, require_torch
 from .batches import (
     SpanRecord,
@@ -35,7 +36,6 @@ from .batches import (
     install_consumer,
     record,
 )
-from .fastspans import emitter, start
 
 
 class TracedWorkerInit:
@@ -138,7 +138,7 @@ class _Recorder:
             attributes = dict(self.worker)
             if isinstance(index, list):
                 attributes[keys.BATCH_SAMPLES] = len(index)
-            span = start("torch.dataloader.worker", attributes)
+            span = DEFAULT.start_span("torch.dataloader.worker", attributes)
             if span is not None:
                 span.activate()
         except Exception as exc:
@@ -174,7 +174,7 @@ class _Recorder:
         """A fetch that raised sends no batch: its spans leave from the worker."""
         if isinstance(error, StopIteration) and len(spans) <= 1:
             return  # an IterableDataset ran out: nothing happened worth a span
-        em = emitter()
+        em = emitter_for(DEFAULT.tracer)
         if em is not None:
             export(em, spans, None)
 

@@ -21,9 +21,9 @@ from ..launch import distributed_resource as distributed_resource
 from ..propagation import extract, inject
 from ..runtime import DEFAULT
 from ..spans import NOOP_HANDLE, SpanHandle, SpanScope
-from . import fastspans, keys, require_torch
+from ..thin import emitter_for
+from . import keys, require_torch
 from .batches import BATCHES
-from .fastspans import start
 
 COLLECTIVES = (
     "all_reduce",
@@ -81,7 +81,7 @@ def _note_ranks(dist: Any) -> None:
         keys.WORLD_SIZE: int(dist.get_world_size()),
     }
     tracer.resource = tracer.resource.merge(Resource(ranks))
-    em = fastspans.emitter()
+    em = emitter_for(tracer)
     if em is not None and em.tracer is tracer:
         em.resource = tracer.resource
 
@@ -216,7 +216,7 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         span = None
         try:
-            span = start(span_name, {keys.COLLECTIVE: name})
+            span = DEFAULT.start_span(span_name, {keys.COLLECTIVE: name})
             if span is not None:
                 import torch.distributed as dist
 

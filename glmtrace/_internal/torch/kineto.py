@@ -29,8 +29,8 @@ from opentelemetry.trace import SpanContext, TraceFlags
 
 from ..attributes import AttributeValue
 from ..ids import IDS
+from ..thin import Emitter
 from . import keys
-from .fastspans import Emitter
 
 MARKER = "glmtrace.clock "
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)

@@ -31,8 +31,8 @@ from ..errors import ConfigError
 from ..guard import report
 from ..runtime import DEFAULT
 from ..stats import STATS
+from ..thin import Emitter, emitter_for
 from . import keys, require_torch
-from .fastspans import Emitter, emitter
 from .kineto import MARKER, TimelineEntry, Window, convert
 
 _TIMELINE_MAX = 200_000
@@ -218,7 +218,7 @@ class Profile:
     def __enter__(self) -> Profile:
         torch = require_torch()
         self._torch = torch
-        em = emitter()
+        em = emitter_for(DEFAULT.tracer)
         if em is None:
             return self  # before init(): profiling would produce nothing
         try:

@@ -1,0 +1,501 @@
+"""glmtrace's own spans, made on the calling thread without an OpenTelemetry SDK span.
+
+``tracer.start_span()`` costs ~150k instructions per span (sampler, id generator, bounded
+attribute dicts, a lock, two processor calls, a ``ReadableSpan`` copy at the end): more than
+the stages and module hooks it would measure. A :class:`ThinSpan` is ids from
+:data:`~.ids.IDS`, two clock reads and a plain attribute dict. It is itself the current span
+while it runs, so OpenTelemetry instrumentations, ``inject()`` and log correlation see it (and
+may set attributes on it), and when it ends it is handed off once: straight to the native
+pipeline's queue as the tuple ``glmtrace_native`` reads when that pipeline is the provider's
+only processor, else as one ``ReadableSpan`` to the provider's processors (the pure-Python
+path, which behaves as before: local store, OTLP, test exporters, ``glmtrace.testing``).
+
+Trade-offs, on purpose: a processor's ``on_start`` sees the :class:`ThinSpan` only when it
+defines one (one whose body is not ``pass``); a child follows its parent's sampling decision
+(the SDK's default ``ParentBased`` sampler; a root asks the provider's sampler). The SDK
+documents ``ReadableSpan`` as created by its pipeline; its constructor is stable since 1.0.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from .attributes import (
+    AttributeValue,
+    Limits,
+    bound_name,
+    coerce,
+    coerce_attributes,
+    scrub,
+    truncate,
+)
+from .guard import report
+from .ids import IDS
+from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
+from .native_export import NativeSpanProcessor
+from .repair import safe_str
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
+_INTERNAL = SpanKind.INTERNAL
+_getrandbits = IDS.getrandbits
+_time_ns = time.time_ns
+_current_span = trace.get_current_span
+
+
+def stamp_context(attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+    """Add the thread and the envelope's session id (W3C baggage) to a new span's attributes."""
+    thread = threading.current_thread()
+    attributes[THREAD_ID] = thread.ident or 0
+    attributes[THREAD_NAME] = thread.name
+    session = baggage.get_baggage(BAGGAGE_SESSION_ID)
+    if session is not None:
+        attributes[SESSION_ID] = str(session)
+    return attributes
+
+
+def error_status(exc: BaseException | None, max_length: int = 4096) -> Status:
+    """ERROR with the exception's type and message, or UNSET."""
+    if exc is None:
+        return _UNSET
+    return Status(StatusCode.ERROR, truncate(scrub(f"{type(exc).__name__}: {exc}"), max_length))
+
+
+class Source(Protocol):
+    """Where glmtrace's spans come from: a runtime's tracer and limits (both change at init)."""
+
+    tracer: trace.Tracer | None
+    limits: Limits
+
+
+def _pass(self: Any, span: Any, parent_context: Any = None) -> None:
+    pass
+
+
+def _does_nothing(fn: Any) -> bool:
+    """True for a method whose body is ``pass`` (or a docstring): no need to call it."""
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_code == _pass.__code__.co_code
+
+
+def _root_mode(sampler: Sampler) -> str:
+    """ "on"/"off" when every new root is sampled / none is; "ask" the sampler otherwise."""
+    root = sampler._root if isinstance(sampler, ParentBased) else sampler
+    if isinstance(root, StaticSampler):
+        if root is ALWAYS_ON or root._decision is Decision.RECORD_AND_SAMPLE:
+            return "on"
+        if root is ALWAYS_OFF or root._decision is Decision.DROP:
+            return "off"
+    if isinstance(root, TraceIdRatioBased) and root.rate == 0.0:
+        return "off"
+    return "ask"
+
+
+class Emitter:
+    """Starts thin spans for one SDK tracer and hands finished spans to its pipeline."""
+
+    __slots__ = (
+        "_direct",
+        "_prefix",
+        "_prefix_for",
+        "_seen",
+        "max_events",
+        "max_links",
+        "processor",
+        "resource",
+        "root_mode",
+        "sampler",
+        "scope",
+        "starts",
+        "tracer",
+    )
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+        self.processor = tracer.span_processor
+        self.resource = tracer.resource  # torch.distributed adds the rank later
+        self.sampler = tracer.sampler
+        self.scope = tracer._instrumentation_scope
+        limits: SpanLimits = tracer._span_limits  # None: unlimited
+        self.max_events = sys.maxsize if limits.max_events is None else limits.max_events
+        self.max_links = sys.maxsize if limits.max_links is None else limits.max_links
+        self.root_mode = _root_mode(self.sampler)
+        self._prefix_for: tuple[Any, Any] = (None, None)
+        self._prefix: tuple[int, int] = (0, 0)
+        self._seen: object = None
+        self._route()
+
+    def _route(self) -> None:
+        """Work out who gets spans from the provider's processors (re-done when they change)."""
+        processors = self.processor._span_processors
+        self.starts: tuple[Any, ...] = tuple(
+            p for p in processors if not _does_nothing(type(p).on_start)
+        )
+        only = processors[0] if len(processors) == 1 else None
+        self._direct = only if isinstance(only, NativeSpanProcessor) else None
+        self._seen = processors
+
+    def new_context(self, parent: SpanContext | None, name: str) -> SpanContext | None:
+        """A context for a child of ``parent`` (or a new root), None when sampled out."""
+        if parent is not None and parent.is_valid:
+            if not parent.trace_flags.sampled:
+                return None
+            return SpanContext(
+                parent.trace_id, _getrandbits(64) or 1, False, _SAMPLED, parent.trace_state
+            )
+        mode = self.root_mode
+        if mode == "off":
+            return None
+        trace_id = _getrandbits(128) or 1
+        if mode == "on":
+            return SpanContext(trace_id, _getrandbits(64) or 1, False, _SAMPLED)
+        decision = self.sampler.should_sample(None, trace_id, name).decision
+        if decision is Decision.DROP:
+            return None
+        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
+        return SpanContext(trace_id, _getrandbits(64) or 1, False, flags)
+
+    def emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link] = (),
+        status: Status = _UNSET,
+        kind: SpanKind = _INTERNAL,
+        events: Sequence[Event] = (),
+    ) -> None:
+        """Export one finished span recorded elsewhere (a worker's, a profiler event)."""
+        self.hand_off(
+            bound_name(name),
+            context,
+            parent,
+            start_ns,
+            end_ns,
+            attributes,
+            links,
+            status,
+            kind,
+            events,
+        )
+
+    def hand_off(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link] = (),
+        status: Status = _UNSET,
+        kind: SpanKind = _INTERNAL,
+        events: Sequence[Event] = (),
+        dropped_events: int = 0,
+        dropped_links: int = 0,
+    ) -> None:
+        """Hand one finished span (its name bounded) over: to the native queue, or to the
+        processors."""
+        if self.processor._span_processors is not self._seen:
+            self._route()
+        if parent is not None and not parent.is_valid:
+            parent = None
+        end_ns = end_ns if end_ns > start_ns else start_ns
+        native = self._direct
+        if native is None:
+            self.processor.on_end(
+                ReadableSpan(
+                    name,
+                    context=context,
+                    parent=parent,
+                    resource=self.resource,
+                    attributes=attributes,
+                    links=links,
+                    events=events,
+                    kind=kind,
+                    status=status,
+                    start_time=start_ns,
+                    end_time=end_ns,
+                    instrumentation_scope=self.scope,
+                )
+            )
+            return
+        if not context.trace_flags.sampled:
+            return  # recorded, not sampled: no exporter takes it
+        key = (native.pipeline, self.resource)
+        if key != self._prefix_for:  # a fork made a new pipeline, or the rank joined
+            self._prefix = native.indices(self.resource, self.scope)
+            self._prefix_for = key
+        state = context.trace_state
+        native.submit(
+            (
+                *self._prefix,
+                context.trace_id,
+                context.span_id,
+                None if parent is None else parent.span_id,
+                False if parent is None else parent.is_remote,
+                state.to_header() if state else "",
+                name,
+                kind.value,
+                start_ns,
+                end_ns,
+                attributes,
+                0,
+                [(e.name, e.timestamp, e.attributes, e.dropped_attributes) for e in events]
+                if events
+                else (),
+                dropped_events,
+                [
+                    (k.context.trace_id, k.context.span_id, k.context.is_remote, k.attributes, 0)
+                    for k in links
+                ]
+                if links
+                else (),
+                dropped_links,
+                status.status_code.value,
+                status.description,
+            )
+        )
+
+
+_cache: list[Emitter] = []
+
+
+def emitter_for(tracer: trace.Tracer | None) -> Emitter | None:
+    """The emitter of ``tracer`` (a runtime's); None before ``init()``."""
+    if tracer is None:
+        return None
+    if _cache and _cache[0].tracer is tracer:
+        return _cache[0]
+    if not isinstance(tracer, Tracer):
+        return None
+    made = Emitter(tracer)
+    _cache[:] = [made]
+    return made
+
+
+def start(
+    tracer: trace.Tracer | None,
+    name: str,
+    attributes: Mapping[str, AttributeValue] | None,
+    limits: Limits,
+) -> ThinSpan | None:
+    """Start a thin child of the current span (not yet current: see :meth:`ThinSpan.activate`);
+    None before init or when sampled out. ``attributes`` are coerced already."""
+    em = emitter_for(tracer)
+    if em is None:
+        return None
+    if not isinstance(name, str):
+        name = safe_str(name)  # span(None) must still be stored
+    parent = _current_span().get_span_context()
+    context = em.new_context(parent, name)
+    if context is None:
+        return None
+    span = ThinSpan(
+        em,
+        bound_name(name),
+        context,
+        parent if parent.is_valid else None,
+        stamp_context(dict(attributes) if attributes else {}),
+        limits,
+    )
+    if em.processor._span_processors is not em._seen:
+        em._route()
+    if em.starts:
+        parent_context = otel_context.get_current()
+        for processor in em.starts:
+            processor.on_start(span, parent_context=parent_context)
+    return span
+
+
+class ThinSpan(trace.Span):
+    """A started glmtrace span: an OpenTelemetry API span, exported once by :meth:`end`.
+
+    Values set through the API are coerced, redacted and bounded like every glmtrace
+    attribute; events and links are capped by the provider's span limits.
+    """
+
+    __slots__ = (
+        "_dropped_events",
+        "_dropped_links",
+        "attributes",
+        "context",
+        "emitter",
+        "end_ns",
+        "events",
+        "limits",
+        "links",
+        "name",
+        "parent",
+        "start_ns",
+        "status",
+        "token",
+    )
+
+    def __init__(
+        self,
+        em: Emitter,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, AttributeValue],
+        limits: Limits,
+    ) -> None:
+        self.emitter = em
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.attributes = attributes
+        self.limits = limits
+        self.events: list[Event] | None = None
+        self.links: list[Link] | None = None
+        self._dropped_events = self._dropped_links = 0
+        self.status = _UNSET
+        self.token: object | None = None
+        self.end_ns: int | None = None
+        self.start_ns = _time_ns()
+
+    # ---------------------------------------------------------------- glmtrace's own use
+    def activate(self) -> None:
+        """Make this span the current one (children nest under it)."""
+        self.token = otel_context.attach(trace.set_span_in_context(self))
+
+    def deactivate(self) -> None:
+        token, self.token = self.token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+
+    def event(
+        self, name: str, attributes: dict[str, AttributeValue], timestamp: int | None = None
+    ) -> None:
+        """Add an event whose name and attributes are bounded already."""
+        if self.end_ns is not None:
+            return
+        events = self.events
+        if events is None:
+            events = self.events = []
+        if len(events) >= self.emitter.max_events:
+            self._dropped_events += 1
+            return
+        events.append(Event(name, attributes, _time_ns() if timestamp is None else timestamp))
+
+    # ---------------------------------------------------------------- the API span
+    def get_span_context(self) -> SpanContext:
+        return self.context
+
+    def is_recording(self) -> bool:
+        return self.end_ns is None
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self.end_ns is None:
+            self.attributes.update(coerce_attributes(attributes, self.limits, self.attributes))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.set_attributes({key: value})
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        if self.end_ns is not None:
+            return
+        self.event(
+            bound_name(str(coerce(name, self.limits))),
+            coerce_attributes(attributes or {}, self.limits),
+            timestamp,
+        )
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if self.end_ns is not None or not (context.is_valid or attributes):
+            return
+        links = self.links
+        if links is None:
+            links = self.links = []
+        if len(links) >= self.emitter.max_links:
+            self._dropped_links += 1
+            return
+        links.append(Link(context, coerce_attributes(attributes or {}, self.limits)))
+
+    def update_name(self, name: str) -> None:
+        if self.end_ns is None:
+            self.name = bound_name(name if isinstance(name, str) else safe_str(name))
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """As the SDK: OK is final, UNSET is ignored."""
+        if self.end_ns is not None or self.status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self.status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """An ``exception`` event, as the SDK records it (the status is left alone)."""
+        stack = "".join(traceback.format_exception(exception))
+        kind = type(exception)
+        module = kind.__module__
+        values: dict[str, Any] = {
+            "exception.type": f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__,
+            "exception.message": scrub(safe_str(exception)),
+            "exception.stacktrace": scrub(stack),
+            "exception.escaped": str(escaped),
+            **(attributes or {}),
+        }
+        self.add_event("exception", values, timestamp)
+
+    def end(self, end_time: int | None = None, error: BaseException | None = None) -> None:
+        """Deactivate (when active) and hand the span over; ``error`` sets an ERROR status."""
+        if self.end_ns is not None:
+            return
+        self.end_ns = end = _time_ns() if end_time is None else end_time
+        if self.token is not None:
+            self.deactivate()
+        if error is not None:
+            self.status = error_status(error)
+        try:
+            self.emitter.hand_off(
+                self.name,
+                self.context,
+                self.parent,
+                self.start_ns,
+                end,
+                self.attributes,
+                self.links or (),
+                self.status,
+                _INTERNAL,
+                self.events or (),
+                self._dropped_events,
+                self._dropped_links,
+            )
+        except Exception as exc:  # an exporter's fault never reaches the traced code
+            report("span end", exc)
