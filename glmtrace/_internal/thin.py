@@ -18,7 +18,6 @@ documents ``ReadableSpan`` as created by its pipeline; its constructor is stable
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import traceback
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -137,8 +137,7 @@ class Emitter:
         self.sampler = tracer.sampler
         self.scope = tracer._instrumentation_scope
         limits: SpanLimits = tracer._span_limits  # None: unlimited
-        self.max_events = sys.maxsize if limits.max_events is None else limits.max_events
-        self.max_links = sys.maxsize if limits.max_links is None else limits.max_links
+        self.max_events, self.max_links = limits.max_events, limits.max_links
         self.root_mode = _root_mode(self.sampler)
         self._prefix_for: tuple[Any, Any] = (None, None)
         self._prefix: tuple[int, int] = (0, 0)
@@ -214,8 +213,6 @@ class Emitter:
         status: Status = _UNSET,
         kind: SpanKind = _INTERNAL,
         events: Sequence[Event] = (),
-        dropped_events: int = 0,
-        dropped_links: int = 0,
     ) -> None:
         """Hand one finished span (its name bounded) over: to the native queue, or to the
         processors."""
@@ -267,14 +264,14 @@ class Emitter:
                 [(e.name, e.timestamp, e.attributes, e.dropped_attributes) for e in events]
                 if events
                 else (),
-                dropped_events,
+                getattr(events, "dropped", 0),
                 [
                     (k.context.trace_id, k.context.span_id, k.context.is_remote, k.attributes, 0)
                     for k in links
                 ]
                 if links
                 else (),
-                dropped_links,
+                getattr(links, "dropped", 0),
                 status.status_code.value,
                 status.description,
             )
@@ -339,8 +336,6 @@ class ThinSpan(trace.Span):
     """
 
     __slots__ = (
-        "_dropped_events",
-        "_dropped_links",
         "attributes",
         "context",
         "emitter",
@@ -370,9 +365,8 @@ class ThinSpan(trace.Span):
         self.parent = parent
         self.attributes = attributes
         self.limits = limits
-        self.events: list[Event] | None = None
-        self.links: list[Link] | None = None
-        self._dropped_events = self._dropped_links = 0
+        self.events: BoundedList | None = None  # made on the first: most spans have none
+        self.links: BoundedList | None = None
         self.status = _UNSET
         self.token: object | None = None
         self.end_ns: int | None = None
@@ -394,13 +388,9 @@ class ThinSpan(trace.Span):
         """Add an event whose name and attributes are bounded already."""
         if self.end_ns is not None:
             return
-        events = self.events
-        if events is None:
-            events = self.events = []
-        if len(events) >= self.emitter.max_events:
-            self._dropped_events += 1
-            return
-        events.append(Event(name, attributes, _time_ns() if timestamp is None else timestamp))
+        if self.events is None:
+            self.events = BoundedList(self.emitter.max_events)  # the SDK's: drops the oldest
+        self.events.append(Event(name, attributes, _time_ns() if timestamp is None else timestamp))
 
     # ---------------------------------------------------------------- the API span
     def get_span_context(self) -> SpanContext:
@@ -430,13 +420,9 @@ class ThinSpan(trace.Span):
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if self.end_ns is not None or not (context.is_valid or attributes):
             return
-        links = self.links
-        if links is None:
-            links = self.links = []
-        if len(links) >= self.emitter.max_links:
-            self._dropped_links += 1
-            return
-        links.append(Link(context, coerce_attributes(attributes or {}, self.limits)))
+        if self.links is None:
+            self.links = BoundedList(self.emitter.max_links)
+        self.links.append(Link(context, coerce_attributes(attributes or {}, self.limits)))
 
     def update_name(self, name: str) -> None:
         if self.end_ns is None:
@@ -494,8 +480,6 @@ class ThinSpan(trace.Span):
                 self.status,
                 _INTERNAL,
                 self.events or (),
-                self._dropped_events,
-                self._dropped_links,
             )
         except Exception as exc:  # an exporter's fault never reaches the traced code
             report("span end", exc)

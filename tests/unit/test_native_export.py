@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -210,6 +211,39 @@ def test_spans_arrive_and_are_counted(receiver: tuple[str, list[str]], tmp_path:
         assert glmtrace.stats()["otlp"]["exported"] == 1500
     finally:
         glmtrace.shutdown()
+
+
+@needs_native
+def test_glmtrace_spans_go_to_the_native_queue_as_tuples(
+    receiver: tuple[str, list[str]], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ReadableSpan on the calling thread: glmtrace's spans are handed over as the tuple the
+    extension reads; spans of other OpenTelemetry code still go through on_end."""
+    ended: list[str] = []
+    on_end = native_export.NativeSpanProcessor.on_end
+
+    def watched(self: Any, span: ReadableSpan) -> None:
+        ended.append(span.name)
+        on_end(self, span)
+
+    monkeypatch.setattr(native_export.NativeSpanProcessor, "on_end", watched)
+    STATS.reset()
+    _init(receiver[0], tmp_path)
+    try:
+
+        @glmtrace.stage
+        def work() -> None:
+            with trace.get_tracer("other").start_as_current_span("sdk child"):
+                pass
+
+        with glmtrace.span("outer"), glmtrace.inference("m"):
+            work()
+        assert glmtrace.force_flush(5)
+    finally:
+        glmtrace.shutdown()
+    assert ended == ["sdk child"]
+    assert sorted(receiver[1]) == ["chat m", "outer", "sdk child", "stage work"]
+    assert glmtrace.stats()["otlp"]["exported"] == 4
 
 
 @needs_native
