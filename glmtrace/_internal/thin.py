@@ -27,7 +27,6 @@ from typing import Any, Protocol
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
-from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -37,6 +36,7 @@ from opentelemetry.sdk.trace.sampling import (
     StaticSampler,
     TraceIdRatioBased,
 )
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .attributes import (
@@ -365,8 +365,8 @@ class ThinSpan(trace.Span):
         self.parent = parent
         self.attributes = attributes
         self.limits = limits
-        self.events: BoundedList | None = None  # made on the first: most spans have none
-        self.links: BoundedList | None = None
+        self.events: BoundedList[Event] | None = None  # made on the first: most spans have none
+        self.links: BoundedList[Link] | None = None
         self.status = _UNSET
         self.token: object | None = None
         self.end_ns: int | None = None
