@@ -27,6 +27,7 @@ VARIANTS = (
     "raw OTel start_as_current_span",
     "raw OTel start_span+attach",
     "@glmtrace.stage",
+    "@glmtrace.stage, native pipeline",
     "@glmtrace.stage, sampled out",
 )
 
@@ -53,6 +54,8 @@ def _traced(variant: str) -> tuple[Callable[[int], int], Callable[[], Any]]:
         tracer = provider.get_tracer("bench")
         decorate = raw_decorator if "current" in variant else attach_decorator
         return decorate(tracer)(work), provider.shutdown
+    if "native" in variant:
+        return _native(glmtrace.stage(work))
     rate = 0.0 if "sampled out" in variant else 1.0
     glmtrace.init(
         traces="none", logs="none", capture_logs=False, exporter=Discard(), sample_rate=rate
@@ -64,6 +67,29 @@ def _traced(variant: str) -> tuple[Callable[[int], int], Callable[[], Any]]:
         assert not dropped, f"{dropped} spans dropped"
 
     return glmtrace.stage(work), finish
+
+
+def _native(fn: Callable[[int], int]) -> tuple[Callable[[int], int], Callable[[], Any]]:
+    """The native OTLP pipeline towards a closed port: every span is handed over, converted
+    and encoded (the export thread is counted too), then its POST is refused at once."""
+    import socket
+
+    import glmtrace
+    from glmtrace._internal import native_export
+
+    assert native_export.available(), "glmtrace_native is not built"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: connections are refused
+    glmtrace.init(
+        traces="otlp",
+        endpoint=f"http://127.0.0.1:{port}",
+        protocol="http/protobuf",
+        logs="none",
+        capture_logs=False,
+    )
+    assert glmtrace.stats()["otlp"].get("native") == 1, "the native path is not active"
+    return fn, lambda: glmtrace.shutdown(30)
 
 
 def child(variant: str, calls: int) -> None:

@@ -138,7 +138,7 @@ class Scope(Generic[H]):
             span = start(tracer, self._name, attributes, limits)
             if span is not None:
                 self._span = span
-                self._token = otel_context.attach(trace.set_span_in_context(span))
+                self._token = otel_context.attach(span.in_context())
             return span
         except Exception as exc:
             report(f"span {self._name.split(' ')[0]}", exc)

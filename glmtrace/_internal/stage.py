@@ -14,7 +14,6 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 
 from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
@@ -101,7 +100,7 @@ def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
         span = info.start()
         if span is None:
             return fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(span.in_context())
         try:
             return fn(*args, **kwargs)
         except BaseException as exc:
@@ -122,7 +121,7 @@ def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
         span = info.start()
         if span is None:
             return await fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(span.in_context())
         try:
             return await fn(*args, **kwargs)
         except BaseException as exc:
@@ -143,7 +142,7 @@ def _wrap_generator(
         span = info.start() if info.source.tracer is not None else None
         if span is None:
             return (yield from fn(*args, **kwargs))
-        ctx = trace.set_span_in_context(span)
+        ctx = span.in_context()
         try:
             token = otel_context.attach(ctx)
             try:
@@ -193,7 +192,7 @@ def _wrap_async_generator(
             async for item in fn(*args, **kwargs):
                 yield item
             return
-        ctx = trace.set_span_in_context(span)
+        ctx = span.in_context()
         try:
             token = otel_context.attach(ctx)
             try:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -61,14 +62,20 @@ _INTERNAL = SpanKind.INTERNAL
 _getrandbits = IDS.getrandbits
 _time_ns = time.time_ns
 _current_span = trace.get_current_span
+_in_context = trace.set_span_in_context
+_current_context = otel_context.get_current
+_current_thread = threading.current_thread
+_get_baggage = baggage.get_baggage
 
 
-def stamp_context(attributes: dict[str, AttributeValue]) -> dict[str, AttributeValue]:
+def stamp_context(
+    attributes: dict[str, AttributeValue], context: Context | None = None
+) -> dict[str, AttributeValue]:
     """Add the thread and the envelope's session id (W3C baggage) to a new span's attributes."""
-    thread = threading.current_thread()
+    thread = _current_thread()
     attributes[THREAD_ID] = thread.ident or 0
     attributes[THREAD_NAME] = thread.name
-    session = baggage.get_baggage(BAGGAGE_SESSION_ID)
+    session = _get_baggage(BAGGAGE_SESSION_ID, context)
     if session is not None:
         attributes[SESSION_ID] = str(session)
     return attributes
@@ -240,7 +247,7 @@ class Emitter:
                 )
             )
             return
-        if not context.trace_flags.sampled:
+        if not context.trace_flags & _SAMPLED:
             return  # recorded, not sampled: no exporter takes it
         key = (native.pipeline, self.resource)
         if key != self._prefix_for:  # a fork made a new pipeline, or the rank joined
@@ -256,7 +263,7 @@ class Emitter:
                 False if parent is None else parent.is_remote,
                 state.to_header() if state else "",
                 name,
-                kind.value,
+                0 if kind is _INTERNAL else kind.value,
                 start_ns,
                 end_ns,
                 attributes,
@@ -272,8 +279,11 @@ class Emitter:
                 if links
                 else (),
                 getattr(links, "dropped", 0),
-                status.status_code.value,
-                status.description,
+                *(
+                    (0, None)
+                    if status is _UNSET
+                    else (status.status_code.value, status.description)
+                ),
             )
         )
 
@@ -307,7 +317,8 @@ def start(
         return None
     if not isinstance(name, str):
         name = safe_str(name)  # span(None) must still be stored
-    parent = _current_span().get_span_context()
+    current = _current_context()
+    parent = _current_span(current).get_span_context()
     context = em.new_context(parent, name)
     if context is None:
         return None
@@ -316,15 +327,14 @@ def start(
         bound_name(name),
         context,
         parent if parent.is_valid else None,
-        stamp_context(dict(attributes) if attributes else {}),
+        stamp_context(dict(attributes) if attributes else {}, current),
         limits,
+        current,
     )
     if em.processor._span_processors is not em._seen:
         em._route()
-    if em.starts:
-        parent_context = otel_context.get_current()
-        for processor in em.starts:
-            processor.on_start(span, parent_context=parent_context)
+    for processor in em.starts:
+        processor.on_start(span, parent_context=current)
     return span
 
 
@@ -345,6 +355,7 @@ class ThinSpan(trace.Span):
         "links",
         "name",
         "parent",
+        "parent_context",
         "start_ns",
         "status",
         "token",
@@ -358,8 +369,10 @@ class ThinSpan(trace.Span):
         parent: SpanContext | None,
         attributes: dict[str, AttributeValue],
         limits: Limits,
+        parent_context: Context | None = None,
     ) -> None:
         self.emitter = em
+        self.parent_context = parent_context  # what was current at start
         self.name = name
         self.context = context
         self.parent = parent
@@ -373,9 +386,13 @@ class ThinSpan(trace.Span):
         self.start_ns = _time_ns()
 
     # ---------------------------------------------------------------- glmtrace's own use
+    def in_context(self) -> Context:
+        """The context current at start with this span current in it."""
+        return _in_context(self, self.parent_context)
+
     def activate(self) -> None:
         """Make this span the current one (children nest under it)."""
-        self.token = otel_context.attach(trace.set_span_in_context(self))
+        self.token = otel_context.attach(_in_context(self, self.parent_context))
 
     def deactivate(self) -> None:
         token, self.token = self.token, None
