@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
@@ -17,7 +16,7 @@ from .keys import INTERRUPTED, SIGNAL
 from .repair import safe_str
 from .signals import interrupting_signal
 from .span_row import span_id_hex, trace_id_hex
-from .thin import Source, ThinSpan, start
+from .thin import Source, ThinSpan, attach, detach, start
 
 
 def record_error(span: ThinSpan, exc: BaseException, limits: Limits) -> None:
@@ -138,7 +137,7 @@ class Scope(Generic[H]):
             span = start(tracer, self._name, attributes, limits)
             if span is not None:
                 self._span = span
-                self._token = otel_context.attach(span.in_context())
+                self._token = attach(span.in_context())
             return span
         except Exception as exc:
             report(f"span {self._name.split(' ')[0]}", exc)
@@ -163,7 +162,7 @@ class Scope(Generic[H]):
         except Exception as internal:
             report("span exit", internal)
         finally:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            detach(self._token)  # type: ignore[arg-type]
             span.end()
 
     async def __aenter__(self) -> H:

@@ -13,13 +13,11 @@ import inspect
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from opentelemetry import context as otel_context
-
 from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
 from .keys import FUNCTION, STAGE
 from .spans import record_end
-from .thin import Source, ThinSpan, start
+from .thin import Source, ThinSpan, attach, detach, start
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,14 +98,14 @@ def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
         span = info.start()
         if span is None:
             return fn(*args, **kwargs)
-        token = otel_context.attach(span.in_context())
+        token = attach(span.in_context())
         try:
             return fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
             span.end()
 
     return wrapper
@@ -121,14 +119,14 @@ def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
         span = info.start()
         if span is None:
             return await fn(*args, **kwargs)
-        token = otel_context.attach(span.in_context())
+        token = attach(span.in_context())
         try:
             return await fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
             span.end()
 
     return wrapper
@@ -144,30 +142,30 @@ def _wrap_generator(
             return (yield from fn(*args, **kwargs))
         ctx = span.in_context()
         try:
-            token = otel_context.attach(ctx)
+            token = attach(ctx)
             try:
                 inner = fn(*args, **kwargs)
             finally:
-                otel_context.detach(token)
+                detach(token)
             sent: Any = None
             thrown: BaseException | None = None
             while True:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     item = inner.throw(thrown) if thrown is not None else inner.send(sent)
                 except StopIteration as stop:
                     return stop.value
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                 thrown = None
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    token = otel_context.attach(ctx)
+                    token = attach(ctx)
                     try:
                         inner.close()
                     finally:
-                        otel_context.detach(token)
+                        detach(token)
                     raise
                 except BaseException as exc:  # consumer called .throw(): pass it inside
                     thrown = exc
@@ -194,31 +192,31 @@ def _wrap_async_generator(
             return
         ctx = span.in_context()
         try:
-            token = otel_context.attach(ctx)
+            token = attach(ctx)
             try:
                 inner = fn(*args, **kwargs)
             finally:
-                otel_context.detach(token)
+                detach(token)
             sent: Any = None
             thrown: BaseException | None = None
             while True:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     step = inner.athrow(thrown) if thrown is not None else inner.asend(sent)
                     item = await step
                 except StopAsyncIteration:
                     return
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                 thrown = None
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    token = otel_context.attach(ctx)
+                    token = attach(ctx)
                     try:
                         await inner.aclose()
                     finally:
-                        otel_context.detach(token)
+                        detach(token)
                     raise
                 except BaseException as exc:
                     thrown = exc

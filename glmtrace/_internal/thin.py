@@ -18,15 +18,19 @@ documents ``ReadableSpan`` as created by its pipeline; its constructor is stable
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import Token
 from typing import Any, Protocol
 
-from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
-from opentelemetry.context import Context
+from opentelemetry import trace
+from opentelemetry.baggage import _BAGGAGE_KEY
+from opentelemetry.context import _RUNTIME_CONTEXT, Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -39,8 +43,10 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .attributes import (
+    MAX_NAME_LENGTH,
     AttributeValue,
     Limits,
     bound_name,
@@ -61,21 +67,60 @@ _UNSET = Status(StatusCode.UNSET)
 _INTERNAL = SpanKind.INTERNAL
 _getrandbits = IDS.getrandbits
 _time_ns = time.time_ns
-_current_span = trace.get_current_span
-_in_context = trace.set_span_in_context
-_current_context = otel_context.get_current
+_dict_set = dict.__setitem__
 _current_thread = threading.current_thread
-_get_baggage = baggage.get_baggage
+_tuple_new = tuple.__new__
+_here = threading.local()  # this thread's Thread and ident, found once
+# A forked child's thread may get a new ident: it looks again.
+os.register_at_fork(after_in_child=lambda: _here.__dict__.clear())
+
+# OpenTelemetry's context API spends two Python calls per operation over one ContextVar; under
+# its default runtime context glmtrace's spans use that ContextVar directly (the same tokens).
+_current_context: Callable[[], Context]
+attach: Callable[[Context], Token[Context]]
+detach: Callable[[Token[Context]], None]
+if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext:
+    _var = _RUNTIME_CONTEXT._current_context
+    _current_context, attach = _var.get, _var.set
+
+    def _reset(token: Token[Context]) -> None:
+        try:
+            _var.reset(token)
+        except Exception:
+            otel_context.detach(token)  # logs "Failed to detach context", as OpenTelemetry
+
+    detach = _reset
+else:
+    _current_context = otel_context.get_current
+    attach = otel_context.attach
+    detach = otel_context.detach
+
+
+def _context(trace_id: int, span_id: int, flags: TraceFlags, state: Any = None) -> SpanContext:
+    """``SpanContext(trace_id, span_id, False, flags, state)`` for ids known valid (non-zero,
+    in range), without its constructor's checks: a third of a span's start otherwise."""
+    return _tuple_new(
+        SpanContext, (trace_id, span_id, False, flags, _NO_STATE if state is None else state, True)
+    )
+
+
+_NO_STATE = SpanContext(1, 1, False).trace_state
 
 
 def stamp_context(
     attributes: dict[str, AttributeValue], context: Context | None = None
 ) -> dict[str, AttributeValue]:
     """Add the thread and the envelope's session id (W3C baggage) to a new span's attributes."""
-    thread = _current_thread()
-    attributes[THREAD_ID] = thread.ident or 0
-    attributes[THREAD_NAME] = thread.name
-    session = _get_baggage(BAGGAGE_SESSION_ID, context)
+    try:
+        thread, ident = _here.thread
+    except AttributeError:
+        thread = _current_thread()
+        ident = thread.ident or 0
+        _here.thread = (thread, ident)
+    attributes[THREAD_ID] = ident
+    attributes[THREAD_NAME] = thread.name  # read each time: a thread may be renamed
+    entries = (_current_context() if context is None else context).get(_BAGGAGE_KEY)
+    session = entries.get(BAGGAGE_SESSION_ID) if isinstance(entries, dict) else None
     if session is not None:
         attributes[SESSION_ID] = str(session)
     return attributes
@@ -166,20 +211,26 @@ class Emitter:
         if parent is not None and parent.is_valid:
             if not parent.trace_flags.sampled:
                 return None
-            return SpanContext(
-                parent.trace_id, _getrandbits(64) or 1, False, _SAMPLED, parent.trace_state
-            )
+            return _context(parent.trace_id, _getrandbits(64) or 1, _SAMPLED, parent.trace_state)
         mode = self.root_mode
         if mode == "off":
             return None
         trace_id = _getrandbits(128) or 1
         if mode == "on":
-            return SpanContext(trace_id, _getrandbits(64) or 1, False, _SAMPLED)
+            return _context(trace_id, _getrandbits(64) or 1, _SAMPLED)
         decision = self.sampler.should_sample(None, trace_id, name).decision
         if decision is Decision.DROP:
             return None
         flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
-        return SpanContext(trace_id, _getrandbits(64) or 1, False, flags)
+        return _context(trace_id, _getrandbits(64) or 1, flags)
+
+    def native_prefix(self, native: NativeSpanProcessor) -> tuple[int, int]:
+        """The resource and scope indices ``native`` knows this emitter's spans by."""
+        if native.pipeline is not self._prefix_for[0] or self.resource is not self._prefix_for[1]:
+            # First use, a fork made a new pipeline, or torch.distributed added the rank.
+            self._prefix = native.indices(self.resource, self.scope)
+            self._prefix_for = (native.pipeline, self.resource)
+        return self._prefix
 
     def emit(
         self,
@@ -249,14 +300,10 @@ class Emitter:
             return
         if not context.trace_flags & _SAMPLED:
             return  # recorded, not sampled: no exporter takes it
-        key = (native.pipeline, self.resource)
-        if key != self._prefix_for:  # a fork made a new pipeline, or the rank joined
-            self._prefix = native.indices(self.resource, self.scope)
-            self._prefix_for = key
         state = context.trace_state
         native.submit(
             (
-                *self._prefix,
+                *self.native_prefix(native),
                 context.trace_id,
                 context.span_id,
                 None if parent is None else parent.span_id,
@@ -318,15 +365,29 @@ def start(
     if not isinstance(name, str):
         name = safe_str(name)  # span(None) must still be stored
     current = _current_context()
-    parent = _current_span(current).get_span_context()
-    context = em.new_context(parent, name)
-    if context is None:
-        return None
+    # The private key trace.get_current_span() reads, without its two calls.
+    holder: Any = current.get(_SPAN_KEY)
+    if holder is None:
+        parent: SpanContext | None = None
+    else:
+        parent = holder.context if type(holder) is ThinSpan else holder.get_span_context()
+    # A SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
+    # by index, its properties would be a tenth of a span's cost.
+    if parent is not None and parent[5]:
+        if not parent[3] & _SAMPLED:
+            return None  # the children of a sampled-out span are sampled out
+        context = _context(parent[0], _getrandbits(64) or 1, _SAMPLED, parent[4])
+    else:
+        parent = None
+        root = em.new_context(None, name)
+        if root is None:
+            return None
+        context = root
     span = ThinSpan(
         em,
-        bound_name(name),
+        name if len(name) <= MAX_NAME_LENGTH else bound_name(name),
         context,
-        parent if parent.is_valid else None,
+        parent,
         stamp_context(dict(attributes) if attributes else {}, current),
         limits,
         current,
@@ -349,17 +410,18 @@ class ThinSpan(trace.Span):
         "attributes",
         "context",
         "emitter",
-        "end_ns",
-        "events",
         "limits",
-        "links",
         "name",
         "parent",
         "parent_context",
         "start_ns",
-        "status",
-        "token",
     )
+    # Most spans never change these: class defaults, set on the instance when they do.
+    events: BoundedList[Event] | None = None
+    links: BoundedList[Link] | None = None
+    status = _UNSET
+    token: Token[Context] | None = None
+    end_ns: int | None = None
 
     def __init__(
         self,
@@ -369,7 +431,7 @@ class ThinSpan(trace.Span):
         parent: SpanContext | None,
         attributes: dict[str, AttributeValue],
         limits: Limits,
-        parent_context: Context | None = None,
+        parent_context: Context,
     ) -> None:
         self.emitter = em
         self.parent_context = parent_context  # what was current at start
@@ -378,26 +440,23 @@ class ThinSpan(trace.Span):
         self.parent = parent
         self.attributes = attributes
         self.limits = limits
-        self.events: BoundedList[Event] | None = None  # made on the first: most spans have none
-        self.links: BoundedList[Link] | None = None
-        self.status = _UNSET
-        self.token: object | None = None
-        self.end_ns: int | None = None
         self.start_ns = _time_ns()
 
     # ---------------------------------------------------------------- glmtrace's own use
     def in_context(self) -> Context:
         """The context current at start with this span current in it."""
-        return _in_context(self, self.parent_context)
+        made = Context(self.parent_context)
+        _dict_set(made, _SPAN_KEY, self)  # a new Context, seen by no one yet
+        return made
 
     def activate(self) -> None:
         """Make this span the current one (children nest under it)."""
-        self.token = otel_context.attach(_in_context(self, self.parent_context))
+        self.token = attach(self.in_context())
 
     def deactivate(self) -> None:
         token, self.token = self.token, None
         if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            detach(token)
 
     def event(
         self, name: str, attributes: dict[str, AttributeValue], timestamp: int | None = None
@@ -485,18 +544,58 @@ class ThinSpan(trace.Span):
             self.deactivate()
         if error is not None:
             self.status = error_status(error)
+        em = self.emitter
         try:
-            self.emitter.hand_off(
-                self.name,
-                self.context,
-                self.parent,
-                self.start_ns,
-                end,
-                self.attributes,
-                self.links or (),
-                self.status,
-                _INTERNAL,
-                self.events or (),
+            if em.processor._span_processors is not em._seen:
+                em._route()
+            native = em._direct
+            if (
+                native is None
+                or self.status is not _UNSET
+                or self.events is not None
+                or self.links is not None
+            ):
+                em.hand_off(
+                    self.name,
+                    self.context,
+                    self.parent,
+                    self.start_ns,
+                    end,
+                    self.attributes,
+                    self.links or (),
+                    self.status,
+                    _INTERNAL,
+                    self.events or (),
+                )
+                return
+            # The usual span (no event, link or status) straight to the native queue: the
+            # tuple of NativeSpanProcessor.submit, built here (hand_off's general form costs
+            # a quarter of the span).
+            ctx, parent, start = self.context, self.parent, self.start_ns
+            if not ctx[3] & _SAMPLED:
+                return
+            state = ctx[4]
+            native.submit(
+                (
+                    *em.native_prefix(native),
+                    ctx[0],
+                    ctx[1],
+                    None if parent is None else parent[1],
+                    False if parent is None else parent[2],
+                    "" if state is _NO_STATE or not state else state.to_header(),
+                    self.name,
+                    0,
+                    start,
+                    end if end > start else start,
+                    self.attributes,
+                    0,
+                    (),
+                    0,
+                    (),
+                    0,
+                    0,
+                    None,
+                )
             )
         except Exception as exc:  # an exporter's fault never reaches the traced code
             report("span end", exc)
