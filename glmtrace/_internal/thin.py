@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from contextvars import Token
 from typing import Any, Protocol
 
@@ -31,18 +31,9 @@ from opentelemetry import trace
 from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.context import _RUNTIME_CONTEXT, Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    ALWAYS_ON,
-    Decision,
-    ParentBased,
-    Sampler,
-    StaticSampler,
-    TraceIdRatioBased,
-)
+from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .attributes import (
@@ -55,21 +46,23 @@ from .attributes import (
     scrub,
     truncate,
 )
+from .emitter import (
+    INTERNAL,
+    NO_STATE,
+    SAMPLED,
+    UNSET,
+    Emitter,
+    emitter_for,
+    getrandbits,
+    new_span_context,
+)
 from .guard import report
-from .ids import IDS
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
-from .native_export import NativeSpanProcessor
 from .repair import safe_str
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_UNSET = Status(StatusCode.UNSET)
-_INTERNAL = SpanKind.INTERNAL
-_getrandbits = IDS.getrandbits
 _time_ns = time.time_ns
 _dict_set = dict.__setitem__
 _current_thread = threading.current_thread
-_tuple_new = tuple.__new__
 _here = threading.local()  # this thread's Thread and ident, found once
 # A forked child's thread may get a new ident: it looks again.
 os.register_at_fork(after_in_child=lambda: _here.__dict__.clear())
@@ -96,17 +89,6 @@ else:
     detach = otel_context.detach
 
 
-def _context(trace_id: int, span_id: int, flags: TraceFlags, state: Any = None) -> SpanContext:
-    """``SpanContext(trace_id, span_id, False, flags, state)`` for ids known valid (non-zero,
-    in range), without its constructor's checks: a third of a span's start otherwise."""
-    return _tuple_new(
-        SpanContext, (trace_id, span_id, False, flags, _NO_STATE if state is None else state, True)
-    )
-
-
-_NO_STATE = SpanContext(1, 1, False).trace_state
-
-
 def stamp_context(
     attributes: dict[str, AttributeValue], context: Context | None = None
 ) -> dict[str, AttributeValue]:
@@ -129,7 +111,7 @@ def stamp_context(
 def error_status(exc: BaseException | None, max_length: int = 4096) -> Status:
     """ERROR with the exception's type and message, or UNSET."""
     if exc is None:
-        return _UNSET
+        return UNSET
     return Status(StatusCode.ERROR, truncate(scrub(f"{type(exc).__name__}: {exc}"), max_length))
 
 
@@ -138,217 +120,6 @@ class Source(Protocol):
 
     tracer: trace.Tracer | None
     limits: Limits
-
-
-def _pass(self: Any, span: Any, parent_context: Any = None) -> None:
-    pass
-
-
-def _does_nothing(fn: Any) -> bool:
-    """True for a method whose body is ``pass`` (or a docstring): no need to call it."""
-    code = getattr(fn, "__code__", None)
-    return code is not None and code.co_code == _pass.__code__.co_code
-
-
-def _root_mode(sampler: Sampler) -> str:
-    """ "on"/"off" when every new root is sampled / none is; "ask" the sampler otherwise."""
-    root = sampler._root if isinstance(sampler, ParentBased) else sampler
-    if isinstance(root, StaticSampler):
-        if root is ALWAYS_ON or root._decision is Decision.RECORD_AND_SAMPLE:
-            return "on"
-        if root is ALWAYS_OFF or root._decision is Decision.DROP:
-            return "off"
-    if isinstance(root, TraceIdRatioBased) and root.rate == 0.0:
-        return "off"
-    return "ask"
-
-
-class Emitter:
-    """Starts thin spans for one SDK tracer and hands finished spans to its pipeline."""
-
-    __slots__ = (
-        "_direct",
-        "_prefix",
-        "_prefix_for",
-        "_seen",
-        "max_events",
-        "max_links",
-        "processor",
-        "resource",
-        "root_mode",
-        "sampler",
-        "scope",
-        "starts",
-        "tracer",
-    )
-
-    def __init__(self, tracer: Tracer) -> None:
-        self.tracer = tracer
-        self.processor = tracer.span_processor
-        self.resource = tracer.resource  # torch.distributed adds the rank later
-        self.sampler = tracer.sampler
-        self.scope = tracer._instrumentation_scope
-        limits: SpanLimits = tracer._span_limits  # None: unlimited
-        self.max_events, self.max_links = limits.max_events, limits.max_links
-        self.root_mode = _root_mode(self.sampler)
-        self._prefix_for: tuple[Any, Any] = (None, None)
-        self._prefix: tuple[int, int] = (0, 0)
-        self._seen: object = None
-        self._route()
-
-    def _route(self) -> None:
-        """Work out who gets spans from the provider's processors (re-done when they change)."""
-        processors = self.processor._span_processors
-        self.starts: tuple[Any, ...] = tuple(
-            p for p in processors if not _does_nothing(type(p).on_start)
-        )
-        only = processors[0] if len(processors) == 1 else None
-        self._direct = only if isinstance(only, NativeSpanProcessor) else None
-        self._seen = processors
-
-    def new_context(self, parent: SpanContext | None, name: str) -> SpanContext | None:
-        """A context for a child of ``parent`` (or a new root), None when sampled out."""
-        if parent is not None and parent.is_valid:
-            if not parent.trace_flags.sampled:
-                return None
-            return _context(parent.trace_id, _getrandbits(64) or 1, _SAMPLED, parent.trace_state)
-        mode = self.root_mode
-        if mode == "off":
-            return None
-        trace_id = _getrandbits(128) or 1
-        if mode == "on":
-            return _context(trace_id, _getrandbits(64) or 1, _SAMPLED)
-        decision = self.sampler.should_sample(None, trace_id, name).decision
-        if decision is Decision.DROP:
-            return None
-        flags = _SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
-        return _context(trace_id, _getrandbits(64) or 1, flags)
-
-    def native_prefix(self, native: NativeSpanProcessor) -> tuple[int, int]:
-        """The resource and scope indices ``native`` knows this emitter's spans by."""
-        if native.pipeline is not self._prefix_for[0] or self.resource is not self._prefix_for[1]:
-            # First use, a fork made a new pipeline, or torch.distributed added the rank.
-            self._prefix = native.indices(self.resource, self.scope)
-            self._prefix_for = (native.pipeline, self.resource)
-        return self._prefix
-
-    def emit(
-        self,
-        name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
-        start_ns: int,
-        end_ns: int,
-        attributes: dict[str, AttributeValue],
-        links: Sequence[Link] = (),
-        status: Status = _UNSET,
-        kind: SpanKind = _INTERNAL,
-        events: Sequence[Event] = (),
-    ) -> None:
-        """Export one finished span recorded elsewhere (a worker's, a profiler event)."""
-        self.hand_off(
-            bound_name(name),
-            context,
-            parent,
-            start_ns,
-            end_ns,
-            attributes,
-            links,
-            status,
-            kind,
-            events,
-        )
-
-    def hand_off(
-        self,
-        name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
-        start_ns: int,
-        end_ns: int,
-        attributes: dict[str, AttributeValue],
-        links: Sequence[Link] = (),
-        status: Status = _UNSET,
-        kind: SpanKind = _INTERNAL,
-        events: Sequence[Event] = (),
-    ) -> None:
-        """Hand one finished span (its name bounded) over: to the native queue, or to the
-        processors."""
-        if self.processor._span_processors is not self._seen:
-            self._route()
-        if parent is not None and not parent.is_valid:
-            parent = None
-        end_ns = end_ns if end_ns > start_ns else start_ns
-        native = self._direct
-        if native is None:
-            self.processor.on_end(
-                ReadableSpan(
-                    name,
-                    context=context,
-                    parent=parent,
-                    resource=self.resource,
-                    attributes=attributes,
-                    links=links,
-                    events=events,
-                    kind=kind,
-                    status=status,
-                    start_time=start_ns,
-                    end_time=end_ns,
-                    instrumentation_scope=self.scope,
-                )
-            )
-            return
-        if not context.trace_flags & _SAMPLED:
-            return  # recorded, not sampled: no exporter takes it
-        state = context.trace_state
-        native.submit(
-            (
-                *self.native_prefix(native),
-                context.trace_id,
-                context.span_id,
-                None if parent is None else parent.span_id,
-                False if parent is None else parent.is_remote,
-                state.to_header() if state else "",
-                name,
-                0 if kind is _INTERNAL else kind.value,
-                start_ns,
-                end_ns,
-                attributes,
-                0,
-                [(e.name, e.timestamp, e.attributes, e.dropped_attributes) for e in events]
-                if events
-                else (),
-                getattr(events, "dropped", 0),
-                [
-                    (k.context.trace_id, k.context.span_id, k.context.is_remote, k.attributes, 0)
-                    for k in links
-                ]
-                if links
-                else (),
-                getattr(links, "dropped", 0),
-                *(
-                    (0, None)
-                    if status is _UNSET
-                    else (status.status_code.value, status.description)
-                ),
-            )
-        )
-
-
-_cache: list[Emitter] = []
-
-
-def emitter_for(tracer: trace.Tracer | None) -> Emitter | None:
-    """The emitter of ``tracer`` (a runtime's); None before ``init()``."""
-    if tracer is None:
-        return None
-    if _cache and _cache[0].tracer is tracer:
-        return _cache[0]
-    if not isinstance(tracer, Tracer):
-        return None
-    made = Emitter(tracer)
-    _cache[:] = [made]
-    return made
 
 
 def start(
@@ -374,9 +145,9 @@ def start(
     # A SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
     # by index, its properties would be a tenth of a span's cost.
     if parent is not None and parent[5]:
-        if not parent[3] & _SAMPLED:
+        if not parent[3] & SAMPLED:
             return None  # the children of a sampled-out span are sampled out
-        context = _context(parent[0], _getrandbits(64) or 1, _SAMPLED, parent[4])
+        context = new_span_context(parent[0], getrandbits(64) or 1, SAMPLED, parent[4])
     else:
         parent = None
         root = em.new_context(None, name)
@@ -419,7 +190,7 @@ class ThinSpan(trace.Span):
     # Most spans never change these: class defaults, set on the instance when they do.
     events: BoundedList[Event] | None = None
     links: BoundedList[Link] | None = None
-    status = _UNSET
+    status = UNSET
     token: Token[Context] | None = None
     end_ns: int | None = None
 
@@ -551,7 +322,7 @@ class ThinSpan(trace.Span):
             native = em._direct
             if (
                 native is None
-                or self.status is not _UNSET
+                or self.status is not UNSET
                 or self.events is not None
                 or self.links is not None
             ):
@@ -564,7 +335,7 @@ class ThinSpan(trace.Span):
                     self.attributes,
                     self.links or (),
                     self.status,
-                    _INTERNAL,
+                    INTERNAL,
                     self.events or (),
                 )
                 return
@@ -572,7 +343,7 @@ class ThinSpan(trace.Span):
             # tuple of NativeSpanProcessor.submit, built here (hand_off's general form costs
             # a quarter of the span).
             ctx, parent, start = self.context, self.parent, self.start_ns
-            if not ctx[3] & _SAMPLED:
+            if not ctx[3] & SAMPLED:
                 return
             state = ctx[4]
             native.submit(
@@ -582,7 +353,7 @@ class ThinSpan(trace.Span):
                     ctx[1],
                     None if parent is None else parent[1],
                     False if parent is None else parent[2],
-                    "" if state is _NO_STATE or not state else state.to_header(),
+                    "" if state is NO_STATE or not state else state.to_header(),
                     self.name,
                     0,
                     start,

@@ -26,9 +26,9 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from ..emitter import Emitter, emitter_for
 from ..guard import report
 from ..runtime import DEFAULT
-from ..thin import Emitter, emitter_for
 from . import keys
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)

@@ -22,11 +22,11 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer, TracerProvider
 
+from ..emitter import emitter_for
 from ..guard import report
 from ..ids import IDS
 from ..propagation import attach, inject
 from ..runtime import DEFAULT
-from ..thin import emitter_for
 from . import keys, require_torch
 from .batches import (
     SpanRecord,

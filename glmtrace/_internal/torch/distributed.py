@@ -15,13 +15,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Tracer
 
 from ..attributes import AttributeValue
+from ..emitter import emitter_for
 from ..guard import report, warn_once
 from ..launch import INIT_PID_ENV
 from ..launch import distributed_resource as distributed_resource
 from ..propagation import extract, inject
 from ..runtime import DEFAULT
 from ..spans import NOOP_HANDLE, SpanHandle, SpanScope
-from ..thin import emitter_for
 from . import keys, require_torch
 from .batches import BATCHES
 

@@ -28,8 +28,8 @@ from typing import Any
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from ..attributes import AttributeValue
+from ..emitter import Emitter
 from ..ids import IDS
-from ..thin import Emitter
 from . import keys
 
 MARKER = "glmtrace.clock "

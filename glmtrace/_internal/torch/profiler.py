@@ -27,11 +27,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
 
+from ..emitter import Emitter, emitter_for
 from ..errors import ConfigError
 from ..guard import report
 from ..runtime import DEFAULT
 from ..stats import STATS
-from ..thin import Emitter, emitter_for
 from . import keys, require_torch
 from .kineto import MARKER, TimelineEntry, Window, convert
 
