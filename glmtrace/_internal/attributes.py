@@ -59,10 +59,15 @@ class Limits:
     max_attributes: int = MAX_ATTRIBUTES
 
     def is_secret(self, key: str) -> bool:
-        # Whole-word match on the key's words, so "db_password" and "apiKey" are secret but
-        # "gen_ai.usage.input_tokens" and "tokenizer" are not.
-        words = _words(key)
-        return any(f"_{fragment}_" in words for fragment in self.redact_keys)
+        return _is_secret(self.redact_keys, key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret(fragments: tuple[str, ...], key: str) -> bool:
+    """Whole-word match on the key's words, so "db_password" and "apiKey" are secret but
+    "gen_ai.usage.input_tokens" and "tokenizer" are not. Cached: spans repeat their keys."""
+    words = _words(key)
+    return any(f"_{fragment}_" in words for fragment in fragments)
 
 
 @functools.lru_cache(maxsize=4096)
