@@ -141,3 +141,19 @@ def test_sampled_out_roots_make_no_span(tmp_path: Any) -> None:
         assert exporter.get_finished_spans() == ()
     finally:
         glmtrace.shutdown()
+
+
+def test_span_contexts_built_as_tuples_equal_the_constructed_ones() -> None:
+    """emitter.new_span_context skips SpanContext's checks; it must make the same object."""
+    from opentelemetry.trace import TraceFlags, TraceState
+
+    from glmtrace._internal.emitter import new_span_context
+
+    state = TraceState([("vendor", "v1")])
+    for flags in (TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)):
+        made = new_span_context(2**127 + 5, 2**63 + 7, flags, state)
+        expected = trace.SpanContext(2**127 + 5, 2**63 + 7, False, flags, state)
+        assert made == expected and type(made) is type(expected)
+        assert (made.trace_id, made.span_id, made.is_remote) == (2**127 + 5, 2**63 + 7, False)
+        assert made.is_valid and made.trace_flags == flags and made.trace_state == state
+    assert new_span_context(1, 2, TraceFlags(1)) == trace.SpanContext(1, 2, False, TraceFlags(1))
