@@ -285,7 +285,7 @@ def doctor() -> None:
         )
         table.add_row(name, redact_url(str(value)), source)
     console.print(table)
-    from . import remote
+    from . import native_export, remote
 
     health = Table("endpoint", "url", "status")
     health.add_row("store", str(options.store), _store_health(options.store))
@@ -297,6 +297,8 @@ def doctor() -> None:
             f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}",
         )
     console.print(health)
+    if options.traces == "otlp":
+        console.print(f"span export: {native_export.describe(options)}")
     console.print(plugins.table())
     _print_recent_runs(options.store)
 

@@ -57,6 +57,20 @@ def wanted(options: Options) -> bool:
     )
 
 
+def describe(options: Options) -> str:
+    """Which path spans take to ``traces="otlp"`` with ``options``, and why (for ``doctor``)."""
+    if _native is None:
+        return "Python OTLP exporter (glmtrace_native is not built)"
+    if forced_off():
+        return "Python OTLP exporter (GLMTRACE_NATIVE=0)"
+    if not wanted(options):
+        return (
+            "Python OTLP exporter (the native pipeline speaks OTLP/HTTP protobuf to http://"
+            " endpoints, uncompressed)"
+        )
+    return "native pipeline (glmtrace_native): spans leave Python's heap when they end"
+
+
 def forced_off() -> bool:
     """True when ``GLMTRACE_NATIVE`` is 0 (or false, no, off): the Python path, always."""
     return os.environ.get("GLMTRACE_NATIVE", "").strip().lower() in ("0", "false", "no", "off")

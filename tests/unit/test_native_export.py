@@ -190,6 +190,32 @@ def test_the_active_path_is_reported(receiver: tuple[str, list[str]], tmp_path: 
     assert receiver[1] == ["one"]
 
 
+def test_doctor_says_which_export_path_spans_take(tmp_path: Path) -> None:
+    """``glmtrace doctor`` names the path OTLP spans take, and why the Python one."""
+    env = {
+        **os.environ,
+        "GLMTRACE_STORE": str(tmp_path / "g.db"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # nothing listens: probe says down
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "COLUMNS": "200",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "glmtrace", "doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    if native_export.available() and not FORCED_OFF:
+        assert "span export: native pipeline" in out.stdout
+    else:
+        assert "span export: Python OTLP exporter (" in out.stdout
+    grpc = Options(endpoint="http://127.0.0.1:9", protocol="grpc")
+    assert native_export.describe(grpc).startswith("Python OTLP exporter (")
+
+
 def test_the_extension_is_built_where_cargo_is() -> None:
     """setup.sh builds the extension when cargo is present; a silent fallback would hide it."""
     if shutil.which("cargo") is None or FORCED_OFF:
