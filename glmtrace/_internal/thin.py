@@ -54,7 +54,6 @@ from .emitter import (
     Emitter,
     emitter_for,
     getrandbits,
-    new_span_context,
 )
 from .guard import report
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
@@ -63,6 +62,7 @@ from .repair import safe_str
 _time_ns = time.time_ns
 _dict_set = dict.__setitem__
 _current_thread = threading.current_thread
+_tuple_new = tuple.__new__
 _here = threading.local()  # this thread's Thread and ident, found once
 # A forked child's thread may get a new ident: it looks again.
 os.register_at_fork(after_in_child=lambda: _here.__dict__.clear())
@@ -87,25 +87,6 @@ else:
     _current_context = otel_context.get_current
     attach = otel_context.attach
     detach = otel_context.detach
-
-
-def stamp_context(
-    attributes: dict[str, AttributeValue], context: Context | None = None
-) -> dict[str, AttributeValue]:
-    """Add the thread and the envelope's session id (W3C baggage) to a new span's attributes."""
-    try:
-        thread, ident = _here.thread
-    except AttributeError:
-        thread = _current_thread()
-        ident = thread.ident or 0
-        _here.thread = (thread, ident)
-    attributes[THREAD_ID] = ident
-    attributes[THREAD_NAME] = thread.name  # read each time: a thread may be renamed
-    entries = (_current_context() if context is None else context).get(_BAGGAGE_KEY)
-    session = entries.get(BAGGAGE_SESSION_ID) if isinstance(entries, dict) else None
-    if session is not None:
-        attributes[SESSION_ID] = str(session)
-    return attributes
 
 
 def error_status(exc: BaseException | None, max_length: int = 4096) -> Status:
@@ -147,19 +128,36 @@ def start(
     if parent is not None and parent[5]:
         if not parent[3] & SAMPLED:
             return None  # the children of a sampled-out span are sampled out
-        context = new_span_context(parent[0], getrandbits(64) or 1, SAMPLED, parent[4])
+        context = _tuple_new(  # as new_span_context(), without the call
+            SpanContext, (parent[0], getrandbits(64) or 1, False, SAMPLED, parent[4], True)
+        )
     else:
         parent = None
         root = em.new_context(None, name)
         if root is None:
             return None
         context = root
+    # Stamped on every glmtrace span: the thread, and the envelope's session id (W3C baggage).
+    stamped: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+    try:
+        thread, ident = _here.thread
+    except AttributeError:
+        thread = _current_thread()
+        ident = thread.ident or 0
+        _here.thread = (thread, ident)
+    stamped[THREAD_ID] = ident
+    stamped[THREAD_NAME] = thread.name  # read each time: a thread may be renamed
+    entries = current.get(_BAGGAGE_KEY)
+    if entries:
+        session = entries.get(BAGGAGE_SESSION_ID) if isinstance(entries, dict) else None
+        if session is not None:
+            stamped[SESSION_ID] = str(session)
     span = ThinSpan(
         em,
         name if len(name) <= MAX_NAME_LENGTH else bound_name(name),
         context,
         parent,
-        stamp_context(dict(attributes) if attributes else {}, current),
+        stamped,
         limits,
         current,
     )
@@ -348,7 +346,11 @@ class ThinSpan(trace.Span):
             state = ctx[4]
             native.submit(
                 (
-                    *em.native_prefix(native),
+                    *(
+                        em._prefix
+                        if native.pipeline is em._prefix_for[0] and em.resource is em._prefix_for[1]
+                        else em.native_prefix(native)
+                    ),
                     ctx[0],
                     ctx[1],
                     None if parent is None else parent[1],
