@@ -16,7 +16,7 @@ import functools
 import threading
 import types
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,11 +34,17 @@ Selector = str | type
 
 def compiling() -> bool:
     """True while torch.compile or torch.export traces the code (Dynamo folds it to a constant)."""
-    import torch
+    if not _is_compiling:
+        import torch
 
-    # torch.compiler.is_compiling arrived in torch 2.3; 2.2 has Dynamo's.
-    check = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
-    return bool(check())
+        # torch.compiler.is_compiling arrived in torch 2.3; 2.2 has Dynamo's.
+        _is_compiling.append(
+            getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+        )
+    return bool(_is_compiling[0]())
+
+
+_is_compiling: list[Callable[[], bool]] = []  # found once: every module call asks
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ class _Summaries:
         self._cache: dict[Any, str] = {}
 
     def one(self, tensor: Any) -> str:
-        key = (tuple(tensor.shape), tensor.dtype, tensor.device)
+        key = (tensor.shape, tensor.dtype, tensor.device)  # torch.Size: a hashable tuple
         text = self._cache.get(key)
         if text is None:
             shape = ",".join(str(d) for d in key[0])
