@@ -301,3 +301,18 @@ def test_shutdown_counts_profiler_windows_left_unconverted(traced: Any) -> None:
     finally:
         release.set()
         CONVERTER.wait(5)
+
+
+def test_clocks_align_on_the_narrowest_marker() -> None:
+    """A marker bracket stretched by the scheduler does not shift the window's events: each
+    marker event pairs with its own bracket, and the narrowest one sets the offset."""
+    from glmtrace._internal.torch.kineto import MARKER, _Ev, _offset
+
+    name = f"{MARKER}7"
+    events = [
+        _Ev("cpu_op", name, 0, 10, 1, None, False),  # at epoch 1,000-1,010
+        _Ev("cpu_op", name, 4_100, 4_110, 1, None, False),  # preempted around: 5,000-9,000
+    ]
+    offset, threads = _offset(events, [(7, 1_000, 1_010), (7, 5_000, 9_000)])
+    assert offset == 1_000
+    assert threads == {1: 7}

@@ -36,6 +36,7 @@ from . import keys, require_torch
 from .kineto import MARKER, TimelineEntry, Window, convert
 
 _TIMELINE_MAX = 200_000
+_MARKS = 3  # markers per window start: one preempted bracket would misalign the window
 
 
 class Timeline(SpanProcessor):
@@ -273,11 +274,14 @@ class Profile:
         self._mark()
 
     def _mark(self) -> None:
+        """Clock markers: the converter aligns the clocks on the narrowest of them."""
         ident = threading.get_ident()
-        before = time.time_ns()
-        with self._torch.profiler.record_function(f"{MARKER}{ident}"):
-            pass
-        self._markers.append((ident, before, time.time_ns()))
+        name = f"{MARKER}{ident}"
+        for _ in range(_MARKS):
+            before = time.time_ns()
+            with self._torch.profiler.record_function(name):
+                pass
+            self._markers.append((ident, before, time.time_ns()))
 
     def _ready(self, prof: Any) -> None:
         """torch's on_trace_ready: hand the window over to the converter thread."""
