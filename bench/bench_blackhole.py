@@ -4,7 +4,10 @@ The endpoint is a loopback socket that listens and never accepts: connections co
 kernel's backlog and every request then waits for its deadline, the way a collector behind a
 dropping firewall behaves. Each variant runs in its own interpreter:
 
-- ``glmtrace``: ``@glmtrace.stage`` with ``endpoint=`` the black hole (OTLP gRPC);
+- ``glmtrace``: ``@glmtrace.stage`` with ``endpoint=`` the black hole (OTLP gRPC, the Python
+  exporter);
+- ``glmtrace-native``: the same over OTLP/HTTP protobuf, which takes the native pipeline
+  (queued spans live outside Python's heap);
 - ``raw``: a raw OpenTelemetry decorator, the same exporter and batch bounds (20,000 queued).
 
 In each, blocks of traced calls alternate with blocks of untraced calls, so the count of slow
@@ -59,10 +62,19 @@ def traced_function(variant: str, endpoint: str) -> tuple[Callable[[int], int], 
     def work(x: int) -> int:
         return x + 1
 
-    if variant == "glmtrace":
+    if variant.startswith("glmtrace"):
         import glmtrace
 
-        glmtrace.init(endpoint=endpoint, logs="none", capture_logs=False, shutdown_timeout=1)
+        protocol = "http/protobuf" if variant == "glmtrace-native" else "grpc"
+        glmtrace.init(
+            endpoint=endpoint,
+            protocol=protocol,
+            logs="none",
+            capture_logs=False,
+            shutdown_timeout=1,
+        )
+        native = glmtrace.stats().get("otlp", {}).get("native", 0)
+        assert native == (variant == "glmtrace-native"), f"{variant}: native={native}"
 
         def finish() -> dict[str, int]:
             glmtrace.shutdown(1)
@@ -162,7 +174,7 @@ def child(variant: str, calls: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=100_000)
-    parser.add_argument("--variants", nargs="+", default=["glmtrace", "raw"])
+    parser.add_argument("--variants", nargs="+", default=["glmtrace", "glmtrace-native", "raw"])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -197,7 +209,7 @@ def main() -> None:
             )
         )
         print("  RSS (MB) after calls: " + ", ".join(f"{n:,}: {mb:.0f}" for n, mb in r["rss_mb"]))
-        if variant == "glmtrace":
+        if variant.startswith("glmtrace"):
             missing = made - exported - dropped
             print(
                 f"  exported {exported:,}, dropped {dropped:,} (stats()), unaccounted {missing:,}"

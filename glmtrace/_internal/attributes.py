@@ -15,7 +15,7 @@ import re
 import reprlib
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.sdk.trace import SpanLimits
@@ -57,12 +57,19 @@ class Limits:
     max_length: int = 4096
     redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
     max_attributes: int = MAX_ATTRIBUTES
+    # Keys already judged: spans repeat their keys (bounded; not part of equality).
+    _secrets: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     def is_secret(self, key: str) -> bool:
         # Whole-word match on the key's words, so "db_password" and "apiKey" are secret but
         # "gen_ai.usage.input_tokens" and "tokenizer" are not.
-        words = _words(key)
-        return any(f"_{fragment}_" in words for fragment in self.redact_keys)
+        known = self._secrets.get(key)
+        if known is None:
+            words = _words(key)
+            known = any(f"_{fragment}_" in words for fragment in self.redact_keys)
+            if len(self._secrets) < 4096:
+                self._secrets[key] = known
+        return known
 
 
 @functools.lru_cache(maxsize=4096)
@@ -231,11 +238,18 @@ def coerce_attributes(
     oldest (glmtrace's own) and log a warning for each: their count goes in
     ``glmtrace.attributes.dropped``.
     """
-    items = attributes.items() if isinstance(attributes, Mapping) else attributes
+    items = (
+        attributes.items()
+        if type(attributes) is dict or isinstance(attributes, Mapping)
+        else attributes
+    )
     existing: Mapping[str, Any] = present if present is not None else {}
     room = limits.max_attributes - (len(existing) if present is not None else _STAMPED)
+    max_length = limits.max_length
+    secrets = limits._secrets
     out: dict[str, AttributeValue] = {}
-    added: list[str] = []  # keys the span does not have yet: each takes a slot
+    fresh = 0  # keys the span did not have yet: each takes a slot
+    last = ""
     dropped = 0
     for key, value in items:
         if value is None:
@@ -243,16 +257,30 @@ def coerce_attributes(
         name = key if isinstance(key, str) else short_repr(key)
         if len(name) > MAX_KEY_LENGTH:
             name = truncate(name, MAX_KEY_LENGTH)
-        fresh = name not in existing and name not in out
-        if fresh:
-            if len(added) >= room:
+        if name not in out and name not in existing:
+            if fresh >= room:
                 dropped += 1
                 continue
-            added.append(name)
-        out[name] = REDACTED if limits.is_secret(name) else coerce(value, limits)
+            fresh += 1
+            last = name
+        secret = secrets.get(name)
+        if secret is None:
+            secret = limits.is_secret(name)
+        kind = type(value)
+        if secret:
+            out[name] = REDACTED
+        elif (  # the common values, as coerce() would leave them, without the call
+            kind is float
+            or kind is bool
+            or (kind is int and INT64_MIN <= value <= INT64_MAX)
+            or (kind is str and len(value) <= max_length and "@" not in value)
+        ):
+            out[name] = value
+        else:
+            out[name] = coerce(value, limits)
     if dropped:
-        if DROPPED not in existing and added and len(added) >= room:
-            del out[added.pop()]  # the count needs a slot of its own
+        if DROPPED not in existing and fresh and fresh >= room:
+            del out[last]  # the count needs a slot of its own
             dropped += 1
         previous = existing.get(DROPPED, 0)
         out[DROPPED] = dropped + (previous if isinstance(previous, int) else 0)

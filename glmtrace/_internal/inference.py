@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext
 
+from .attributes import Limits
 from .carriers import extract
 from .guard import report
 from .keys import (
@@ -37,8 +38,9 @@ from .keys import (
     LINK_ROLE,
     TIME_TO_FIRST_TOKEN_MS,
 )
-from .runtime import DEFAULT, Runtime
+from .runtime import DEFAULT
 from .spans import Scope, SpanHandle
+from .thin import Source, ThinSpan
 
 # Short keyword names accepted by inference() and batch(), and the convention key each sets.
 _ALIASES = {
@@ -80,8 +82,8 @@ class InferenceCall(SpanHandle):
 
     __slots__ = ("_first", "_start")
 
-    def __init__(self, span: Span, runtime: Runtime) -> None:
-        super().__init__(span, runtime.limits)
+    def __init__(self, span: ThinSpan | Span, limits: Limits) -> None:
+        super().__init__(span, limits)
         self._start = time.perf_counter()
         self._first: float | None = None
 
@@ -123,8 +125,10 @@ class InferenceCall(SpanHandle):
 class InferenceScope(Scope[InferenceCall]):
     """``glmtrace.inference(...)``: a context manager yielding an :class:`InferenceCall`."""
 
-    def _handle(self, span: Span | None) -> InferenceCall:
-        return InferenceCall(span if span is not None else trace.INVALID_SPAN, self._runtime)
+    def _handle(self, span: ThinSpan | None) -> InferenceCall:
+        if span is None:
+            return InferenceCall(trace.INVALID_SPAN, Limits())
+        return InferenceCall(span, span.limits)
 
 
 def inference(model: str, operation: str = "chat", **attrs: Any) -> InferenceScope:
@@ -168,8 +172,8 @@ class BatchHandle(SpanHandle):
 
     __slots__ = ("_count",)
 
-    def __init__(self, span: Span, runtime: Runtime) -> None:
-        super().__init__(span, runtime.limits)
+    def __init__(self, span: ThinSpan | Span, limits: Limits) -> None:
+        super().__init__(span, limits)
         self._count = 0
 
     @property
@@ -202,20 +206,24 @@ class BatchScope(Scope[BatchHandle]):
     """``glmtrace.batch(...)``: a context manager yielding a :class:`BatchHandle`."""
 
     def __init__(
-        self, runtime: Runtime, name: str, attributes: Mapping[str, Any], requests: Iterable[Any]
+        self, source: Source, name: str, attributes: Mapping[str, Any], requests: Iterable[Any]
     ) -> None:
-        super().__init__(runtime, f"batch {name}", attributes)
+        super().__init__(source, f"batch {name}", attributes)
         self._requests = list(requests)
         self._batch: BatchHandle | None = None
 
-    def _handle(self, span: Span | None) -> BatchHandle:
-        handle = BatchHandle(span if span is not None else trace.INVALID_SPAN, self._runtime)
+    def _handle(self, span: ThinSpan | None) -> BatchHandle:
+        handle = (
+            BatchHandle(trace.INVALID_SPAN, Limits())
+            if span is None
+            else BatchHandle(span, span.limits)
+        )
         self._batch = handle
         for request in self._requests:
             handle.add(request)
         return handle
 
-    def _before_end(self, span: Span) -> None:
+    def _before_end(self, span: ThinSpan) -> None:
         if self._batch is not None:
             span.set_attribute(BATCH_REQUESTS, self._batch.size)
             if BATCH_SIZE not in (self._attributes or {}):  # an explicit batch_size wins

@@ -60,6 +60,20 @@ def wanted(options: Options) -> bool:
     )
 
 
+def describe(options: Options) -> str:
+    """Which path spans take to ``traces="otlp"`` with ``options``, and why (for ``doctor``)."""
+    if _native is None:
+        return "Python OTLP exporter (glmtrace_native is not built)"
+    if forced_off():
+        return "Python OTLP exporter (GLMTRACE_NATIVE=0)"
+    if not wanted(options):
+        return (
+            "Python OTLP exporter (the native pipeline speaks OTLP/HTTP protobuf and OTLP/gRPC"
+            " to http:// endpoints, uncompressed)"
+        )
+    return "native pipeline (glmtrace_native): spans leave Python's heap when they end"
+
+
 def forced_off() -> bool:
     """True when ``GLMTRACE_NATIVE`` is 0 (or false, no, off): the Python path, always."""
     return os.environ.get("GLMTRACE_NATIVE", "").strip().lower() in ("0", "false", "no", "off")
@@ -85,6 +99,10 @@ class SpanTuples:
         self._resources: dict[Resource, int] = {}
         self._scope_ids: dict[int, tuple[InstrumentationScope | None, int]] = {}
         self._scopes: dict[InstrumentationScope | None, int] = {}
+
+    def indices(self, resource: Resource, scope: InstrumentationScope | None) -> tuple[int, int]:
+        """The registered indices of ``resource`` and ``scope``: a tuple's first two fields."""
+        return self._resource(resource), self._scope(scope)
 
     def _resource(self, resource: Resource) -> int:
         known = self._resource_ids.get(id(resource))
@@ -208,7 +226,7 @@ class NativeSpanProcessor(SpanProcessor):
     def _start(self) -> None:
         assert _native is not None
         pipeline = _native.Pipeline(*self._arguments)
-        self._pipeline = pipeline
+        self.pipeline = pipeline  # a new one after a fork: thin spans re-register with it
         self._to_tuple = SpanTuples(pipeline.resource, pipeline.scope)
         self._ended = 0
         STATS.add(_SINK, "native")  # which path is active, for stats() and doctor
@@ -218,24 +236,32 @@ class NativeSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            self._pipeline.submit(self._to_tuple(span))  # counts its own drops
+            self.submit(self._to_tuple(span))
         except Exception as exc:
             report("native span export", exc)
             STATS.add(_SINK, "dropped")
+
+    def indices(self, resource: Resource, scope: InstrumentationScope | None) -> tuple[int, int]:
+        """Where ``resource`` and ``scope`` are registered with the current pipeline."""
+        return self._to_tuple.indices(resource, scope)
+
+    def submit(self, fields: tuple[Any, ...]) -> None:
+        """Queue one span tuple (thin spans come here directly, with :meth:`indices`)."""
+        self.pipeline.submit(fields)  # never raises: counts its own drops
         self._ended += 1
         if self._ended % _SYNC_EVERY == 0:
             self.sync_stats()
 
     def sync_stats(self) -> None:
         """Adds what the native thread exported, dropped, truncated since the last call."""
-        exported, dropped, truncated, panics = self._pipeline.take_counts()
+        exported, dropped, truncated, panics = self.pipeline.take_counts()
         STATS.add(_SINK, "exported", exported)
         STATS.add(_SINK, "dropped", dropped)
         STATS.add(_SINK, "truncated", truncated)
         STATS.add(_SINK, "native_panics", panics)
 
     def pending(self) -> int:
-        return int(self._pipeline.pending())
+        return int(self.pipeline.pending())
 
     def abandon(self) -> int:
         """After the runtime's deadline: spans still queued (the pipeline's own shutdown counts
@@ -243,12 +269,12 @@ class NativeSpanProcessor(SpanProcessor):
         return self.pending()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        ok = bool(self._pipeline.flush(timeout_millis / 1000))
+        ok = bool(self.pipeline.flush(timeout_millis / 1000))
         self.sync_stats()
         return ok
 
     def shutdown(self) -> None:
-        self._pipeline.shutdown(self._shutdown_timeout)
+        self.pipeline.shutdown(self._shutdown_timeout)
         self.sync_stats()
 
 

@@ -15,19 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_OFF,
-    Decision,
-    ParentBased,
-    Sampler,
-    StaticSampler,
-    TraceIdRatioBased,
-)
-from opentelemetry.trace import Span
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
-from . import native_export, plugins
+from . import native_export, plugins, thin
 from . import provider as global_provider
-from .attributes import AttributeValue, Limits, attribute_count_limit, bound_name
+from .attributes import AttributeValue, Limits, attribute_count_limit
 from .config import Options, resolve
 from .errors import GlmtraceError
 from .export.exporters import (
@@ -45,25 +37,14 @@ from .ids import IDS
 from .launch import mark_initialised
 from .logs.handler import install_record_factory, uninstall_record_factory
 from .logs.pipeline import LogPipeline
-from .otel_internals import root_sampler, static_decision
-from .repair import safe_str
 from .signals import sigterm_handler
-from .spans import SpanScope, stamp_context
+from .spans import SpanScope
 from .stats import STATS
 
 if TYPE_CHECKING:
     from .store.database import Store
 
 log = logging.getLogger("glmtrace")
-
-
-def _root_sampled_out(sampler: Sampler | None) -> bool:
-    """True when no root span can ever be sampled, so stages may skip the SDK entirely."""
-    if isinstance(sampler, ParentBased):
-        sampler = root_sampler(sampler)
-    if isinstance(sampler, StaticSampler):
-        return sampler is ALWAYS_OFF or static_decision(sampler) is Decision.DROP
-    return isinstance(sampler, TraceIdRatioBased) and sampler.rate == 0.0
 
 
 class Part(Protocol):
@@ -90,7 +71,6 @@ class Runtime:
         self.sources: dict[str, str] = {}
         self.limits = Limits()
         self._provider: TracerProvider | None = None
-        self._root_off = False
         self._logs = LogPipeline()
         self._span_processors: list[BoundedBatchProcessor | native_export.NativeSpanProcessor] = []
         self._closers: list[Callable[[float], None]] = []
@@ -187,7 +167,6 @@ class Runtime:
         close_metrics = red_metrics.start(provider, options, resource)
         if close_metrics is not None:
             self._closers.append(close_metrics)
-        self._root_off = _root_sampled_out(provider.sampler)
         global_provider.install(provider)  # raw OpenTelemetry code joins glmtrace's traces
         self.tracer = provider.get_tracer("glmtrace")
         mark_initialised()  # mp.spawn children that never call init() can then warn
@@ -278,21 +257,9 @@ class Runtime:
 
     def start_span(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
-    ) -> Span | None:
-        """Start a span under the current context, or None when it would be sampled out."""
-        tracer = self.tracer
-        if tracer is None:
-            return None
-        if not isinstance(name, str):
-            name = safe_str(name)  # span(None) must still be stored
-        parent = trace.get_current_span().get_span_context()
-        if parent.is_valid:
-            if not parent.trace_flags.sampled:
-                return None
-        elif self._root_off:
-            return None
-        stamped = stamp_context(dict(attributes) if attributes else {})
-        return tracer.start_span(bound_name(name), attributes=stamped)
+    ) -> thin.ThinSpan | None:
+        """Start a thin span under the current context, or None when it would be sampled out."""
+        return thin.start(self.tracer, name, attributes, self.limits)
 
     def span(self, name: str, attributes: Mapping[str, Any] | None = None) -> SpanScope:
         """See :func:`glmtrace.span`."""

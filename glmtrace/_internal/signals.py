@@ -100,6 +100,7 @@ class _Listener:
 
     def __init__(self) -> None:
         self.fds: tuple[int, int] | None = None
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Take the wakeup fd if nobody holds it (main thread only)."""
@@ -118,9 +119,10 @@ class _Listener:
             os.close(write)
             return
         self.fds = (read, write)
-        threading.Thread(
+        self.thread = threading.Thread(
             target=self._run, args=(read, write), name="glmtrace-signal-listener", daemon=True
-        ).start()
+        )
+        self.thread.start()
 
     def stop(self) -> None:
         """Give the wakeup fd back, if it is still glmtrace's (main thread only)."""
@@ -133,6 +135,9 @@ class _Listener:
             signal.set_wakeup_fd(current)
         with contextlib.suppress(OSError):
             os.write(write, self.STOP)  # the thread closes both ends
+        if self.thread is not None:
+            self.thread.join(1.0)  # shutdown leaves no glmtrace thread behind
+            self.thread = None
 
     def _run(self, read: int, write: int) -> None:
         try:
@@ -160,7 +165,7 @@ class _Listener:
             for fd in self.fds:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            self.fds = None
+            self.fds = self.thread = None
 
 
 def _unhandled_sigterm() -> None:

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, ParamSpec, TypeVar, cast, overload
-
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-from opentelemetry.trace import Span
 
 from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
 from .keys import FUNCTION, STAGE
-from .runtime import Runtime
 from .spans import record_end
+from .thin import Source, ThinSpan, attach, detach, start
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,45 +27,46 @@ C = TypeVar("C", bound=type)
 class _Stage:
     """Starts and ends the span of one decorated callable."""
 
-    __slots__ = ("_coerced", "_limits", "attributes", "name", "runtime")
+    __slots__ = ("_coerced", "_limits", "attributes", "name", "source")
 
-    def __init__(self, runtime: Runtime, name: str, attributes: Mapping[str, Any]):
-        self.runtime = runtime
+    def __init__(self, source: Source, name: str, attributes: Mapping[str, Any]):
+        self.source = source
         self.name = name
         self.attributes = attributes
         self._limits: Limits | None = None
         self._coerced: Mapping[str, AttributeValue] = {}
 
-    def start(self) -> Span | None:
+    def start(self) -> ThinSpan | None:
         try:
-            limits = self.runtime.limits
+            source = self.source
+            limits = source.limits
             if limits is not self._limits:
                 # Decoration usually happens before init(): coerce under the limits and
                 # redaction rules in force now, once per configuration.
                 self._coerced = coerce_attributes(self.attributes, limits)
                 self._limits = limits
-            return self.runtime.start_span(self.name, self._coerced)
+            return start(source.tracer, self.name, self._coerced, limits)
         except Exception as exc:
             report("stage start", exc)
             return None
 
-    def fail(self, span: Span, exc: BaseException) -> None:
-        import asyncio  # here: ~12 ms of `import glmtrace`, free once a program uses asyncio
-
-        if isinstance(exc, asyncio.CancelledError):
+    @staticmethod
+    def fail(span: ThinSpan, exc: BaseException) -> None:
+        # No CancelledError exists unless asyncio is loaded: importing it here would cost a
+        # program without asyncio ~12 ms at its first failing stage.
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None and isinstance(exc, asyncio.CancelledError):
             span.set_attribute("glmtrace.cancelled", True)
         else:
-            record_end(span, exc, self.runtime.limits)
+            record_end(span, exc, span.limits)
 
 
-def make_stage(
-    runtime: Runtime, target: Any, name: str | None, attributes: Mapping[str, Any]
-) -> Any:
+def make_stage(source: Source, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
     if inspect.isclass(target):
-        return _stage_class(runtime, target, name, attributes)
+        return _stage_class(source, target, name, attributes)
     stage_name = name or target.__name__
     info = _Stage(
-        runtime,
+        source,
         f"stage {stage_name}",
         {STAGE: stage_name, FUNCTION: target.__qualname__, **attributes},
     )
@@ -81,16 +79,16 @@ def make_stage(
     return _wrap_function(info, target)
 
 
-def _stage_class(runtime: Runtime, cls: C, name: str | None, attributes: Mapping[str, Any]) -> C:
+def _stage_class(source: Source, cls: C, name: str | None, attributes: Mapping[str, Any]) -> C:
     invoke = cls.__dict__.get("invoke")
     if invoke is None:
         raise TypeError(f"@glmtrace.stage on class {cls.__name__} needs an invoke() method")
     if isinstance(invoke, staticmethod | classmethod):
         wrapped = type(invoke)(
-            make_stage(runtime, invoke.__func__, name or cls.__name__, attributes)
+            make_stage(source, invoke.__func__, name or cls.__name__, attributes)
         )
     else:
-        wrapped = make_stage(runtime, invoke, name or cls.__name__, attributes)
+        wrapped = make_stage(source, invoke, name or cls.__name__, attributes)
     cls.invoke = wrapped  # type: ignore[attr-defined]
     return cls
 
@@ -98,19 +96,19 @@ def _stage_class(runtime: Runtime, cls: C, name: str | None, attributes: Mapping
 def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if info.runtime.tracer is None:
+        if info.source.tracer is None:
             return fn(*args, **kwargs)
         span = info.start()
         if span is None:
             return fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = attach(span.in_context())
         try:
             return fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
             span.end()
 
     return wrapper
@@ -119,19 +117,19 @@ def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
 def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        if info.runtime.tracer is None:
+        if info.source.tracer is None:
             return await fn(*args, **kwargs)
         span = info.start()
         if span is None:
             return await fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = attach(span.in_context())
         try:
             return await fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            otel_context.detach(token)
+            detach(token)
             span.end()
 
     return wrapper
@@ -142,35 +140,35 @@ def _wrap_generator(
 ) -> Callable[P, Generator[Any, Any, Any]]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, Any]:
-        span = info.start() if info.runtime.tracer is not None else None
+        span = info.start() if info.source.tracer is not None else None
         if span is None:
             return (yield from fn(*args, **kwargs))
-        ctx = trace.set_span_in_context(span)
+        ctx = span.in_context()
         try:
-            token = otel_context.attach(ctx)
+            token = attach(ctx)
             try:
                 inner = fn(*args, **kwargs)
             finally:
-                otel_context.detach(token)
+                detach(token)
             sent: Any = None
             thrown: BaseException | None = None
             while True:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     item = inner.throw(thrown) if thrown is not None else inner.send(sent)
                 except StopIteration as stop:
                     return stop.value
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                 thrown = None
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    token = otel_context.attach(ctx)
+                    token = attach(ctx)
                     try:
                         inner.close()
                     finally:
-                        otel_context.detach(token)
+                        detach(token)
                     raise
                 except BaseException as exc:  # consumer called .throw(): pass it inside
                     thrown = exc
@@ -190,38 +188,38 @@ def _wrap_async_generator(
 ) -> Callable[P, AsyncGenerator[Any, Any]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncGenerator[Any, Any]:
-        span = info.start() if info.runtime.tracer is not None else None
+        span = info.start() if info.source.tracer is not None else None
         if span is None:
             async for item in fn(*args, **kwargs):
                 yield item
             return
-        ctx = trace.set_span_in_context(span)
+        ctx = span.in_context()
         try:
-            token = otel_context.attach(ctx)
+            token = attach(ctx)
             try:
                 inner = fn(*args, **kwargs)
             finally:
-                otel_context.detach(token)
+                detach(token)
             sent: Any = None
             thrown: BaseException | None = None
             while True:
-                token = otel_context.attach(ctx)
+                token = attach(ctx)
                 try:
                     step = inner.athrow(thrown) if thrown is not None else inner.asend(sent)
                     item = await step
                 except StopAsyncIteration:
                     return
                 finally:
-                    otel_context.detach(token)
+                    detach(token)
                 thrown = None
                 try:
                     sent = yield item
                 except GeneratorExit:
-                    token = otel_context.attach(ctx)
+                    token = attach(ctx)
                     try:
                         await inner.aclose()
                     finally:
-                        otel_context.detach(token)
+                        detach(token)
                     raise
                 except BaseException as exc:
                     thrown = exc
@@ -238,18 +236,18 @@ def _wrap_async_generator(
 
 @overload
 def stage(
-    runtime: Runtime, target: Callable[P, R], name: None, attributes: Mapping[str, Any]
+    source: Source, target: Callable[P, R], name: None, attributes: Mapping[str, Any]
 ) -> Callable[P, R]: ...
 @overload
 def stage(
-    runtime: Runtime, target: None, name: str | None, attributes: Mapping[str, Any]
+    source: Source, target: None, name: str | None, attributes: Mapping[str, Any]
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-def stage(runtime: Runtime, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
+def stage(source: Source, target: Any, name: str | None, attributes: Mapping[str, Any]) -> Any:
     """Decorator factory behind :func:`glmtrace.stage` (bare or called form)."""
     if target is not None:
-        return make_stage(runtime, target, name, attributes)
+        return make_stage(source, target, name, attributes)
 
     def decorate(fn: Any) -> Any:
-        return make_stage(runtime, fn, name, attributes)
+        return make_stage(source, fn, name, attributes)
 
     return cast(Any, decorate)

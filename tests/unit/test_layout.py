@@ -46,14 +46,6 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return found
 
 
-# Through spans.py's annotations only; helper "thin"'s rework of spans.py (SpanScope no longer
-# takes a Runtime) removes it: then delete this.
-_BEING_REMOVED = [
-    ("glmtrace._internal.runtime", "glmtrace._internal.spans"),
-    ("glmtrace._internal.spans", "glmtrace._internal.runtime"),
-]
-
-
 def test_no_import_cycles() -> None:
     """No module imports, even lazily or for annotations only, one that imports it back."""
     modules = _modules()
@@ -77,7 +69,7 @@ def test_no_import_cycles() -> None:
         for b in graph[a]
         if not b.startswith(a + ".") and not a.startswith(b + ".") and reaches(b, a)
     )
-    assert [c for c in cycles if c not in _BEING_REMOVED] == []
+    assert cycles == []
 
 
 def test_every_module_imports_on_its_own() -> None:

@@ -23,6 +23,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -192,6 +193,32 @@ def test_the_active_path_is_reported(receiver: tuple[str, list[str]], tmp_path: 
     assert receiver[1] == ["one"]
 
 
+def test_doctor_says_which_export_path_spans_take(tmp_path: Path) -> None:
+    """``glmtrace doctor`` names the path OTLP spans take, and why the Python one."""
+    env = {
+        **os.environ,
+        "GLMTRACE_STORE": str(tmp_path / "g.db"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # nothing listens: probe says down
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "COLUMNS": "200",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "glmtrace", "doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    if native_export.available() and not FORCED_OFF:
+        assert "span export: native pipeline" in out.stdout
+    else:
+        assert "span export: Python OTLP exporter (" in out.stdout
+    tls = Options(endpoint="https://127.0.0.1:9", protocol="grpc")
+    assert native_export.describe(tls).startswith("Python OTLP exporter (")
+
+
 def test_the_extension_is_built_where_cargo_is() -> None:
     """setup.sh builds the extension when cargo is present; a silent fallback would hide it."""
     if shutil.which("cargo") is None or FORCED_OFF:
@@ -213,6 +240,39 @@ def test_spans_arrive_and_are_counted(receiver: tuple[str, list[str]], tmp_path:
         assert glmtrace.stats()["otlp"]["exported"] == 1500
     finally:
         glmtrace.shutdown()
+
+
+@needs_native
+def test_glmtrace_spans_go_to_the_native_queue_as_tuples(
+    receiver: tuple[str, list[str]], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ReadableSpan on the calling thread: glmtrace's spans are handed over as the tuple the
+    extension reads; spans of other OpenTelemetry code still go through on_end."""
+    ended: list[str] = []
+    on_end = native_export.NativeSpanProcessor.on_end
+
+    def watched(self: Any, span: ReadableSpan) -> None:
+        ended.append(span.name)
+        on_end(self, span)
+
+    monkeypatch.setattr(native_export.NativeSpanProcessor, "on_end", watched)
+    STATS.reset()
+    _init(receiver[0], tmp_path)
+    try:
+
+        @glmtrace.stage
+        def work() -> None:
+            with trace.get_tracer("other").start_as_current_span("sdk child"):
+                pass
+
+        with glmtrace.span("outer"), glmtrace.inference("m"):
+            work()
+        assert glmtrace.force_flush(5)
+    finally:
+        glmtrace.shutdown()
+    assert ended == ["sdk child"]
+    assert sorted(receiver[1]) == ["chat m", "outer", "sdk child", "stage work"]
+    assert glmtrace.stats()["otlp"]["exported"] == 4
 
 
 @needs_native

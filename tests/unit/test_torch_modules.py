@@ -157,12 +157,12 @@ def test_internal_error_leaves_forward_running(tmp_path: Any) -> None:
     script = textwrap.dedent(
         """
         import glmtrace, torch
-        from glmtrace._internal.torch import fastspans
+        from glmtrace._internal import thin
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
         glmtrace.init(traces="none", logs="none", exporter=InMemorySpanExporter())
         def broken(*a, **k):
             raise RuntimeError("internal")
-        fastspans.start.__code__ = broken.__code__
+        thin.start.__code__ = broken.__code__
         model = glmtrace.instrument_torch(torch.nn.Linear(2, 2))
         with glmtrace.span("step"):
             out = model(torch.ones(1, 2))

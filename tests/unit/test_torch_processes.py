@@ -368,12 +368,12 @@ def test_ids_do_not_follow_the_programs_random_seed(traced: Any) -> None:
     """Seeding random alike (DataLoader workers of every rank do) does not repeat span ids."""
     import random
 
-    from glmtrace._internal.torch import fastspans
+    from glmtrace._internal.runtime import DEFAULT
 
     for _ in range(2):
         random.seed(7)
         with glmtrace.span("sdk span"):
-            lite = fastspans.start("fast span")
+            lite = DEFAULT.start_span("fast span")
             assert lite is not None
             lite.end()
     spans = traced.spans()
@@ -385,12 +385,12 @@ def test_tracing_leaves_the_programs_random_state_alone(traced: Any) -> None:
     """A seeded program draws the same numbers with tracing on: no span id comes from random."""
     import random
 
-    from glmtrace._internal.torch import fastspans
+    from glmtrace._internal.runtime import DEFAULT
 
     random.seed(0)
     before = random.getstate()
     with glmtrace.span("sdk span"), glmtrace.inference("m"):
-        lite = fastspans.start("fast span")
+        lite = DEFAULT.start_span("fast span")
         assert lite is not None
         lite.end()
     with glmtrace.span("a root of its own"):

@@ -123,7 +123,8 @@ def test_cuda_span_falls_back_to_cpu(traced: Any) -> None:
 
 def test_cuda_resolver_resolves_later(traced: Any) -> None:
     """The resolver ends a span once its end event completes, with the GPU duration."""
-    from glmtrace._internal.torch import cuda, fastspans
+    from glmtrace._internal.runtime import DEFAULT
+    from glmtrace._internal.torch import cuda
 
     class FakeEvent:
         def __init__(self) -> None:
@@ -136,7 +137,7 @@ def test_cuda_resolver_resolves_later(traced: Any) -> None:
             return 5.0
 
     with glmtrace.span("step"):
-        span = fastspans.start("gpu work")
+        span = DEFAULT.start_span("gpu work")
     assert span is not None
     begin, end = FakeEvent(), FakeEvent()
     cpu_end = span.start_ns + 1_000
@@ -164,10 +165,11 @@ class _Event:
 
 
 def _pending_cuda_span() -> Any:
-    from glmtrace._internal.torch import cuda, fastspans
+    from glmtrace._internal.runtime import DEFAULT
+    from glmtrace._internal.torch import cuda
 
     with glmtrace.span("step"):
-        span = fastspans.start("gpu work")
+        span = DEFAULT.start_span("gpu work")
     assert span is not None
     end = _Event()
     cuda.RESOLVER.submit(cuda._Pending(span, _Event(True), end, span.start_ns + 1_000, None))
@@ -299,3 +301,18 @@ def test_shutdown_counts_profiler_windows_left_unconverted(traced: Any) -> None:
     finally:
         release.set()
         CONVERTER.wait(5)
+
+
+def test_clocks_align_on_the_narrowest_marker() -> None:
+    """A marker bracket stretched by the scheduler does not shift the window's events: each
+    marker event pairs with its own bracket, and the narrowest one sets the offset."""
+    from glmtrace._internal.torch.kineto import MARKER, _Ev, _offset
+
+    name = f"{MARKER}7"
+    events = [
+        _Ev("cpu_op", name, 0, 10, 1, None, False),  # at epoch 1,000-1,010
+        _Ev("cpu_op", name, 4_100, 4_110, 1, None, False),  # preempted around: 5,000-9,000
+    ]
+    offset, threads = _offset(events, [(7, 1_000, 1_010), (7, 5_000, 9_000)])
+    assert offset == 1_000
+    assert threads == {1: 7}

@@ -287,6 +287,7 @@ def doctor() -> None:
         )
         table.add_row(name, redact_url(str(value)), source)
     console.print(table)
+    from .. import native_export
     from ..remote.probe import probe
 
     health = Table("endpoint", "url", "status")
@@ -299,6 +300,8 @@ def doctor() -> None:
             f"[green]ok[/green] {detail}" if ok else f"[red]down[/red] {detail}",
         )
     console.print(health)
+    if options.traces == "otlp":
+        console.print(f"span export: {native_export.describe(options)}")
     console.print(plugins.table())
     _print_recent_runs(options.store)
 

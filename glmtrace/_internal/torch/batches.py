@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from ..emitter import Emitter, emitter_for
 from ..export.rows import trace_id_hex
 from ..forks import after_fork_in_child
 from ..guard import internal_errors
@@ -33,7 +34,6 @@ from ..logs.ecs import TRACE_ID
 from ..logs.handler import submit_documents
 from ..runtime import DEFAULT
 from . import keys
-from .fastspans import Emitter, emitter
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
@@ -170,7 +170,7 @@ class Batches:
     def take(self, spans: list[SpanRecord], logs: list[Document]) -> None:
         """The program took a batch: park its spans and logs until the step that uses it
         opens."""
-        em = emitter()
+        em = emitter_for(DEFAULT.tracer)
         if em is None or not spans:
             ship_logs(spans, logs, None)
             return
@@ -206,7 +206,7 @@ class Batches:
             if self._parked.get(ident) is not parked:
                 return
             del self._parked[ident]
-        _release(parked, span.get_span_context(), emitter())
+        _release(parked, span.get_span_context(), emitter_for(DEFAULT.tracer))
 
     def settle(self, step: SpanContext) -> None:
         """``share_trace`` opened a step that is sampled out: its batch's spans are, too."""

@@ -28,8 +28,8 @@ from ..attributes import AttributeValue, coerce_attributes
 from ..guard import report
 from ..runtime import DEFAULT
 from ..stats import STATS
+from ..thin import ThinSpan
 from . import keys, require_torch
-from .fastspans import LiteSpan, start
 from .profiler import TIMELINE
 
 _MAX_PENDING = 10_000
@@ -38,7 +38,7 @@ _POLL_S = 0.001
 
 @dataclass
 class _Pending:
-    span: LiteSpan
+    span: ThinSpan
     start_event: Any
     end_event: Any
     cpu_end_ns: int
@@ -168,7 +168,7 @@ def _finish(item: _Pending) -> None:
     span.attributes[keys.GPU_DURATION_MS] = gpu_ms
     span.attributes[keys.CPU_DURATION_MS] = cpu_ns / 1e6
     end_ns = max(item.cpu_end_ns, span.start_ns + int(gpu_ms * 1e6))
-    span.end(end_ns=end_ns, error=item.error)
+    span.end(end_time=end_ns, error=item.error)
     STATS.add("cuda-resolver", "resolved", 1)
 
 
@@ -177,7 +177,7 @@ def _finish_unresolved(item: _Pending) -> None:
     span.attributes[keys.CLOCK] = "cpu"
     span.attributes[keys.GPU_UNRESOLVED] = True
     span.attributes[keys.CPU_DURATION_MS] = (item.cpu_end_ns - span.start_ns) / 1e6
-    span.end(end_ns=item.cpu_end_ns, error=item.error)
+    span.end(end_time=item.cpu_end_ns, error=item.error)
 
 
 class CudaSpan:
@@ -190,7 +190,7 @@ class CudaSpan:
         self._name = name
         self._attributes = attributes
         self._device = device
-        self._span: LiteSpan | None = None
+        self._span: ThinSpan | None = None
         self._events: Any = None
         self._stream: Any = None
 
@@ -198,7 +198,7 @@ class CudaSpan:
         if DEFAULT.tracer is None:
             return self
         try:
-            span = start(self._name, self._attributes)
+            span = DEFAULT.start_span(self._name, self._attributes)
             if span is None:
                 return self
             torch = self._torch
@@ -231,7 +231,7 @@ class CudaSpan:
             if self._events is None:
                 span.attributes[keys.CLOCK] = "cpu"
                 span.attributes[keys.CPU_DURATION_MS] = (cpu_end - span.start_ns) / 1e6
-                span.end(end_ns=cpu_end, error=exc)
+                span.end(end_time=cpu_end, error=exc)
                 return
             end = self._torch.cuda.Event(enable_timing=True)
             end.record(self._stream)

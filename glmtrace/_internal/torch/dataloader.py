@@ -23,6 +23,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, Tracer, TracerProvider
 
 from ..carriers import attach, inject
+from ..emitter import emitter_for
 from ..guard import internal_errors
 from ..ids import IDS
 from ..logs.handler import diverted
@@ -38,7 +39,6 @@ from .batches import (
     record,
     ship_logs,
 )
-from .fastspans import emitter, start
 
 
 class TracedWorkerInit:
@@ -139,7 +139,7 @@ class _Recorder:
             attributes = dict(self.worker)
             if isinstance(index, list):
                 attributes[keys.BATCH_SAMPLES] = len(index)
-            span = start("torch.dataloader.worker", attributes)
+            span = DEFAULT.start_span("torch.dataloader.worker", attributes)
             if span is not None:
                 span.activate()
         with diverted() as logs:  # logged under the provisional trace: they travel too
@@ -172,7 +172,7 @@ class _Recorder:
         ship_logs(spans, logs, None)
         if isinstance(error, StopIteration) and len(spans) <= 1:
             return  # an IterableDataset ran out: nothing happened worth a span
-        em = emitter()
+        em = emitter_for(DEFAULT.tracer)
         if em is not None:
             export(em, spans, None)
 

@@ -16,14 +16,14 @@ from opentelemetry.sdk.trace import Tracer
 
 from ..attributes import AttributeValue
 from ..carriers import extract, inject
+from ..emitter import emitter_for
 from ..guard import internal_errors, warn_once
 from ..launch import INIT_PID_ENV
 from ..launch import distributed_resource as distributed_resource
 from ..runtime import DEFAULT
 from ..spans import NOOP_HANDLE, SpanHandle, SpanScope
-from . import fastspans, keys, require_torch
+from . import keys, require_torch
 from .batches import BATCHES
-from .fastspans import start
 
 COLLECTIVES = (
     "all_reduce",
@@ -81,7 +81,7 @@ def _note_ranks(dist: Any) -> None:
         keys.WORLD_SIZE: int(dist.get_world_size()),
     }
     tracer.resource = tracer.resource.merge(Resource(ranks))
-    em = fastspans.emitter()
+    em = emitter_for(tracer)
     if em is not None and em.tracer is tracer:
         em.resource = tracer.resource
 
@@ -210,7 +210,7 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         span = None
         with internal_errors("collective span"):
-            span = start(span_name, {keys.COLLECTIVE: name})
+            span = DEFAULT.start_span(span_name, {keys.COLLECTIVE: name})
             if span is not None:
                 import torch.distributed as dist
 

@@ -28,9 +28,9 @@ from typing import Any
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from ..attributes import AttributeValue
+from ..emitter import Emitter
 from ..ids import IDS
 from . import keys
-from .fastspans import Emitter
 
 MARKER = "glmtrace.clock "
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -102,20 +102,32 @@ def _kind(activity: str, name: str) -> tuple[str, bool] | None:
 
 
 def _offset(events: list[_Ev], markers: list[tuple[int, int, int]]) -> tuple[int, dict[int, int]]:
-    """Profiler-clock -> epoch offset and profiler thread id -> Python thread ident."""
+    """Profiler-clock -> epoch offset and profiler thread id -> Python thread ident.
+
+    Each marker event is paired with its own epoch bracket (per thread, in order); the
+    narrowest bracket gives the offset: a bracket the scheduler stretched (a preemption inside
+    ``record_function``) misplaces every event by half its width, more than thin spans last.
+    """
     threads: dict[int, int] = {}
-    offsets: list[int] = []
-    by_name = {f"{MARKER}{ident}": (before, after) for ident, before, after in markers}
+    brackets: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for ident, before, after in markers:
+        brackets[f"{MARKER}{ident}"].append((before, after))
+    seen: dict[str, list[_Ev]] = defaultdict(list)
     for ev in events:
         if ev.name.startswith(MARKER):
             try:
                 threads[ev.tid] = int(ev.name[len(MARKER) :])
             except ValueError:
                 continue
-            span = by_name.get(ev.name)
-            if span is not None:
-                offsets.append((span[0] + span[1]) // 2 - (ev.start + ev.end) // 2)
-    return (sorted(offsets)[len(offsets) // 2] if offsets else 0), threads
+            seen[ev.name].append(ev)
+    best: tuple[int, int] | None = None  # (bracket width, offset)
+    for name, marks in seen.items():
+        marks.sort(key=lambda e: e.start)
+        for ev, (before, after) in zip(marks, brackets.get(name, ()), strict=False):
+            candidate = (after - before, (before + after) // 2 - (ev.start + ev.end) // 2)
+            if best is None or candidate[0] < best[0]:
+                best = candidate
+    return (best[1] if best is not None else 0), threads
 
 
 class _Threadline:

@@ -1,7 +1,7 @@
 """``instrument_torch(model)``: forward (and backward) of submodules as child spans.
 
 Each selected module's ``forward`` is wrapped (an attribute on the instance; the class is
-untouched) so that a fast-path span (see :mod:`.fastspans`) is current while it runs and ends
+untouched) so that a fast-path span (see :mod:`..thin`) is current while it runs and ends
 with ERROR status if it raises. Wrapping rather than forward hooks matters: PyTorch turns off
 fused fast paths (``TransformerEncoderLayer``'s, +20% on CPU) on any module tree that carries
 forward hooks, and a fused layer never calls its children, so they honestly get no span.
@@ -16,7 +16,7 @@ import functools
 import threading
 import types
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,8 +24,9 @@ from ..attributes import AttributeValue
 from ..errors import ConfigError
 from ..guard import report
 from ..runtime import DEFAULT
+from ..thin import ThinSpan
 from . import keys, require_torch
-from .fastspans import LiteSpan, start, summary_json
+from .summaries import summary_json
 
 M = TypeVar("M")
 Selector = str | type
@@ -33,11 +34,17 @@ Selector = str | type
 
 def compiling() -> bool:
     """True while torch.compile or torch.export traces the code (Dynamo folds it to a constant)."""
-    import torch
+    if not _is_compiling:
+        import torch
 
-    # torch.compiler.is_compiling arrived in torch 2.3; 2.2 has Dynamo's.
-    check = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
-    return bool(check())
+        # torch.compiler.is_compiling arrived in torch 2.3; 2.2 has Dynamo's.
+        _is_compiling.append(
+            getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+        )
+    return bool(_is_compiling[0]())
+
+
+_is_compiling: list[Callable[[], bool]] = []  # found once: every module call asks
 
 
 @dataclass(frozen=True)
@@ -63,9 +70,9 @@ class _ModuleHooks:
         }
         self.local = threading.local()
 
-    def _stack(self) -> list[LiteSpan | None]:
+    def _stack(self) -> list[ThinSpan | None]:
         try:
-            stack: list[LiteSpan | None] = self.local.stack
+            stack: list[ThinSpan | None] = self.local.stack
         except AttributeError:
             stack = self.local.stack = []
         return stack
@@ -82,7 +89,7 @@ class _ModuleHooks:
                 return run(*args, **kwargs)
             span = None
             try:
-                span = start(name, attributes)
+                span = DEFAULT.start_span(name, attributes)
                 if span is not None:
                     inputs = summary_json(args, kwargs)
                     if inputs is not None:
@@ -120,7 +127,7 @@ class _ModuleHooks:
             stack.append(None)
             return
         try:
-            stack.append(start(self.name, self.attributes))
+            stack.append(DEFAULT.start_span(self.name, self.attributes))
         except Exception as exc:
             stack.append(None)
             report("torch backward hook", exc)

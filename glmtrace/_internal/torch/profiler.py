@@ -27,15 +27,16 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
 
+from ..emitter import Emitter, emitter_for
 from ..errors import ConfigError
 from ..guard import report
 from ..runtime import DEFAULT
 from ..stats import STATS
 from . import keys, require_torch
-from .fastspans import Emitter, emitter
 from .kineto import MARKER, TimelineEntry, Window, convert
 
 _TIMELINE_MAX = 200_000
+_MARKS = 3  # markers per window start: one preempted bracket would misalign the window
 
 
 class Timeline(SpanProcessor):
@@ -218,7 +219,7 @@ class Profile:
     def __enter__(self) -> Profile:
         torch = require_torch()
         self._torch = torch
-        em = emitter()
+        em = emitter_for(DEFAULT.tracer)
         if em is None:
             return self  # before init(): profiling would produce nothing
         try:
@@ -273,11 +274,14 @@ class Profile:
         self._mark()
 
     def _mark(self) -> None:
+        """Clock markers: the converter aligns the clocks on the narrowest of them."""
         ident = threading.get_ident()
-        before = time.time_ns()
-        with self._torch.profiler.record_function(f"{MARKER}{ident}"):
-            pass
-        self._markers.append((ident, before, time.time_ns()))
+        name = f"{MARKER}{ident}"
+        for _ in range(_MARKS):
+            before = time.time_ns()
+            with self._torch.profiler.record_function(name):
+                pass
+            self._markers.append((ident, before, time.time_ns()))
 
     def _ready(self, prof: Any) -> None:
         """torch's on_trace_ready: hand the window over to the converter thread."""

@@ -1,0 +1,261 @@
+"""Where glmtrace's spans go when they end: one hand-off per span.
+
+An :class:`Emitter` belongs to one SDK tracer (a runtime's). It makes span contexts (ids from
+:data:`~.ids.IDS`, the provider's sampler for new roots) and hands each finished span over
+once: when the native pipeline is the provider's only processor, as the tuple
+``glmtrace_native`` reads, straight into its queue (no ``ReadableSpan``); otherwise as one
+``ReadableSpan`` to the provider's processors, the pure-Python path. It also re-reads the
+processor set when a processor is added (``glmtrace.testing``, the DataLoader batch adopter),
+and finds the processors whose ``on_start`` does something, the only ones thin spans call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    StaticSampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from .attributes import AttributeValue, bound_name
+from .ids import IDS
+from .native_export import NativeSpanProcessor
+
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+UNSET = Status(StatusCode.UNSET)
+INTERNAL = SpanKind.INTERNAL
+getrandbits = IDS.getrandbits
+_tuple_new = tuple.__new__
+
+
+def new_span_context(
+    trace_id: int, span_id: int, flags: TraceFlags, state: Any = None
+) -> SpanContext:
+    """``SpanContext(trace_id, span_id, False, flags, state)`` for ids known valid (non-zero,
+    in range), without its constructor's checks: a third of a span's start otherwise."""
+    return _tuple_new(
+        SpanContext, (trace_id, span_id, False, flags, NO_STATE if state is None else state, True)
+    )
+
+
+NO_STATE = SpanContext(1, 1, False).trace_state
+
+
+def _pass(self: Any, span: Any, parent_context: Any = None) -> None:
+    pass
+
+
+def _does_nothing(fn: Any) -> bool:
+    """True for a method whose body is ``pass`` (or a docstring): no need to call it."""
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_code == _pass.__code__.co_code
+
+
+def _root_mode(sampler: Sampler) -> str:
+    """ "on"/"off" when every new root is sampled / none is; "ask" the sampler otherwise."""
+    root = sampler._root if isinstance(sampler, ParentBased) else sampler
+    if isinstance(root, StaticSampler):
+        if root is ALWAYS_ON or root._decision is Decision.RECORD_AND_SAMPLE:
+            return "on"
+        if root is ALWAYS_OFF or root._decision is Decision.DROP:
+            return "off"
+    if isinstance(root, TraceIdRatioBased) and root.rate == 0.0:
+        return "off"
+    return "ask"
+
+
+class Emitter:
+    """Starts thin spans for one SDK tracer and hands finished spans to its pipeline."""
+
+    __slots__ = (
+        "_direct",
+        "_prefix",
+        "_prefix_for",
+        "_seen",
+        "max_events",
+        "max_links",
+        "processor",
+        "resource",
+        "root_mode",
+        "sampler",
+        "scope",
+        "starts",
+        "tracer",
+    )
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+        self.processor = tracer.span_processor
+        self.resource = tracer.resource  # torch.distributed adds the rank later
+        self.sampler = tracer.sampler
+        self.scope = tracer._instrumentation_scope
+        limits: SpanLimits = tracer._span_limits  # None: unlimited
+        self.max_events, self.max_links = limits.max_events, limits.max_links
+        self.root_mode = _root_mode(self.sampler)
+        self._prefix_for: tuple[Any, Any] = (None, None)
+        self._prefix: tuple[int, int] = (0, 0)
+        self._seen: object = None
+        self._route()
+
+    def _route(self) -> None:
+        """Work out who gets spans from the provider's processors (re-done when they change)."""
+        processors = self.processor._span_processors
+        self.starts: tuple[Any, ...] = tuple(
+            p for p in processors if not _does_nothing(type(p).on_start)
+        )
+        only = processors[0] if len(processors) == 1 else None
+        self._direct = only if isinstance(only, NativeSpanProcessor) else None
+        self._seen = processors
+
+    def new_context(self, parent: SpanContext | None, name: str) -> SpanContext | None:
+        """A context for a child of ``parent`` (or a new root), None when sampled out."""
+        if parent is not None and parent.is_valid:
+            if not parent.trace_flags.sampled:
+                return None
+            return new_span_context(
+                parent.trace_id, getrandbits(64) or 1, SAMPLED, parent.trace_state
+            )
+        mode = self.root_mode
+        if mode == "off":
+            return None
+        trace_id = getrandbits(128) or 1
+        if mode == "on":
+            return new_span_context(trace_id, getrandbits(64) or 1, SAMPLED)
+        decision = self.sampler.should_sample(None, trace_id, name).decision
+        if decision is Decision.DROP:
+            return None
+        flags = SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
+        return new_span_context(trace_id, getrandbits(64) or 1, flags)
+
+    def native_prefix(self, native: NativeSpanProcessor) -> tuple[int, int]:
+        """The resource and scope indices ``native`` knows this emitter's spans by."""
+        if native.pipeline is not self._prefix_for[0] or self.resource is not self._prefix_for[1]:
+            # First use, a fork made a new pipeline, or torch.distributed added the rank.
+            self._prefix = native.indices(self.resource, self.scope)
+            self._prefix_for = (native.pipeline, self.resource)
+        return self._prefix
+
+    def emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link] = (),
+        status: Status = UNSET,
+        kind: SpanKind = INTERNAL,
+        events: Sequence[Event] = (),
+    ) -> None:
+        """Export one finished span recorded elsewhere (a worker's, a profiler event)."""
+        self.hand_off(
+            bound_name(name),
+            context,
+            parent,
+            start_ns,
+            end_ns,
+            attributes,
+            links,
+            status,
+            kind,
+            events,
+        )
+
+    def hand_off(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        start_ns: int,
+        end_ns: int,
+        attributes: dict[str, AttributeValue],
+        links: Sequence[Link] = (),
+        status: Status = UNSET,
+        kind: SpanKind = INTERNAL,
+        events: Sequence[Event] = (),
+    ) -> None:
+        """Hand one finished span (its name bounded) over: to the native queue, or to the
+        processors."""
+        if self.processor._span_processors is not self._seen:
+            self._route()
+        if parent is not None and not parent.is_valid:
+            parent = None
+        end_ns = end_ns if end_ns > start_ns else start_ns
+        native = self._direct
+        if native is None:
+            self.processor.on_end(
+                ReadableSpan(
+                    name,
+                    context=context,
+                    parent=parent,
+                    resource=self.resource,
+                    attributes=attributes,
+                    links=links,
+                    events=events,
+                    kind=kind,
+                    status=status,
+                    start_time=start_ns,
+                    end_time=end_ns,
+                    instrumentation_scope=self.scope,
+                )
+            )
+            return
+        if not context.trace_flags & SAMPLED:
+            return  # recorded, not sampled: no exporter takes it
+        state = context.trace_state
+        native.submit(
+            (
+                *self.native_prefix(native),
+                context.trace_id,
+                context.span_id,
+                None if parent is None else parent.span_id,
+                False if parent is None else parent.is_remote,
+                state.to_header() if state else "",
+                name,
+                0 if kind is INTERNAL else kind.value,
+                start_ns,
+                end_ns,
+                attributes,
+                0,
+                [(e.name, e.timestamp, e.attributes, e.dropped_attributes) for e in events]
+                if events
+                else (),
+                getattr(events, "dropped", 0),
+                [
+                    (k.context.trace_id, k.context.span_id, k.context.is_remote, k.attributes, 0)
+                    for k in links
+                ]
+                if links
+                else (),
+                getattr(links, "dropped", 0),
+                *((0, None) if status is UNSET else (status.status_code.value, status.description)),
+            )
+        )
+
+
+_cache: list[Emitter] = []
+
+
+def emitter_for(tracer: trace.Tracer | None) -> Emitter | None:
+    """The emitter of ``tracer`` (a runtime's); None before ``init()``."""
+    if tracer is None:
+        return None
+    if _cache and _cache[0].tracer is tracer:
+        return _cache[0]
+    if not isinstance(tracer, Tracer):
+        return None
+    made = Emitter(tracer)
+    _cache[:] = [made]
+    return made

@@ -1,0 +1,374 @@
+"""glmtrace's own spans, made on the calling thread without an OpenTelemetry SDK span.
+
+``tracer.start_span()`` costs ~150k instructions per span (sampler, id generator, bounded
+attribute dicts, a lock, two processor calls, a ``ReadableSpan`` copy at the end): more than
+the stages and module hooks it would measure. A :class:`ThinSpan` is ids from
+:data:`~.ids.IDS`, two clock reads and a plain attribute dict. It is itself the current span
+while it runs, so OpenTelemetry instrumentations, ``inject()`` and log correlation see it (and
+may set attributes on it), and when it ends it is handed off once: straight to the native
+pipeline's queue as the tuple ``glmtrace_native`` reads when that pipeline is the provider's
+only processor, else as one ``ReadableSpan`` to the provider's processors (the pure-Python
+path, which behaves as before: local store, OTLP, test exporters, ``glmtrace.testing``).
+
+Trade-offs, on purpose: a processor's ``on_start`` sees the :class:`ThinSpan` only when it
+defines one (one whose body is not ``pass``); a child follows its parent's sampling decision
+(the SDK's default ``ParentBased`` sampler; a root asks the provider's sampler). The SDK
+documents ``ReadableSpan`` as created by its pipeline; its constructor is stable since 1.0.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from contextvars import Token
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.baggage import _BAGGAGE_KEY
+from opentelemetry.context import _RUNTIME_CONTEXT, Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.sdk.trace import Event
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from .attributes import (
+    MAX_NAME_LENGTH,
+    AttributeValue,
+    Limits,
+    bound_name,
+    coerce,
+    coerce_attributes,
+    scrub,
+    truncate,
+)
+from .emitter import (
+    INTERNAL,
+    NO_STATE,
+    SAMPLED,
+    UNSET,
+    Emitter,
+    emitter_for,
+    getrandbits,
+)
+from .guard import report
+from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
+from .repair import safe_str
+
+_time_ns = time.time_ns
+_dict_set = dict.__setitem__
+_current_thread = threading.current_thread
+_tuple_new = tuple.__new__
+_here = threading.local()  # this thread's Thread and ident, found once
+# A forked child's thread may get a new ident: it looks again.
+os.register_at_fork(after_in_child=lambda: _here.__dict__.clear())
+
+# OpenTelemetry's context API spends two Python calls per operation over one ContextVar; under
+# its default runtime context glmtrace's spans use that ContextVar directly (the same tokens).
+_current_context: Callable[[], Context]
+attach: Callable[[Context], Token[Context]]
+detach: Callable[[Token[Context]], None]
+if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext:
+    _var = _RUNTIME_CONTEXT._current_context
+    _current_context, attach = _var.get, _var.set
+
+    def _reset(token: Token[Context]) -> None:
+        try:
+            _var.reset(token)
+        except Exception:
+            otel_context.detach(token)  # logs "Failed to detach context", as OpenTelemetry
+
+    detach = _reset
+else:
+    _current_context = otel_context.get_current
+    attach = otel_context.attach
+    detach = otel_context.detach
+
+
+def error_status(exc: BaseException | None, max_length: int = 4096) -> Status:
+    """ERROR with the exception's type and message, or UNSET."""
+    if exc is None:
+        return UNSET
+    return Status(StatusCode.ERROR, truncate(scrub(f"{type(exc).__name__}: {exc}"), max_length))
+
+
+class Source(Protocol):
+    """Where glmtrace's spans come from: a runtime's tracer and limits (both change at init)."""
+
+    tracer: trace.Tracer | None
+    limits: Limits
+
+
+def start(
+    tracer: trace.Tracer | None,
+    name: str,
+    attributes: Mapping[str, AttributeValue] | None,
+    limits: Limits,
+) -> ThinSpan | None:
+    """Start a thin child of the current span (not yet current: see :meth:`ThinSpan.activate`);
+    None before init or when sampled out. ``attributes`` are coerced already."""
+    em = emitter_for(tracer)
+    if em is None:
+        return None
+    if not isinstance(name, str):
+        name = safe_str(name)  # span(None) must still be stored
+    current = _current_context()
+    # The private key trace.get_current_span() reads, without its two calls.
+    holder: Any = current.get(_SPAN_KEY)
+    if holder is None:
+        parent: SpanContext | None = None
+    else:
+        parent = holder.context if type(holder) is ThinSpan else holder.get_span_context()
+    # A SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
+    # by index, its properties would be a tenth of a span's cost.
+    if parent is not None and parent[5]:
+        if not parent[3] & SAMPLED:
+            return None  # the children of a sampled-out span are sampled out
+        context = _tuple_new(  # as new_span_context(), without the call
+            SpanContext, (parent[0], getrandbits(64) or 1, False, SAMPLED, parent[4], True)
+        )
+    else:
+        parent = None
+        root = em.new_context(None, name)
+        if root is None:
+            return None
+        context = root
+    # Stamped on every glmtrace span: the thread, and the envelope's session id (W3C baggage).
+    stamped: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+    try:
+        thread, ident = _here.thread
+    except AttributeError:
+        thread = _current_thread()
+        ident = thread.ident or 0
+        _here.thread = (thread, ident)
+    stamped[THREAD_ID] = ident
+    stamped[THREAD_NAME] = thread.name  # read each time: a thread may be renamed
+    entries = current.get(_BAGGAGE_KEY)
+    if entries:
+        session = entries.get(BAGGAGE_SESSION_ID) if isinstance(entries, dict) else None
+        if session is not None:
+            stamped[SESSION_ID] = str(session)
+    span = ThinSpan(
+        em,
+        name if len(name) <= MAX_NAME_LENGTH else bound_name(name),
+        context,
+        parent,
+        stamped,
+        limits,
+        current,
+    )
+    if em.processor._span_processors is not em._seen:
+        em._route()
+    for processor in em.starts:
+        processor.on_start(span, parent_context=current)
+    return span
+
+
+class ThinSpan(trace.Span):
+    """A started glmtrace span: an OpenTelemetry API span, exported once by :meth:`end`.
+
+    Values set through the API are coerced, redacted and bounded like every glmtrace
+    attribute; events and links are capped by the provider's span limits.
+    """
+
+    __slots__ = (
+        "attributes",
+        "context",
+        "emitter",
+        "limits",
+        "name",
+        "parent",
+        "parent_context",
+        "start_ns",
+    )
+    # Most spans never change these: class defaults, set on the instance when they do.
+    events: BoundedList[Event] | None = None
+    links: BoundedList[Link] | None = None
+    status = UNSET
+    token: Token[Context] | None = None
+    end_ns: int | None = None
+
+    def __init__(
+        self,
+        em: Emitter,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, AttributeValue],
+        limits: Limits,
+        parent_context: Context,
+    ) -> None:
+        self.emitter = em
+        self.parent_context = parent_context  # what was current at start
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.attributes = attributes
+        self.limits = limits
+        self.start_ns = _time_ns()
+
+    # ---------------------------------------------------------------- glmtrace's own use
+    def in_context(self) -> Context:
+        """The context current at start with this span current in it."""
+        made = Context(self.parent_context)
+        _dict_set(made, _SPAN_KEY, self)  # a new Context, seen by no one yet
+        return made
+
+    def activate(self) -> None:
+        """Make this span the current one (children nest under it)."""
+        self.token = attach(self.in_context())
+
+    def deactivate(self) -> None:
+        token, self.token = self.token, None
+        if token is not None:
+            detach(token)
+
+    def event(
+        self, name: str, attributes: dict[str, AttributeValue], timestamp: int | None = None
+    ) -> None:
+        """Add an event whose name and attributes are bounded already."""
+        if self.end_ns is not None:
+            return
+        if self.events is None:
+            self.events = BoundedList(self.emitter.max_events)  # the SDK's: drops the oldest
+        self.events.append(Event(name, attributes, _time_ns() if timestamp is None else timestamp))
+
+    # ---------------------------------------------------------------- the API span
+    def get_span_context(self) -> SpanContext:
+        return self.context
+
+    def is_recording(self) -> bool:
+        return self.end_ns is None
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self.end_ns is None:
+            self.attributes.update(coerce_attributes(attributes, self.limits, self.attributes))
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.set_attributes({key: value})
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
+    ) -> None:
+        if self.end_ns is not None:
+            return
+        self.event(
+            bound_name(str(coerce(name, self.limits))),
+            coerce_attributes(attributes or {}, self.limits),
+            timestamp,
+        )
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if self.end_ns is not None or not (context.is_valid or attributes):
+            return
+        if self.links is None:
+            self.links = BoundedList(self.emitter.max_links)
+        self.links.append(Link(context, coerce_attributes(attributes or {}, self.limits)))
+
+    def update_name(self, name: str) -> None:
+        if self.end_ns is None:
+            self.name = bound_name(name if isinstance(name, str) else safe_str(name))
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """As the SDK: OK is final, UNSET is ignored."""
+        if self.end_ns is not None or self.status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self.status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        """An ``exception`` event, as the SDK records it (the status is left alone)."""
+        stack = "".join(traceback.format_exception(exception))
+        kind = type(exception)
+        module = kind.__module__
+        values: dict[str, Any] = {
+            "exception.type": f"{module}.{kind.__qualname__}"
+            if module and module != "builtins"
+            else kind.__qualname__,
+            "exception.message": scrub(safe_str(exception)),
+            "exception.stacktrace": scrub(stack),
+            "exception.escaped": str(escaped),
+            **(attributes or {}),
+        }
+        self.add_event("exception", values, timestamp)
+
+    def end(self, end_time: int | None = None, error: BaseException | None = None) -> None:
+        """Deactivate (when active) and hand the span over; ``error`` sets an ERROR status."""
+        if self.end_ns is not None:
+            return
+        self.end_ns = end = _time_ns() if end_time is None else end_time
+        if self.token is not None:
+            self.deactivate()
+        if error is not None:
+            self.status = error_status(error)
+        em = self.emitter
+        try:
+            if em.processor._span_processors is not em._seen:
+                em._route()
+            native = em._direct
+            if (
+                native is None
+                or self.status is not UNSET
+                or self.events is not None
+                or self.links is not None
+            ):
+                em.hand_off(
+                    self.name,
+                    self.context,
+                    self.parent,
+                    self.start_ns,
+                    end,
+                    self.attributes,
+                    self.links or (),
+                    self.status,
+                    INTERNAL,
+                    self.events or (),
+                )
+                return
+            # The usual span (no event, link or status) straight to the native queue: the
+            # tuple of NativeSpanProcessor.submit, built here (hand_off's general form costs
+            # a quarter of the span).
+            ctx, parent, start = self.context, self.parent, self.start_ns
+            if not ctx[3] & SAMPLED:
+                return
+            state = ctx[4]
+            native.submit(
+                (
+                    *(
+                        em._prefix
+                        if native.pipeline is em._prefix_for[0] and em.resource is em._prefix_for[1]
+                        else em.native_prefix(native)
+                    ),
+                    ctx[0],
+                    ctx[1],
+                    None if parent is None else parent[1],
+                    False if parent is None else parent[2],
+                    "" if state is NO_STATE or not state else state.to_header(),
+                    self.name,
+                    0,
+                    start,
+                    end if end > start else start,
+                    self.attributes,
+                    0,
+                    (),
+                    0,
+                    (),
+                    0,
+                    0,
+                    None,
+                )
+            )
+        except Exception as exc:  # an exporter's fault never reaches the traced code
+            report("span end", exc)

@@ -1,0 +1,159 @@
+"""The thin span path: glmtrace's own spans are made without an SDK span, and still behave as one
+for OpenTelemetry code that finds them current."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+import glmtrace
+from glmtrace._internal import provider
+from glmtrace._internal.runtime import DEFAULT
+
+
+class _Starts(SpanProcessor):
+    """Sees spans start (as the DataLoader batch adopter does)."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, int | None]] = []
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        parent = span.parent
+        self.started.append((span.name, parent.span_id if parent is not None else None))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+
+def test_glmtrace_spans_are_not_sdk_spans(traced: Any) -> None:
+    """What is current inside a stage, span() and inference() is glmtrace's thin span."""
+
+    @glmtrace.stage
+    def work() -> Any:
+        return trace.get_current_span()
+
+    with glmtrace.span("outer"):
+        outer = trace.get_current_span()
+        with glmtrace.inference("m"):
+            call = trace.get_current_span()
+        inner = work()
+    for span in (outer, call, inner):
+        assert span.get_span_context().is_valid
+        assert not isinstance(span, SdkSpan)
+    assert {s["name"] for s in traced.spans()} == {"outer", "chat m", "stage work"}
+
+
+def test_opentelemetry_code_can_annotate_the_current_glmtrace_span(traced: Any) -> None:
+    """An instrumentation sets attributes, events, links and status on the current span through
+    the API; values are coerced and redacted like glmtrace's own."""
+    with glmtrace.span("target"):
+        current = trace.get_current_span()
+        current.set_attribute("http.status_code", 503)
+        current.set_attributes({"db.password": "hunter2", "shape": [1, "a"], "none": None})
+        current.add_event("retry", {"attempt": 2})
+        current.add_link(trace.SpanContext(7, 8, True), {"why": "fan-in"})
+        current.record_exception(ValueError("boom"))
+        current.set_status(Status(StatusCode.ERROR, "failed"))
+        current.update_name("renamed")
+    span = traced.one("renamed")
+    assert span["attributes"]["http.status_code"] == 503
+    assert span["attributes"]["db.password"] == "[REDACTED]"
+    assert span["attributes"]["shape"] == '[1, "a"]'
+    assert "none" not in span["attributes"]
+    assert [e["name"] for e in span["events"]] == ["retry", "exception"]
+    assert span["events"][1]["attributes"]["exception.type"] == "ValueError"
+    assert span["links"][0]["span_id"] == format(8, "016x")
+    assert (span["status"], span["status_message"]) == ("ERROR", "failed")
+
+
+def test_an_ended_span_ignores_late_calls_and_ok_is_final(traced: Any) -> None:
+    """As the SDK span: nothing changes after end(); an OK status is not overwritten."""
+    with glmtrace.span("s"):
+        current = trace.get_current_span()
+        current.set_status(StatusCode.OK)
+        current.set_status(StatusCode.ERROR, "later")
+    current.set_attribute("late", 1)
+    current.add_event("late")
+    current.end()
+    span = traced.one("s")
+    assert span["status"] == "OK"
+    assert "late" not in span["attributes"] and not span["events"]
+    assert not current.is_recording()
+
+
+def test_events_beyond_the_span_limit_are_dropped(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """OTEL_SPAN_EVENT_COUNT_LIMIT bounds a thin span's events as it bounds an SDK span's."""
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "3")
+    exporter = InMemorySpanExporter()
+    glmtrace.init(
+        service_name="limits", traces="none", logs="none", exporter=exporter, store=tmp_path / "g"
+    )
+    try:
+        with glmtrace.span("busy") as handle:
+            for i in range(10):
+                handle.add_event(f"e{i}")
+        assert glmtrace.force_flush(5)
+    finally:
+        glmtrace.shutdown()
+    (busy,) = exporter.get_finished_spans()
+    assert [e.name for e in busy.events] == ["e7", "e8", "e9"]  # the SDK keeps the last
+    assert busy.dropped_events == 7
+
+
+def test_processors_that_watch_starts_see_glmtrace_spans(traced: Any) -> None:
+    """A processor with an on_start sees each glmtrace span start, with its parent."""
+    watcher = _Starts()
+    provider.GLOBAL.provider.add_span_processor(watcher)  # type: ignore[attr-defined]
+    with glmtrace.span("parent"):
+        parent_id = trace.get_current_span().get_span_context().span_id
+        child = DEFAULT.start_span("child")
+        assert child is not None
+        child.end()
+    assert watcher.started == [("parent", None), ("child", parent_id)]
+
+
+def test_sampled_out_roots_make_no_span(tmp_path: Any) -> None:
+    """sample_rate=0: no root (and so no child) is recorded, and nothing is current."""
+    exporter = InMemorySpanExporter()
+    glmtrace.init(
+        service_name="s",
+        traces="none",
+        logs="none",
+        store=tmp_path / "g.db",
+        exporter=exporter,
+        sample_rate=0.0,
+    )
+    try:
+        with glmtrace.span("root") as handle:
+            assert handle.trace_id is None
+            assert not trace.get_current_span().get_span_context().is_valid
+            assert DEFAULT.start_span("child") is None
+        assert glmtrace.force_flush(5)
+        assert exporter.get_finished_spans() == ()
+    finally:
+        glmtrace.shutdown()
+
+
+def test_span_contexts_built_as_tuples_equal_the_constructed_ones() -> None:
+    """emitter.new_span_context skips SpanContext's checks; it must make the same object."""
+    from opentelemetry.trace import TraceFlags, TraceState
+
+    from glmtrace._internal.emitter import new_span_context
+
+    state = TraceState([("vendor", "v1")])
+    for flags in (TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)):
+        made = new_span_context(2**127 + 5, 2**63 + 7, flags, state)
+        expected = trace.SpanContext(2**127 + 5, 2**63 + 7, False, flags, state)
+        assert made == expected and type(made) is type(expected)
+        assert (made.trace_id, made.span_id, made.is_remote) == (2**127 + 5, 2**63 + 7, False)
+        assert made.is_valid and made.trace_flags == flags and made.trace_state == state
+    assert new_span_context(1, 2, TraceFlags(1)) == trace.SpanContext(1, 2, False, TraceFlags(1))
