@@ -3,6 +3,12 @@
 Anything that goes wrong inside glmtrace is logged once on the ``glmtrace`` logger and the
 caller carries on; under glmtrace's own test suite (``GLMTRACE_STRICT=1``) the error is
 re-raised so that SDK bugs fail tests instead of hiding.
+
+:func:`internal_errors` is the guard, as a ``with`` block or a decorator. A hand-written
+``try``/``except`` with :func:`report` remains where the ``except`` branch does more (counts a
+drop, falls back) and on the per-span path (starting, ending, annotating spans; module hooks),
+where a ``try`` block costs nothing until it fails and a ``with`` block costs an object and two
+calls per span.
 """
 
 from __future__ import annotations

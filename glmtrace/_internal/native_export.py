@@ -13,7 +13,6 @@ OpenTelemetry's Python exporter.
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -25,6 +24,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from .config import Options, otlp_traces_url
 from .export.exporters import without_credentials
+from .forks import after_fork_in_child
 from .guard import report
 from .stats import STATS
 
@@ -220,8 +220,9 @@ class NativeSpanProcessor(SpanProcessor):
         # Within the runtime's own deadline, so what is left is counted here, once.
         self._shutdown_timeout = options.shutdown_timeout * 0.8
         self._start()
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _restart(ref))
+        # In a forked child: a fresh queue and thread; the parent's thread does not exist there,
+        # and its queue (the parent's spans) is never touched again.
+        after_fork_in_child(self._start)
 
     def _start(self) -> None:
         assert _native is not None
@@ -276,11 +277,3 @@ class NativeSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         self.pipeline.shutdown(self._shutdown_timeout)
         self.sync_stats()
-
-
-def _restart(ref: weakref.ref[NativeSpanProcessor]) -> None:
-    """In a forked child: a fresh queue and thread; the parent's thread does not exist here,
-    and its queue (the parent's spans) is never touched again."""
-    processor = ref()
-    if processor is not None:
-        processor._start()

@@ -18,7 +18,6 @@ documents ``ReadableSpan`` as created by its pipeline; its constructor is stable
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
@@ -55,6 +54,7 @@ from .emitter import (
     emitter_for,
     getrandbits,
 )
+from .forks import after_fork_in_child
 from .guard import report
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
 from .repair import safe_str
@@ -65,7 +65,7 @@ _current_thread = threading.current_thread
 _tuple_new = tuple.__new__
 _here = threading.local()  # this thread's Thread and ident, found once
 # A forked child's thread may get a new ident: it looks again.
-os.register_at_fork(after_in_child=lambda: _here.__dict__.clear())
+after_fork_in_child(_here.__dict__.clear)
 
 # OpenTelemetry's context API spends two Python calls per operation over one ContextVar; under
 # its default runtime context glmtrace's spans use that ContextVar directly (the same tokens).

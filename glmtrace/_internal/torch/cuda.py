@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from ..attributes import AttributeValue, coerce_attributes
+from ..forks import after_fork_in_child
 from ..guard import report
 from ..runtime import DEFAULT
 from ..stats import STATS
@@ -151,8 +151,7 @@ class Resolver:
 
 
 RESOLVER = Resolver()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=RESOLVER._after_fork)
+after_fork_in_child(RESOLVER._after_fork)
 
 
 def _finish(item: _Pending) -> None:

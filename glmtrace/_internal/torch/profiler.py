@@ -29,7 +29,8 @@ from opentelemetry.sdk.trace import Span as SdkSpan
 
 from ..emitter import Emitter, emitter_for
 from ..errors import ConfigError
-from ..guard import report
+from ..forks import after_fork_in_child
+from ..guard import internal_errors, report
 from ..runtime import DEFAULT
 from ..stats import STATS
 from . import keys, require_torch
@@ -157,16 +158,15 @@ class _Converter:
         while True:
             job = self.jobs.get()
             try:
-                if job is not None:
-                    job[1].convert_window(job[0])
-            except Exception as exc:
-                report("profiler conversion", exc)
+                with internal_errors("profiler conversion"):
+                    if job is not None:
+                        job[1].convert_window(job[0])
             finally:
                 self.jobs.task_done()
 
 
 CONVERTER = _Converter()
-os.register_at_fork(after_in_child=CONVERTER._after_fork)
+after_fork_in_child(CONVERTER._after_fork)
 
 
 def _timeline_after_fork() -> None:
@@ -175,7 +175,7 @@ def _timeline_after_fork() -> None:
     TIMELINE.entries = collections.deque(maxlen=_TIMELINE_MAX)
 
 
-os.register_at_fork(after_in_child=_timeline_after_fork)
+after_fork_in_child(_timeline_after_fork)
 
 
 @contextlib.contextmanager
@@ -253,12 +253,9 @@ class Profile:
         """Mark the end of a step (like ``torch.profiler.profile.step``)."""
         if self._prof is None:
             return
-        try:
-            with _quiet():
-                self._prof.step()
+        with internal_errors("profile step"), _quiet():
+            self._prof.step()
             self._window_begins()
-        except Exception as exc:
-            report("profile step", exc)
 
     def _recording(self) -> bool:
         action = getattr(self._prof, "current_action", None)
@@ -316,9 +313,8 @@ class Profile:
         if prof is None:
             return
         try:
-            prof.__exit__(exc_type, exc, tb)
-        except Exception as internal:
-            report("profile stop", internal)
+            with internal_errors("profile stop"):
+                prof.__exit__(exc_type, exc, tb)
         finally:
             TIMELINE.sessions -= 1
         self.wait()
