@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, Tracer
+from opentelemetry.sdk.trace import Event, ReadableSpan, Tracer
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -30,6 +30,13 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from .attributes import AttributeValue, bound_name
 from .ids import IDS
 from .native_export import NativeSpanProcessor
+from .otel_internals import (
+    instrumentation_scope,
+    root_sampler,
+    span_limits,
+    span_processors,
+    static_decision,
+)
 
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -64,11 +71,11 @@ def _does_nothing(fn: Any) -> bool:
 
 def _root_mode(sampler: Sampler) -> str:
     """ "on"/"off" when every new root is sampled / none is; "ask" the sampler otherwise."""
-    root = sampler._root if isinstance(sampler, ParentBased) else sampler
+    root = root_sampler(sampler) if isinstance(sampler, ParentBased) else sampler
     if isinstance(root, StaticSampler):
-        if root is ALWAYS_ON or root._decision is Decision.RECORD_AND_SAMPLE:
+        if root is ALWAYS_ON or static_decision(root) is Decision.RECORD_AND_SAMPLE:
             return "on"
-        if root is ALWAYS_OFF or root._decision is Decision.DROP:
+        if root is ALWAYS_OFF or static_decision(root) is Decision.DROP:
             return "off"
     if isinstance(root, TraceIdRatioBased) and root.rate == 0.0:
         return "off"
@@ -99,8 +106,8 @@ class Emitter:
         self.processor = tracer.span_processor
         self.resource = tracer.resource  # torch.distributed adds the rank later
         self.sampler = tracer.sampler
-        self.scope = tracer._instrumentation_scope
-        limits: SpanLimits = tracer._span_limits  # None: unlimited
+        self.scope = instrumentation_scope(tracer)
+        limits = span_limits(tracer)  # None: unlimited
         self.max_events, self.max_links = limits.max_events, limits.max_links
         self.root_mode = _root_mode(self.sampler)
         self._prefix_for: tuple[Any, Any] = (None, None)
@@ -110,7 +117,7 @@ class Emitter:
 
     def _route(self) -> None:
         """Work out who gets spans from the provider's processors (re-done when they change)."""
-        processors = self.processor._span_processors
+        processors = span_processors(self.processor)
         self.starts: tuple[Any, ...] = tuple(
             p for p in processors if not _does_nothing(type(p).on_start)
         )

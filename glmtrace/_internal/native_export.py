@@ -26,6 +26,7 @@ from .config import Options, otlp_traces_url
 from .export.exporters import without_credentials
 from .forks import after_fork_in_child
 from .guard import report
+from .otel_internals import attribute_dict, span_fields
 from .stats import STATS
 
 _native: ModuleType | None
@@ -79,9 +80,7 @@ def forced_off() -> bool:
     return os.environ.get("GLMTRACE_NATIVE", "").strip().lower() in ("0", "false", "no", "off")
 
 
-def _attrs(attributes: Any) -> Any:
-    # BoundedAttributes wraps a dict the extension iterates without calling back into Python.
-    return getattr(attributes, "_dict", attributes)
+_attrs = attribute_dict
 
 
 class SpanTuples:
@@ -138,8 +137,7 @@ class SpanTuples:
         status = span.status
         # The SDK's own fields: its properties copy them (a mapping proxy, tuples) per call,
         # a cost paid on the calling thread for every span. The equivalence test guards this.
-        events = span._events
-        links = span._links
+        attributes, events, links = span_fields(span)
         return (
             self._resource(span.resource),
             self._scope(span.instrumentation_scope or None),
@@ -152,7 +150,7 @@ class SpanTuples:
             span.kind.value,
             span.start_time,
             span.end_time,
-            _attrs(span._attributes),
+            _attrs(attributes),
             span.dropped_attributes,
             [(e.name, e.timestamp, _attrs(e.attributes), e.dropped_attributes) for e in events]
             if events

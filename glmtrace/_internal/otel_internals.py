@@ -8,13 +8,47 @@ reshapes it (the pin in ``constraints.txt`` is what CI runs).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
-from opentelemetry.sdk.trace import Event, ReadableSpan, Tracer
+from opentelemetry.baggage import _BAGGAGE_KEY
+from opentelemetry.context import _RUNTIME_CONTEXT, Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits, SpanProcessor, Tracer
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, StaticSampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+# The keys under which a Context holds the current span and the baggage: glmtrace's thin spans
+# read and write them without the API's two calls per access.
+SPAN_KEY: str = _SPAN_KEY
+BAGGAGE_KEY: str = _BAGGAGE_KEY
+
+# The SDK's multi-span-processor keeps its processors here; the thin path reads it at every
+# span end (an attribute read, not a call), so only the name is shared from this module.
+PROCESSORS = "_span_processors"
+
+
+def context_var() -> ContextVar[Context] | None:
+    """The ContextVar behind OpenTelemetry's context, under its default runtime context."""
+    if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext:
+        var: ContextVar[Context] = _RUNTIME_CONTEXT._current_context
+        return var
+    return None
+
+
+def span_processors(processor: SpanProcessor) -> tuple[SpanProcessor, ...]:
+    """The processors a provider's multi-span-processor calls, in order."""
+    found: tuple[SpanProcessor, ...] = getattr(processor, PROCESSORS)
+    return found
+
+
+def span_limits(tracer: Tracer) -> SpanLimits:
+    """The span limits an SDK tracer applies."""
+    limits: SpanLimits = tracer._span_limits
+    return limits
 
 
 def root_sampler(sampler: ParentBased) -> Sampler:
@@ -49,3 +83,9 @@ def span_fields(
     each span on the thread that ends it.
     """
     return span._attributes, span._events, span._links
+
+
+def attribute_dict(attributes: Any) -> Any:
+    """The plain dict inside the SDK's ``BoundedAttributes`` (others are returned as given):
+    the native extension iterates it without calling back into Python."""
+    return getattr(attributes, "_dict", attributes)

@@ -27,13 +27,10 @@ from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.baggage import _BAGGAGE_KEY
-from opentelemetry.context import _RUNTIME_CONTEXT, Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, Status, StatusCode
-from opentelemetry.trace.propagation import _SPAN_KEY
 
 from .attributes import (
     MAX_NAME_LENGTH,
@@ -57,6 +54,7 @@ from .emitter import (
 from .forks import after_fork_in_child
 from .guard import report
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
+from .otel_internals import BAGGAGE_KEY, PROCESSORS, SPAN_KEY, context_var
 from .repair import safe_str
 
 _time_ns = time.time_ns
@@ -72,8 +70,9 @@ after_fork_in_child(_here.__dict__.clear)
 _current_context: Callable[[], Context]
 attach: Callable[[Context], Token[Context]]
 detach: Callable[[Token[Context]], None]
-if type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext:
-    _var = _RUNTIME_CONTEXT._current_context
+_found = context_var()
+if _found is not None:
+    _var = _found
     _current_context, attach = _var.get, _var.set
 
     def _reset(token: Token[Context]) -> None:
@@ -118,7 +117,7 @@ def start(
         name = safe_str(name)  # span(None) must still be stored
     current = _current_context()
     # The private key trace.get_current_span() reads, without its two calls.
-    holder: Any = current.get(_SPAN_KEY)
+    holder: Any = current.get(SPAN_KEY)
     if holder is None:
         parent: SpanContext | None = None
     else:
@@ -147,7 +146,7 @@ def start(
         _here.thread = (thread, ident)
     stamped[THREAD_ID] = ident
     stamped[THREAD_NAME] = thread.name  # read each time: a thread may be renamed
-    entries = current.get(_BAGGAGE_KEY)
+    entries = current.get(BAGGAGE_KEY)
     if entries:
         session = entries.get(BAGGAGE_SESSION_ID) if isinstance(entries, dict) else None
         if session is not None:
@@ -161,7 +160,7 @@ def start(
         limits,
         current,
     )
-    if em.processor._span_processors is not em._seen:
+    if getattr(em.processor, PROCESSORS) is not em._seen:
         em._route()
     for processor in em.starts:
         processor.on_start(span, parent_context=current)
@@ -215,7 +214,7 @@ class ThinSpan(trace.Span):
     def in_context(self) -> Context:
         """The context current at start with this span current in it."""
         made = Context(self.parent_context)
-        _dict_set(made, _SPAN_KEY, self)  # a new Context, seen by no one yet
+        _dict_set(made, SPAN_KEY, self)  # a new Context, seen by no one yet
         return made
 
     def activate(self) -> None:
@@ -315,7 +314,7 @@ class ThinSpan(trace.Span):
             self.status = error_status(error)
         em = self.emitter
         try:
-            if em.processor._span_processors is not em._seen:
+            if getattr(em.processor, PROCESSORS) is not em._seen:
                 em._route()
             native = em._direct
             if (

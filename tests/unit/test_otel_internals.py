@@ -79,3 +79,57 @@ def test_span_fields_are_what_the_public_properties_show() -> None:
     assert [e.name for e in events] == ["e"]
     assert list(links) == list(span.links)
     assert links[0].context == other.get_span_context()
+
+
+def test_span_and_baggage_keys_are_where_the_api_puts_them() -> None:
+    from opentelemetry import baggage, trace
+
+    span = trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)
+    ctx = baggage.set_baggage("k", "v", trace.set_span_in_context(span))
+    assert ctx.get(otel_internals.SPAN_KEY) is span
+    assert dict(ctx.get(otel_internals.BAGGAGE_KEY) or {}) == {"k": "v"}
+
+
+def test_context_var_holds_the_current_context() -> None:
+    from opentelemetry import context
+
+    var = otel_internals.context_var()
+    assert var is not None  # the default runtime context
+    token = context.attach(context.set_value("probe", 1))
+    try:
+        assert var.get() is context.get_current()
+        assert var.get().get("probe") == 1
+    finally:
+        context.detach(token)
+
+
+def test_span_processors_are_the_ones_added_in_order() -> None:
+    provider = TracerProvider()
+    first, second = _Blocked(), _Blocked()
+    processors = [BatchSpanProcessor(first), BatchSpanProcessor(second)]
+    for processor in processors:
+        provider.add_span_processor(processor)
+    try:
+        multi = provider.get_tracer("t").span_processor  # type: ignore[attr-defined]
+        assert list(otel_internals.span_processors(multi)) == processors
+    finally:
+        first.release.set()
+        second.release.set()
+        provider.shutdown()
+
+
+def test_span_limits_are_the_providers() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    limits = SpanLimits(max_events=7)
+    tracer = TracerProvider(span_limits=limits).get_tracer("t")
+    assert otel_internals.span_limits(tracer) is limits  # type: ignore[arg-type]
+
+
+def test_attribute_dict_is_the_bounded_attributes_content() -> None:
+    tracer = TracerProvider().get_tracer("t")
+    span = tracer.start_span("s", attributes={"k": 1})
+    span.end()
+    attributes, _, _ = otel_internals.span_fields(span)  # type: ignore[arg-type]
+    inner = otel_internals.attribute_dict(attributes)
+    assert type(inner) is dict and inner == {"k": 1}
