@@ -31,6 +31,7 @@ from .attributes import AttributeValue, bound_name
 from .ids import IDS
 from .native_export import NativeSpanProcessor
 from .otel_internals import (
+    PROCESSORS,
     instrumentation_scope,
     root_sampler,
     span_limits,
@@ -195,7 +196,7 @@ class Emitter:
     ) -> None:
         """Hand one finished span (its name bounded) over: to the native queue, or to the
         processors."""
-        if self.processor._span_processors is not self._seen:
+        if getattr(self.processor, PROCESSORS) is not self._seen:
             self._route()
         if parent is not None and not parent.is_valid:
             parent = None

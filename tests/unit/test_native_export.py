@@ -276,13 +276,10 @@ def test_glmtrace_spans_go_to_the_native_queue_as_tuples(
 
 
 @needs_native
-def test_black_holed_endpoint_drops_are_counted_and_shutdown_bounded(
-    black_hole: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A full queue drops (counted) instead of blocking; shutdown counts what it left behind."""
-    monkeypatch.setenv("GLMTRACE_STRICT", "0")  # the drop warning is the point here
+def _fill_and_shut_down(endpoint: str, protocol: str) -> None:
+    """2,000 spans into a 50-span queue towards ``endpoint``: all dropped, counted, none left."""
     STATS.reset()
-    options = Options(endpoint=black_hole, protocol="http/protobuf", shutdown_timeout=0.5)
+    options = Options(endpoint=endpoint, protocol=protocol, shutdown_timeout=0.5)
     processor = native_export.NativeSpanProcessor(options, max_queue=50, max_request_bytes=1 << 20)
     for i in range(2000):
         processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
@@ -292,6 +289,14 @@ def test_black_holed_endpoint_drops_are_counted_and_shutdown_bounded(
     assert counts.get("exported", 0) == 0
     assert counts["dropped"] == 2000
     assert processor.pending() == 0
+
+
+def test_black_holed_endpoint_drops_are_counted_and_shutdown_bounded(
+    black_hole: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full queue drops (counted) instead of blocking; shutdown counts what it left behind."""
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")  # the drop warning is the point here
+    _fill_and_shut_down(black_hole, "http/protobuf")
 
 
 @needs_native
@@ -538,18 +543,8 @@ def test_black_holed_grpc_endpoint_drops_are_counted_and_shutdown_bounded(
     """A collector that accepts and never answers: the full queue drops (counted) instead of
     blocking, and shutdown counts what it left behind."""
     monkeypatch.setenv("GLMTRACE_STRICT", "0")
-    STATS.reset()
     endpoint, first = grpc_black_hole
-    options = Options(endpoint=endpoint, protocol="grpc", shutdown_timeout=0.5)
-    processor = native_export.NativeSpanProcessor(options, max_queue=50, max_request_bytes=1 << 20)
-    for i in range(2000):
-        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
-    assert not processor.force_flush(200)
-    processor.shutdown()
-    counts = STATS.snapshot()["otlp"]
-    assert counts.get("exported", 0) == 0
-    assert counts["dropped"] == 2000
-    assert processor.pending() == 0
+    _fill_and_shut_down(endpoint, "grpc")
     assert first[0] == b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # it was spoken to in HTTP/2
 
 
