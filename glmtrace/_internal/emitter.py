@@ -126,8 +126,15 @@ class Emitter:
         self._direct = only if isinstance(only, NativeSpanProcessor) else None
         self._seen = processors
 
-    def new_context(self, parent: SpanContext | None, name: str) -> SpanContext | None:
-        """A context for a child of ``parent`` (or a new root), None when sampled out."""
+    def new_context(
+        self, parent: SpanContext | None, name: str, keep_dropped: bool = False
+    ) -> SpanContext | None:
+        """A context for a child of ``parent`` (or a new root), None when sampled out.
+
+        ``keep_dropped``: a root the sampler drops gets an unsampled context instead, so that
+        its descendants, made current under it, are dropped with it rather than each asking
+        the sampler as a root of its own (a sample_rate of 0 needs no such span: every root
+        is dropped)."""
         if parent is not None and parent.is_valid:
             if not parent.trace_flags.sampled:
                 return None
@@ -142,7 +149,11 @@ class Emitter:
             return new_span_context(trace_id, getrandbits(64) or 1, SAMPLED)
         decision = self.sampler.should_sample(None, trace_id, name).decision
         if decision is Decision.DROP:
-            return None
+            return (
+                new_span_context(trace_id, getrandbits(64) or 1, _UNSAMPLED)
+                if keep_dropped
+                else None
+            )
         flags = SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
         return new_span_context(trace_id, getrandbits(64) or 1, flags)
 

@@ -132,7 +132,7 @@ def start(
         )
     else:
         parent = None
-        root = em.new_context(None, name)
+        root = em.new_context(None, name, keep_dropped=True)
         if root is None:
             return None
         context = root
@@ -162,8 +162,9 @@ def start(
     )
     if getattr(em.processor, PROCESSORS) is not em._seen:
         em._route()
-    for processor in em.starts:
-        processor.on_start(span, parent_context=current)
+    if context[3] & SAMPLED:  # a dropped root is only there to carry its decision down
+        for processor in em.starts:
+            processor.on_start(span, parent_context=current)
     return span
 
 

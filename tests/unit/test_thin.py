@@ -157,3 +157,31 @@ def test_span_contexts_built_as_tuples_equal_the_constructed_ones() -> None:
         assert (made.trace_id, made.span_id, made.is_remote) == (2**127 + 5, 2**63 + 7, False)
         assert made.is_valid and made.trace_flags == flags and made.trace_state == state
     assert new_span_context(1, 2, TraceFlags(1)) == trace.SpanContext(1, 2, False, TraceFlags(1))
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.7])
+def test_a_ratio_sampled_trace_is_kept_or_dropped_whole(tmp_path: Any, rate: float) -> None:
+    """With sample_rate between 0 and 1 the decision is the root's: a dropped root's children
+    and grandchildren are dropped too, never recorded as roots of traces of their own."""
+    exporter = InMemorySpanExporter()
+    glmtrace.init(
+        service_name="s",
+        traces="none",
+        logs="none",
+        store=tmp_path / "g.db",
+        exporter=exporter,
+        sample_rate=rate,
+    )
+    try:
+        for _ in range(200):
+            with glmtrace.span("root"), glmtrace.span("child"), glmtrace.span("grandchild"):
+                pass
+        assert glmtrace.force_flush(5)
+    finally:
+        glmtrace.shutdown()
+    by_trace: dict[int, list[str]] = {}
+    for span in exporter.get_finished_spans():
+        assert span.context is not None
+        by_trace.setdefault(span.context.trace_id, []).append(span.name)
+    assert by_trace  # some were kept at either rate
+    assert all(sorted(names) == ["child", "grandchild", "root"] for names in by_trace.values())
