@@ -23,7 +23,7 @@ DEFERRED = (
     "decimal",  # repair: integers past the digits limit
     "glmtrace._internal.store.database",
     "glmtrace._internal.torch.cuda",
-    "glmtrace._internal.torch.fastspans",
+    "glmtrace._internal.torch.summaries",
     "glmtrace._internal.torch.kineto",
     "glmtrace._internal.torch.modules",
     "glmtrace._internal.torch.profiler",

@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanContext
 import glmtrace
 from glmtrace._internal.export.exporters import CountingExporter, StoreSpanExporter
 from glmtrace._internal.stats import STATS
-from glmtrace._internal.store import fork_safety as sqlite_fork
+from glmtrace._internal.store import fork_safety
 from glmtrace._internal.store.database import Store, StoreError
 
 
@@ -210,10 +210,10 @@ def test_child_forked_while_the_store_is_busy_is_refused_not_hung(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fork that cannot wait for a store call to end: the child's spans fail at once, counted."""
-    monkeypatch.setattr(sqlite_fork, "FORK_WAIT_S", 0.1)
+    monkeypatch.setattr(fork_safety, "FORK_WAIT_S", 0.1)
     store = Store(tmp_path / "s.db")
     store.write_spans([_span(1)])
-    with sqlite_fork.lock():  # a store call in progress for the whole fork
+    with fork_safety.lock():  # a store call in progress for the whole fork
         pid = os.fork()
         if pid == 0:
             code = 1

@@ -1,7 +1,7 @@
 """The embedded default: one SQLite file holding spans and log records.
 
 Several processes (workers, ranks) may write at once: WAL journaling plus retries on a busy
-file serialise their writers. Connections never cross a fork (see :mod:`.sqlite_fork`).
+file serialise their writers. Connections never cross a fork (see :mod:`.fork_safety`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..forks import after_fork_in_child
 from ..guard import warn_once
 from ..logs.ecs import EcsDocument
 from ..stats import STATS
-from . import fork_safety as sqlite_fork
+from . import fork_safety
 from .rows import SPAN_COLUMNS, encoded, log_values, span_row, span_values
 
 R = TypeVar("R")
@@ -101,7 +101,7 @@ class Store:
     """Reads and writes one glmtrace SQLite file.
 
     One connection per store and process, used under the process-wide lock of
-    :mod:`.sqlite_fork`, which closes it around every ``fork()``: a child never inherits a
+    :mod:`.fork_safety`, which closes it around every ``fork()``: a child never inherits a
     connection or SQLite's lock bookkeeping for it.
     """
 
@@ -114,14 +114,14 @@ class Store:
 
     def _connection(self, create: bool) -> sqlite3.Connection:
         """The open connection, opening it first; the caller holds the process lock."""
-        if sqlite_fork.unusable():
+        if fork_safety.unusable():
             raise StoreError(
                 f"this process was forked while its parent was writing {self.path}; "
                 "its spans and logs cannot be stored"
             )
         if self._conn is None:
             self._prepare_path(create)
-            self._conn = sqlite_fork.connect(self, self.path)
+            self._conn = fork_safety.connect(self, self.path)
             # In WAL mode NORMAL syncs at checkpoints, not at every commit: the store stays
             # consistent through a crash and only a power cut can lose the last commits.
             self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -158,7 +158,7 @@ class Store:
         """
         deadline = time.monotonic() + _WAIT_S
         while True:
-            with sqlite_fork.lock():
+            with fork_safety.lock():
                 try:
                     return work(self._connection(create))
                 except sqlite3.OperationalError as exc:
@@ -169,7 +169,7 @@ class Store:
             time.sleep(random.uniform(0.002, 0.02))
 
     def close(self) -> None:
-        with sqlite_fork.lock():
+        with fork_safety.lock():
             conn = self.forget_connection()
         if conn is not None:
             conn.close()
