@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from .attributes import AttributeValue, bound_name
+from .attributes import AttributeValue
 from .ids import IDS
 from .native_export import NativeSpanProcessor
 from .otel_internals import (
@@ -164,33 +164,6 @@ class Emitter:
             self._prefix = native.indices(self.resource, self.scope)
             self._prefix_for = (native.pipeline, self.resource)
         return self._prefix
-
-    def emit(
-        self,
-        name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
-        start_ns: int,
-        end_ns: int,
-        attributes: dict[str, AttributeValue],
-        links: Sequence[Link] = (),
-        status: Status = UNSET,
-        kind: SpanKind = INTERNAL,
-        events: Sequence[Event] = (),
-    ) -> None:
-        """Export one finished span recorded elsewhere (a worker's, a profiler event)."""
-        self.hand_off(
-            bound_name(name),
-            context,
-            parent,
-            start_ns,
-            end_ns,
-            attributes,
-            links,
-            status,
-            kind,
-            events,
-        )
 
     def hand_off(
         self,

@@ -130,7 +130,7 @@ def export(em: Emitter, spans: Sequence[SpanRecord], parent: SpanContext | None)
         trace_id = target if s.trace_id == provisional else s.trace_id
         up = parent if s.parent_id == 0 else SpanContext(trace_id, s.parent_id, False, _SAMPLED)
         code, description = s.status
-        em.emit(
+        em.hand_off(  # names were bounded in the worker
             s.name,
             SpanContext(trace_id, s.span_id, False, _SAMPLED),
             up,

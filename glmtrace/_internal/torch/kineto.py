@@ -289,7 +289,7 @@ def _convert(window: Window, em: Emitter, window_ctx: SpanContext) -> Result:
             ev.ctx = _new_context(ev.parent.trace_id)
 
     record_shapes = window.record_shapes
-    emit = em.emit
+    emit = em.hand_off  # span_name() keeps names short
     for ev in keep:
         assert ev.ctx is not None
         emit(

@@ -347,7 +347,7 @@ class Profile:
         self.results.append(summary)
         STATS.add("torch-profiler", "spans", result.spans)
         STATS.add("torch-profiler", "aggregated", result.aggregated)
-        em.emit(
+        em.hand_off(
             "torch.profile",
             ctx,
             parent,
