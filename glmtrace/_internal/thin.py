@@ -242,7 +242,9 @@ class ThinSpan(trace.Span):
         return self.context
 
     def is_recording(self) -> bool:
-        return self.end_ns is None
+        # A root the sampler dropped is current only to carry that decision down: nothing
+        # set on it is ever exported (the SDK's NonRecordingSpan says the same).
+        return self.end_ns is None and bool(self.context[3] & SAMPLED)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self.end_ns is None:

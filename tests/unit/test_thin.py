@@ -172,10 +172,13 @@ def test_a_ratio_sampled_trace_is_kept_or_dropped_whole(tmp_path: Any, rate: flo
         exporter=exporter,
         sample_rate=rate,
     )
+    recording: dict[int, bool] = {}  # each root: what is_recording() said of it
     try:
         for _ in range(200):
             with glmtrace.span("root"), glmtrace.span("child"), glmtrace.span("grandchild"):
-                pass
+                root = trace.get_current_span()
+                context = root.get_span_context()
+                recording[context.trace_id] = root.is_recording()
         assert glmtrace.force_flush(5)
     finally:
         glmtrace.shutdown()
@@ -185,3 +188,5 @@ def test_a_ratio_sampled_trace_is_kept_or_dropped_whole(tmp_path: Any, rate: flo
         by_trace.setdefault(span.context.trace_id, []).append(span.name)
     assert by_trace  # some were kept at either rate
     assert all(sorted(names) == ["child", "grandchild", "root"] for names in by_trace.values())
+    # What is current in a dropped trace says so, as the SDK's non-recording span does.
+    assert {tid for tid, on in recording.items() if on} == set(by_trace)
