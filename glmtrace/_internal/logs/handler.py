@@ -192,7 +192,7 @@ class DocumentHandler(logging.Handler):
             return
         try:
             document = cast(dict[str, Any], ecs_document(record, self._service_name, self._limits))
-            kept = getattr(_diverted, "into", None)
+            kept = _diverted.into
             if kept is not None and len(kept) < MAX_DIVERTED:
                 kept.append(document)
                 return
@@ -214,7 +214,13 @@ class DocumentHandler(logging.Handler):
             report("log handler", exc)
 
 
-_diverted = threading.local()
+class _Diversion(threading.local):
+    # A class default: every log call reads it, and a missing thread-local attribute would
+    # cost a raised and caught AttributeError each time.
+    into: list[dict[str, Any]] | None = None
+
+
+_diverted = _Diversion()
 # Documents one diversion keeps (one DataLoader batch); later ones are shipped at once, under
 # the provisional trace, so a dataset that logs without end neither grows the batch nor loses
 # lines.
@@ -228,7 +234,7 @@ def diverted() -> Iterator[list[dict[str, Any]]]:
     A DataLoader worker logs under a provisional trace; its documents travel with the batch
     and are shipped by the process that learns the real trace (:func:`submit_documents`).
     """
-    previous = getattr(_diverted, "into", None)
+    previous = _diverted.into
     kept: list[dict[str, Any]] = []
     _diverted.into = kept
     try:
