@@ -275,22 +275,32 @@ def test_glmtrace_spans_go_to_the_native_queue_as_tuples(
     assert glmtrace.stats()["otlp"]["exported"] == 4
 
 
-@needs_native
+def _send(
+    options: Options, spans: int, max_queue: int, flush_ms: int
+) -> tuple[bool, dict[str, int]]:
+    """``spans`` spans through a fresh native processor: whether the flush finished, and the
+    counts after shutdown (no span may be left pending)."""
+    STATS.reset()
+    processor = native_export.NativeSpanProcessor(
+        options, max_queue=max_queue, max_request_bytes=1 << 20
+    )
+    for i in range(spans):
+        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
+    flushed = processor.force_flush(flush_ms)
+    processor.shutdown()
+    assert processor.pending() == 0
+    return flushed, STATS.snapshot()["otlp"]
+
+
 def _fill_and_shut_down(endpoint: str, protocol: str) -> None:
     """2,000 spans into a 50-span queue towards ``endpoint``: all dropped, counted, none left."""
-    STATS.reset()
     options = Options(endpoint=endpoint, protocol=protocol, shutdown_timeout=0.5)
-    processor = native_export.NativeSpanProcessor(options, max_queue=50, max_request_bytes=1 << 20)
-    for i in range(2000):
-        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
-    assert not processor.force_flush(200)
-    processor.shutdown()
-    counts = STATS.snapshot()["otlp"]
-    assert counts.get("exported", 0) == 0
-    assert counts["dropped"] == 2000
-    assert processor.pending() == 0
+    flushed, counts = _send(options, 2000, max_queue=50, flush_ms=200)
+    assert not flushed
+    assert (counts.get("exported", 0), counts["dropped"]) == (0, 2000)
 
 
+@needs_native
 def test_black_holed_endpoint_drops_are_counted_and_shutdown_bounded(
     black_hole: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -478,14 +488,9 @@ def test_a_grpc_status_other_than_ok_counts_the_spans_dropped(
     """PERMISSION_DENIED is not retried (one call) and the batch is counted dropped."""
     monkeypatch.setenv("GLMTRACE_STRICT", "0")  # the drop warning is the point here
     endpoint, names, metadata = grpc_receiver
-    STATS.reset()
     options = Options(endpoint=endpoint, protocol="grpc", headers={"refuse": "1"})
-    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
-    for i in range(10):
-        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
-    assert processor.force_flush(5000)
-    processor.shutdown()
-    counts = STATS.snapshot()["otlp"]
+    flushed, counts = _send(options, 10, max_queue=100, flush_ms=5000)
+    assert flushed
     assert (counts.get("exported", 0), counts["dropped"]) == (0, 10)
     assert (names, len(metadata)) == ([], 1)
 
@@ -496,14 +501,9 @@ def test_an_unavailable_grpc_collector_is_retried(
 ) -> None:
     """UNAVAILABLE is transient (as HTTP 503): the batch is sent again and arrives, once."""
     endpoint, names, metadata = grpc_receiver
-    STATS.reset()
     options = Options(endpoint=endpoint, protocol="grpc", headers={"flaky": "1"})
-    processor = native_export.NativeSpanProcessor(options, max_queue=100, max_request_bytes=1 << 20)
-    for i in range(10):
-        processor.on_end(ReadableSpan(name=f"s{i}", context=SpanContext(1, i + 1, False)))
-    assert processor.force_flush(5000)
-    processor.shutdown()
-    counts = STATS.snapshot()["otlp"]
+    flushed, counts = _send(options, 10, max_queue=100, flush_ms=5000)
+    assert flushed
     assert (counts["exported"], counts.get("dropped", 0)) == (10, 0)
     assert (sorted(names), len(metadata)) == (sorted(f"s{i}" for i in range(10)), 2)
 

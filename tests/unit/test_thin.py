@@ -121,8 +121,8 @@ def test_processors_that_watch_starts_see_glmtrace_spans(traced: Any) -> None:
     assert watcher.started == [("parent", None), ("child", parent_id)]
 
 
-def test_sampled_out_roots_make_no_span(tmp_path: Any) -> None:
-    """sample_rate=0: no root (and so no child) is recorded, and nothing is current."""
+def _sampled_at(rate: float, tmp_path: Any) -> InMemorySpanExporter:
+    """glmtrace initialised with ``sample_rate=rate``, exporting into memory only."""
     exporter = InMemorySpanExporter()
     glmtrace.init(
         service_name="s",
@@ -130,8 +130,14 @@ def test_sampled_out_roots_make_no_span(tmp_path: Any) -> None:
         logs="none",
         store=tmp_path / "g.db",
         exporter=exporter,
-        sample_rate=0.0,
+        sample_rate=rate,
     )
+    return exporter
+
+
+def test_sampled_out_roots_make_no_span(tmp_path: Any) -> None:
+    """sample_rate=0: no root (and so no child) is recorded, and nothing is current."""
+    exporter = _sampled_at(0.0, tmp_path)
     try:
         with glmtrace.span("root") as handle:
             assert handle.trace_id is None
@@ -163,15 +169,7 @@ def test_span_contexts_built_as_tuples_equal_the_constructed_ones() -> None:
 def test_a_ratio_sampled_trace_is_kept_or_dropped_whole(tmp_path: Any, rate: float) -> None:
     """With sample_rate between 0 and 1 the decision is the root's: a dropped root's children
     and grandchildren are dropped too, never recorded as roots of traces of their own."""
-    exporter = InMemorySpanExporter()
-    glmtrace.init(
-        service_name="s",
-        traces="none",
-        logs="none",
-        store=tmp_path / "g.db",
-        exporter=exporter,
-        sample_rate=rate,
-    )
+    exporter = _sampled_at(rate, tmp_path)
     recording: dict[int, bool] = {}  # each root: what is_recording() said of it
     try:
         for _ in range(200):
