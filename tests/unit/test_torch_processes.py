@@ -91,6 +91,32 @@ def test_worker_spans_join_the_step_that_consumes_the_batch(
     _assert_batches_under_their_steps(traced.spans(), steps=6)
 
 
+def test_a_new_runtime_at_a_dead_ones_address_still_adopts_batches() -> None:
+    """Each provider's processor gets its own batch adopter, even when it reuses the address
+    of a discarded one (re-init in notebooks and test suites).
+
+    The adopter was once remembered by the processor's id(): the new processor was taken for
+    installed and its steps adopted no batch (flaky in CI, 2 re-inits in 40 by hand).
+    """
+    from types import SimpleNamespace
+
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+    from glmtrace._internal.otel_internals import span_processors
+    from glmtrace._internal.torch.batches import BATCHES as batches
+
+    first = SynchronousMultiSpanProcessor()
+    address = id(first)
+    batches._install(SimpleNamespace(processor=first))  # type: ignore[arg-type]
+    del first
+    second = SynchronousMultiSpanProcessor()
+    assert id(second) == address  # CPython hands the freed block to the next of its size
+    batches._install(SimpleNamespace(processor=second))  # type: ignore[arg-type]
+    assert [type(p).__name__ for p in span_processors(second)] == ["_Adopter"]
+    batches._install(SimpleNamespace(processor=second))  # type: ignore[arg-type]
+    assert len(span_processors(second)) == 1  # and only once
+
+
 class LoggingNumbers(Numbers):
     """Numbers whose items each log a line, as datasets do ("skipping a corrupt sample")."""
 

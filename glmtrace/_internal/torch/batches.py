@@ -32,6 +32,7 @@ from ..forks import after_fork_in_child
 from ..guard import internal_errors
 from ..logs.ecs import TRACE_ID
 from ..logs.handler import submit_documents
+from ..otel_internals import span_processors
 from ..runtime import DEFAULT
 from . import keys
 
@@ -165,7 +166,6 @@ class Batches:
     def __init__(self) -> None:
         self._parked: dict[int, _Parked] = {}
         self._lock = threading.Lock()
-        self._installed: set[int] = set()
 
     def take(self, spans: list[SpanRecord], logs: list[Document]) -> None:
         """The program took a batch: park its spans and logs until the step that uses it
@@ -184,9 +184,10 @@ class Batches:
             _release(previous, previous.taken_under)
 
     def _install(self, em: Emitter) -> None:
-        if id(em.processor) not in self._installed:
+        # Asked of the processor itself: a set of ids would match a new runtime's processor
+        # that reuses a dead one's address, and its steps would never adopt their batches.
+        if not any(isinstance(p, _Adopter) for p in span_processors(em.processor)):
             em.processor.add_span_processor(_Adopter(self))
-            self._installed.add(id(em.processor))
             DEFAULT.register(self)
 
     def adopt(self, span: SdkSpan) -> None:
