@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,64 @@ def test_a_new_runtime_at_a_dead_ones_address_still_adopts_batches() -> None:
     assert [type(p).__name__ for p in span_processors(second)] == ["_Adopter"]
     batches._install(SimpleNamespace(processor=second))  # type: ignore[arg-type]
     assert len(span_processors(second)) == 1  # and only once
+
+
+class CountedCollate:
+    """collate_fn that counts the batches the worker finished (a value shared over fork)."""
+
+    def __init__(self) -> None:
+        self.made = multiprocessing.get_context("fork").Value("i", 0)
+
+    def __call__(self, items: list[Any]) -> Any:
+        batch = torch.utils.data.default_collate(items)
+        with self.made.get_lock():
+            self.made.value += 1
+        return batch
+
+    def wait_for(self, batches: int) -> None:
+        for _ in range(3000):  # a hang guard, not a timing assertion
+            if self.made.value >= batches:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"the worker made {self.made.value} batches, not {batches}")
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_batches_made_but_never_taken_are_exported(traced: Any, persistent: bool) -> None:
+    """Leaving the loop with ``break``: the batches the workers had prefetched are exported,
+    each a trace of its own, instead of vanishing with the iterator (or the next epoch)."""
+    collate = CountedCollate()
+    loader = torch.utils.data.DataLoader(
+        Numbers(),
+        batch_size=2,
+        num_workers=1,
+        prefetch_factor=2,
+        collate_fn=collate,
+        multiprocessing_context="fork",
+        persistent_workers=persistent,
+        worker_init_fn=glmtrace.distributed.worker_init_fn(),
+    )
+    for _ in loader:
+        with glmtrace.span("step"):
+            collate.wait_for(3)  # batch 0 taken, batches 1 and 2 made and waiting
+        break
+    if persistent:
+        _train(loader, epochs=1)  # the new epoch's reset discards the waiting batches
+    del loader
+    spans = traced.spans()
+    workers = [s for s in spans if s["name"] == "torch.dataloader.worker"]
+    steps = {s["span_id"] for s in spans if s["name"] == "step"}
+    taken = [w for w in workers if w["parent_span_id"] in steps]
+    left = [w for w in workers if w["parent_span_id"] is None]
+    assert len(taken) == (4 if persistent else 1)
+    assert len(left) == 2
+    assert len({w["trace_id"] for w in left}) == 2  # each a trace of its own
+    loads = [s for s in spans if s["name"] == "load item"]
+    by_worker = {w["span_id"]: w for w in workers}
+    assert all(by_worker[s["parent_span_id"]]["trace_id"] == s["trace_id"] for s in loads)
+    assert sorted(s["attributes"]["i"] for s in loads) == sorted(
+        list(range(6)) + (list(range(6)) if persistent else [])
+    )
 
 
 class LoggingNumbers(Numbers):
@@ -229,9 +289,11 @@ def test_a_failing_batch_exports_its_spans_from_the_worker(local_store: Path) ->
     gc.collect()
     glmtrace.force_flush()
     rows = _rows(local_store)
-    (worker,) = [r for r in rows if r["name"] == "torch.dataloader.worker"]
-    assert worker["status"] == "ERROR"
-    items = [r for r in rows if r["name"] == "load item"]
+    # Batches prefetched behind the failing one are exported too, as traces of their own.
+    workers = [r for r in rows if r["name"] == "torch.dataloader.worker"]
+    (worker,) = [r for r in workers if r["status"] == "ERROR"]
+    items = [r for r in rows if r["name"] == "load item" and r["attributes"]["i"] in (0, 1)]
+    assert len(items) == 2
     assert {r["parent_span_id"] for r in items} == {worker["span_id"]}
     assert {r["trace_id"] for r in items} == {worker["trace_id"]}
 

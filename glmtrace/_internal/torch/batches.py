@@ -9,6 +9,10 @@ that thread opens next at the same level (``for batch in loader: with share_trac
 gives the step: a root span, or a span whose parent is the one current when the batch was
 taken). A batch nobody adopts before the next batch is taken, or before ``force_flush()``,
 goes under the span that was current when it was taken (or stays its own trace).
+
+Batches the workers made that the program never takes (it left the loop with ``break``, or a
+persistent iterator started a new epoch) are discarded by torch; their spans and logs are
+exported first, as traces of their own, sampled like new traces.
 """
 
 from __future__ import annotations
@@ -217,6 +221,14 @@ class Batches:
             if parked is not None:
                 ship_logs(parked.spans, parked.logs, step.trace_id)
 
+    def unclaimed(self, batch: WorkerBatch) -> None:
+        """A batch no step will take: its spans go out as a trace of their own."""
+        em = emitter_for(DEFAULT.tracer)
+        if em is None or not batch.spans:
+            ship_logs(batch.spans, batch.logs, None)
+            return
+        _release(_Parked(batch.spans, batch.logs, None, em), None)
+
     def flush(self, timeout: float) -> bool:
         """The runtime's flush: batches still parked go under the span current when taken."""
         with self._lock:
@@ -274,6 +286,9 @@ def install_consumer() -> None:
         return
     setattr(cls, "__init__", _creating_workers(cls.__init__))  # noqa: B010 (mypy: method)
     setattr(cls, "_next_data", _unwrapping(cls._next_data))  # noqa: B010
+    setattr(cls, "_shutdown_workers", _exporting_unconsumed(cls._shutdown_workers))  # noqa: B010
+    setattr(cls, "_reset", _exporting_stale(cls._reset))  # noqa: B010
+    setattr(cls, "_get_data", _keeping_stale(cls._get_data))  # noqa: B010
 
 
 def _creating_workers(init: Callable[..., None]) -> Callable[..., None]:
@@ -300,4 +315,81 @@ def _unwrapping(next_data: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return data
 
     wrapper.__glmtrace_original__ = next_data  # type: ignore[attr-defined]
+    return wrapper
+
+
+# How long an iterator shut down with batches in flight waits for each of them (and in all):
+# a worker that already made its batch delivers it in microseconds; one still loading is not
+# waited for, and what it was loading is lost with the worker.
+_DRAIN_EACH_S = 0.25
+_DRAIN_TOTAL_S = 1.0
+
+
+def _exporting_unconsumed(shutdown: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Export the batches made for an iterator that shuts down before taking them."""
+
+    @functools.wraps(shutdown)
+    def wrapper(self: Any) -> None:
+        if not getattr(self, "_shutdown", True):
+            with internal_errors("dataloader unconsumed batches"):
+                _drain(self)
+        shutdown(self)
+
+    wrapper.__glmtrace_original__ = shutdown  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _drain(it: Any) -> None:
+    import queue
+    import time
+
+    for info in list(getattr(it, "_task_info", {}).values()):
+        if len(info) == 2 and isinstance(info[1], WorkerBatch):  # arrived out of order
+            BATCHES.unclaimed(info[1])
+    deadline = time.monotonic() + _DRAIN_TOTAL_S
+    for _ in range(max(0, getattr(it, "_tasks_outstanding", 0))):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            _, data = it._data_queue.get(timeout=min(_DRAIN_EACH_S, left))
+        except (queue.Empty, OSError, EOFError, ValueError):
+            return
+        if isinstance(data, WorkerBatch):
+            BATCHES.unclaimed(data)
+
+
+def _exporting_stale(reset: Callable[..., None]) -> Callable[..., None]:
+    """A persistent iterator's new epoch discards the last epoch's batches: export them."""
+
+    @functools.wraps(reset)
+    def wrapper(self: Any, loader: Any, first_iter: bool = False) -> None:
+        if not first_iter:
+            with internal_errors("dataloader unconsumed batches"):
+                for info in list(getattr(self, "_task_info", {}).values()):
+                    if len(info) == 2 and isinstance(info[1], WorkerBatch):
+                        BATCHES.unclaimed(info[1])
+        self.__glmtrace_resetting__ = not first_iter
+        try:
+            reset(self, loader, first_iter)
+        finally:
+            self.__glmtrace_resetting__ = False
+
+    wrapper.__glmtrace_original__ = reset  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _keeping_stale(get_data: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """While an epoch resets, what ``_get_data`` returns is the last epoch's, thrown away."""
+
+    @functools.wraps(get_data)
+    def wrapper(self: Any) -> Any:
+        got = get_data(self)
+        if getattr(self, "__glmtrace_resetting__", False):
+            with internal_errors("dataloader unconsumed batches"):
+                if isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], WorkerBatch):
+                    BATCHES.unclaimed(got[1])
+        return got
+
+    wrapper.__glmtrace_original__ = get_data  # type: ignore[attr-defined]
     return wrapper
