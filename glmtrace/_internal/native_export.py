@@ -44,6 +44,11 @@ def available() -> bool:
     return _native is not None
 
 
+def extension() -> ModuleType | None:
+    """The extension module, None when it is not built."""
+    return _native
+
+
 def wanted(options: Options) -> bool:
     """Whether ``options`` get the native path: extension present, ``GLMTRACE_NATIVE`` not 0,
     and an endpoint the native client speaks (OTLP/HTTP protobuf or gRPC, plain text,
@@ -225,10 +230,13 @@ class NativeSpanProcessor(SpanProcessor):
     def _start(self) -> None:
         assert _native is not None
         pipeline = _native.Pipeline(*self._arguments)
+        self._use(pipeline, SpanTuples(pipeline.resource, pipeline.scope))
+
+    def _use(self, pipeline: Any, to_tuple: SpanTuples) -> None:
         self.pipeline = pipeline  # a new one after a fork: thin spans re-register with it
-        self._to_tuple = SpanTuples(pipeline.resource, pipeline.scope)
+        self._to_tuple = to_tuple
         self._ended = 0
-        STATS.add(_SINK, "native")  # which path is active, for stats() and doctor
+        STATS.add(self.sink, "native")  # which path is active, for stats() and doctor
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -238,7 +246,7 @@ class NativeSpanProcessor(SpanProcessor):
             self.submit(self._to_tuple(span))
         except Exception as exc:
             report("native span export", exc)
-            STATS.add(_SINK, "dropped")
+            STATS.add(self.sink, "dropped")
 
     def indices(self, resource: Resource, scope: InstrumentationScope | None) -> tuple[int, int]:
         """Where ``resource`` and ``scope`` are registered with the current pipeline."""
@@ -254,10 +262,10 @@ class NativeSpanProcessor(SpanProcessor):
     def sync_stats(self) -> None:
         """Adds what the native thread exported, dropped, truncated since the last call."""
         exported, dropped, truncated, panics = self.pipeline.take_counts()
-        STATS.add(_SINK, "exported", exported)
-        STATS.add(_SINK, "dropped", dropped)
-        STATS.add(_SINK, "truncated", truncated)
-        STATS.add(_SINK, "native_panics", panics)
+        STATS.add(self.sink, "exported", exported)
+        STATS.add(self.sink, "dropped", dropped)
+        STATS.add(self.sink, "truncated", truncated)
+        STATS.add(self.sink, "native_panics", panics)
 
     def pending(self) -> int:
         return int(self.pipeline.pending())
