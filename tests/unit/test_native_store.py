@@ -171,7 +171,7 @@ def test_a_second_copy_of_sqlite_means_the_python_writer(
     address, _ = native_writer.extension().sqlite_library()  # type: ignore[union-attr]
     assert native_writer.python_sqlite_address() == address
     monkeypatch.setattr(native_writer, "python_sqlite_address", lambda: address + 1)
-    native_writer.unavailable.cache_clear()
+    native_writer.other_sqlite.cache_clear()
     try:
         assert "different copy of SQLite" in native_writer.describe()
         glmtrace.init(service_name="w", store=tmp_path / "s.db", logs="none")
@@ -179,7 +179,7 @@ def test_a_second_copy_of_sqlite_means_the_python_writer(
             pass
         glmtrace.shutdown()
     finally:
-        native_writer.unavailable.cache_clear()
+        native_writer.other_sqlite.cache_clear()
     assert "native" not in glmtrace.stats()["local"]
     assert [s["name"] for s in Store(tmp_path / "s.db").all_spans()] == ["one"]
 

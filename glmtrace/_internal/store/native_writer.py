@@ -42,7 +42,6 @@ def python_sqlite_address() -> int | None:
         return None
 
 
-@functools.cache
 def unavailable() -> str | None:
     """Why spans to the local store take the Python writer, or None: the native one can."""
     native = extension()
@@ -52,6 +51,14 @@ def unavailable() -> str | None:
         return "GLMTRACE_NATIVE=0"
     if not hasattr(native, "StoreWriter"):
         return "this build of glmtrace_native has no store writer"
+    return other_sqlite()
+
+
+@functools.cache
+def other_sqlite() -> str | None:
+    """Why the extension's SQLite is not Python's, or None when both use the same copy."""
+    native = extension()
+    assert native is not None
     address, version = native.sqlite_library()
     if address != python_sqlite_address():
         return (
