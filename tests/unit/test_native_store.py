@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 import glmtrace
+from glmtrace._internal import native_export
 from glmtrace._internal.export.exporters import StoreSpanExporter
 from glmtrace._internal.store import native_writer
 from glmtrace._internal.store.database import Store
@@ -128,11 +129,8 @@ def test_values_the_store_cannot_take_as_they_are_are_repaired_not_lost(tmp_path
     """Lone surrogates, integers too long to print, unknown objects: the batch is stored."""
     store = Store(tmp_path / "s.db")
     processor = _native_processor(store)
-    bad = ReadableSpan(
-        name="train-\udcff",
-        context=SpanContext(1, 2, False),
-        attributes={"big": 10**5000, "path": "a\udcffb", "obj": object, "nan": math.nan},
-    )
+    odd: dict[str, Any] = {"big": 10**5000, "path": "a\udcffb", "obj": object, "nan": math.nan}
+    bad = ReadableSpan(name="train-\udcff", context=SpanContext(1, 2, False), attributes=odd)
     good = ReadableSpan(name="good", context=SpanContext(1, 3, False), attributes={"n": 1})
     processor.on_end(bad)
     processor.on_end(good)
@@ -168,7 +166,9 @@ def test_a_second_copy_of_sqlite_means_the_python_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The extension must resolve the SQLite Python's sqlite3 uses, or it is not used."""
-    address, _ = native_writer.extension().sqlite_library()  # type: ignore[union-attr]
+    native = native_export.extension()
+    assert native is not None
+    address, _ = native.sqlite_library()
     assert native_writer.python_sqlite_address() == address
     monkeypatch.setattr(native_writer, "python_sqlite_address", lambda: address + 1)
     native_writer.other_sqlite.cache_clear()
@@ -227,6 +227,25 @@ def test_a_store_held_past_the_deadline_drops_counts_and_shuts_down(
         other.close()
     processor.shutdown()
     assert glmtrace.stats()["local"] == {"native": 1, "dropped": 1}
+
+
+@needs_native
+def test_shutdown_gives_up_on_a_held_store_within_its_deadline(tmp_path: Path) -> None:
+    """The file stays held (WAIT_S is 30 s) until shutdown returns: it returned by its own
+    deadline, counting what it could not write."""
+    processor = native_writer.start(Store(tmp_path / "s.db"), 0.5, 1000)
+    assert processor is not None
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        for i in range(3):
+            processor.on_end(ReadableSpan(name="held", context=SpanContext(1, i + 1, False)))
+        processor.shutdown()
+        assert glmtrace.stats()["local"] == {"native": 1, "dropped": 3}
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert Store(tmp_path / "s.db").all_spans() == []
 
 
 # ---------------------------------------------------------------- fork
