@@ -6,6 +6,7 @@ that the fallback is the one in use.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
@@ -143,6 +145,50 @@ def test_values_the_store_cannot_take_as_they_are_are_repaired_not_lost(tmp_path
     assert attributes["big"] == "1" + "0" * 5000  # its decimal text, as a string
     assert attributes["obj"] == "<class 'object'>"
     assert glmtrace.stats()["local"] == {"native": 1, "exported": 2}
+
+
+def _thin_spans(store: Path) -> None:
+    """glmtrace's own spans (thin, handed to the native queue as tuples): attributes, an event,
+    a link, an error status, a child, an OpenTelemetry SDK span."""
+    glmtrace.init(service_name="eq\udcff", store=store, logs="none")
+    odd = {"s": "a\udcffb", "f": 0.1, "big": 2**70, "l": (1.5, 2e20), "b": True, "n": -(2**63)}
+    with contextlib.suppress(ValueError), glmtrace.span("root", odd) as root:
+        root.add_event("step", {"loss": 1e-7})
+        trace.get_current_span().add_link(SpanContext(5, 6, False), {"why": "batch"})
+        with glmtrace.span("child"):
+            trace.get_tracer("sdk").start_span("sdk", kind=SpanKind.CLIENT).end()
+        raise ValueError("boom \udcff")
+    glmtrace.shutdown()
+
+
+def _normalised(path: Path) -> list[dict[str, Any]]:
+    """Rows with what differs between two runs (ids, times) replaced by stable stand-ins."""
+    spans = sorted(Store(path).all_spans(), key=lambda s: s["name"])
+    ids = {None: None}
+    for span in spans:
+        ids[span["span_id"]] = f"id-{span['name']}"
+    for span in spans:
+        span.update(trace_id="t", span_id=ids[span["span_id"]], start_ns=0, end_ns=0)
+        span["parent_span_id"] = ids[span["parent_span_id"]]
+        for event in span["events"]:
+            event["timestamp_ns"] = 0
+            event["attributes"].pop("exception.stacktrace", None)
+    return spans
+
+
+@needs_native
+def test_thin_spans_are_stored_as_the_python_writer_stores_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tuples glmtrace's spans hand over directly make the Python writer's rows too."""
+    _thin_spans(tmp_path / "native.db")
+    assert glmtrace.stats()["local"]["native"] == 1
+    monkeypatch.setenv("GLMTRACE_NATIVE", "0")
+    _thin_spans(tmp_path / "python.db")
+    assert glmtrace.stats()["local"]["native"] == 1  # not a second time
+    native, python = _normalised(tmp_path / "native.db"), _normalised(tmp_path / "python.db")
+    assert [s["name"] for s in native] == ["child", "root", "sdk"]
+    assert native == python
 
 
 # ---------------------------------------------------------------- which writer, and why
