@@ -163,8 +163,10 @@ def _thin_spans(store: Path) -> None:
 
 def _normalised(path: Path) -> list[dict[str, Any]]:
     """Rows with what differs between two runs (ids, times) replaced by stable stand-ins."""
-    spans = sorted(Store(path).all_spans(), key=lambda s: s["name"])
-    ids = {None: None}
+    spans: list[dict[str, Any]] = sorted(
+        (dict(s) for s in Store(path).all_spans()), key=lambda s: str(s["name"])
+    )
+    ids: dict[str | None, str | None] = {None: None}
     for span in spans:
         ids[span["span_id"]] = f"id-{span['name']}"
     for span in spans:
