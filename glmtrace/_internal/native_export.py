@@ -7,7 +7,8 @@ invisible to the garbage collector and the export never competes with user code 
 This module turns a ``ReadableSpan`` into the compact tuple that extension takes. It is used for
 ``traces="otlp"`` over plain-text ``http/protobuf`` or ``grpc`` when the extension imports,
 unless ``GLMTRACE_NATIVE=0``; everything else (TLS, compression, no extension) keeps
-OpenTelemetry's Python exporter.
+OpenTelemetry's Python exporter. The local store's native writer (store/native_writer.py) takes
+the same tuples through a subclass of :class:`NativeSpanProcessor`.
 """
 
 from __future__ import annotations
