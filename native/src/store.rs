@@ -70,6 +70,8 @@ enum Outcome {
     /// Committed; the number of rows the database refused.
     Done(u64),
     Busy,
+    /// No transaction could start: the batch is lost, the connection is not trusted again.
+    Broken,
 }
 
 impl Store {
@@ -77,7 +79,7 @@ impl Store {
         match conn.exec("BEGIN IMMEDIATE") {
             Ok(()) => {}
             Err(Error::Busy) => return Outcome::Busy,
-            Err(Error::Failed) => return Outcome::Done(rows.len() as u64),
+            Err(Error::Failed) => return Outcome::Broken,
         }
         let mut refused = 0;
         for row in rows {
@@ -158,8 +160,13 @@ impl Sink for Store {
                 }
             }
             if let Some(conn) = writer.conn.as_mut() {
-                if let Outcome::Done(refused) = self.try_write(conn, &rows, &resources) {
-                    return refused;
+                match self.try_write(conn, &rows, &resources) {
+                    Outcome::Done(refused) => return refused,
+                    Outcome::Busy => {}
+                    Outcome::Broken => {
+                        writer.conn = None; // the next batch opens a fresh one
+                        return n;
+                    }
                 }
             }
             if Instant::now() >= deadline {
