@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 import glmtrace
 from glmtrace._internal import native_export
 from glmtrace._internal.export.exporters import StoreSpanExporter
-from glmtrace._internal.store import native_writer
+from glmtrace._internal.store import fork_safety, native_writer
 from glmtrace._internal.store.database import Store
 
 NATIVE = native_writer.unavailable() is None
@@ -351,3 +351,42 @@ def test_forked_child_writes_through_its_own_writer_under_its_own_locks(tmp_path
     with sqlite3.connect(store) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
+
+
+class _Writer:
+    """A store writer as fork_safety sees it, recording what the fork asked of it."""
+
+    def __init__(self, pauses: bool) -> None:
+        self.pauses = pauses
+        self.calls: list[str] = []
+
+    def pause(self, timeout: float) -> bool:
+        self.calls.append("pause")
+        return self.pauses
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+    def restart_in_child(self, usable: bool) -> None:
+        self.calls.append(f"restart usable={usable}")
+
+
+@pytest.mark.parametrize("pauses", [True, False])
+def test_a_writer_that_cannot_pause_leaves_the_child_unusable(pauses: bool) -> None:
+    """The parent resumes every writer; the child restarts them, usable only if all paused."""
+    writer = _Writer(pauses)
+    fork_safety.add_writer(writer)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, json.dumps([writer.calls, fork_safety.unusable()]).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child_calls, child_unusable = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    assert writer.calls == ["pause", "resume"]
+    assert child_calls == ["pause", f"restart usable={pauses}"]
+    assert child_unusable is not pauses
