@@ -1,9 +1,10 @@
 """Load test: a traced inference HTTP service under Locust, untraced vs local store vs Collector.
 
-Starts bench/load_service.py three times: tracing off (glmtrace not initialised), spans to the
-local store, and spans over OTLP gRPC to the real OpenTelemetry Collector (built by
-scripts/provision.sh, started with exporters/collector/config.yaml, forwarding to the real
-Jaeger). Then, with headless Locust on loopback:
+Starts bench/load_service.py once per mode: tracing off (glmtrace not initialised), spans to the
+local store (``local``; ``local-python`` forces its Python writer), and spans over OTLP gRPC to
+the real OpenTelemetry Collector (built by scripts/provision.sh, started with
+exporters/collector/config.yaml, forwarding to the real Jaeger). Then, with headless Locust on
+loopback:
 
 1. maximum throughput of each (no wait between requests), in rounds that alternate the order;
 2. P50/P95/P99 of each at 80% of the untraced maximum, paced, again alternated; then at 80%
@@ -83,12 +84,17 @@ class Service:
     """One load_service.py process."""
 
     def __init__(self, mode: str, workdir: Path, endpoint: str | None = None) -> None:
-        argv = [sys.executable, str(HERE / "load_service.py"), "--traces", mode]
-        if mode == "local":
+        # "local-python": the local store with the Python writer even where the native one is.
+        traces = "local" if mode == "local-python" else mode
+        argv = [sys.executable, str(HERE / "load_service.py"), "--traces", traces]
+        if traces == "local":
             argv += ["--store", str(workdir / f"{mode}.db")]
         if endpoint:
             argv += ["--endpoint", f"http://{endpoint}"]
-        env = {**os.environ, **ONE_THREAD, "PYTHONPATH": str(ROOT)}
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, **ONE_THREAD, "PYTHONPATH": path}
+        if mode == "local-python":
+            env["GLMTRACE_NATIVE"] = "0"
         self.mode = mode
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env

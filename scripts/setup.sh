@@ -24,6 +24,13 @@ export PATH="$VENV/bin:$PATH"
 # The native export pipeline (native/, optional): built when cargo is here, with cargo's caches
 # under $CACHE so reruns only relink; without cargo glmtrace runs on its pure-Python path.
 if command -v cargo >/dev/null 2>&1; then
+  # It links the system's libsqlite3, the copy Python's sqlite3 loads: the -dev package gives
+  # the linker its name (installed the way scripts/test.sh installs chromium).
+  if ! compgen -G "/usr/lib/*/libsqlite3.so" >/dev/null && command -v apt-get >/dev/null; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+      libsqlite3-dev >&2 || echo "setup: libsqlite3-dev not installed" >&2
+  fi
   start=$SECONDS
   CARGO_HOME="$CACHE/cargo-home" CARGO_TARGET_DIR="$CACHE/cargo-target" VIRTUAL_ENV="$VENV" \
     "$VENV/bin/maturin" develop --release --quiet -m "$ROOT/native/Cargo.toml" >&2 &&

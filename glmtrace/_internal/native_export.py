@@ -7,7 +7,8 @@ invisible to the garbage collector and the export never competes with user code 
 This module turns a ``ReadableSpan`` into the compact tuple that extension takes. It is used for
 ``traces="otlp"`` over plain-text ``http/protobuf`` or ``grpc`` when the extension imports,
 unless ``GLMTRACE_NATIVE=0``; everything else (TLS, compression, no extension) keeps
-OpenTelemetry's Python exporter.
+OpenTelemetry's Python exporter. The local store's native writer (store/native_writer.py) takes
+the same tuples through a subclass of :class:`NativeSpanProcessor`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ _SYNC_EVERY = 1024  # spans between two reads of the native counters into stats(
 def available() -> bool:
     """True when the extension is built and importable."""
     return _native is not None
+
+
+def extension() -> ModuleType | None:
+    """The extension module, None when it is not built."""
+    return _native
 
 
 def wanted(options: Options) -> bool:
@@ -225,10 +231,13 @@ class NativeSpanProcessor(SpanProcessor):
     def _start(self) -> None:
         assert _native is not None
         pipeline = _native.Pipeline(*self._arguments)
+        self._use(pipeline, SpanTuples(pipeline.resource, pipeline.scope))
+
+    def _use(self, pipeline: Any, to_tuple: SpanTuples) -> None:
         self.pipeline = pipeline  # a new one after a fork: thin spans re-register with it
-        self._to_tuple = SpanTuples(pipeline.resource, pipeline.scope)
+        self._to_tuple = to_tuple
         self._ended = 0
-        STATS.add(_SINK, "native")  # which path is active, for stats() and doctor
+        STATS.add(self.sink, "native")  # which path is active, for stats() and doctor
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         pass
@@ -238,7 +247,7 @@ class NativeSpanProcessor(SpanProcessor):
             self.submit(self._to_tuple(span))
         except Exception as exc:
             report("native span export", exc)
-            STATS.add(_SINK, "dropped")
+            STATS.add(self.sink, "dropped")
 
     def indices(self, resource: Resource, scope: InstrumentationScope | None) -> tuple[int, int]:
         """Where ``resource`` and ``scope`` are registered with the current pipeline."""
@@ -254,10 +263,10 @@ class NativeSpanProcessor(SpanProcessor):
     def sync_stats(self) -> None:
         """Adds what the native thread exported, dropped, truncated since the last call."""
         exported, dropped, truncated, panics = self.pipeline.take_counts()
-        STATS.add(_SINK, "exported", exported)
-        STATS.add(_SINK, "dropped", dropped)
-        STATS.add(_SINK, "truncated", truncated)
-        STATS.add(_SINK, "native_panics", panics)
+        STATS.add(self.sink, "exported", exported)
+        STATS.add(self.sink, "dropped", dropped)
+        STATS.add(self.sink, "truncated", truncated)
+        STATS.add(self.sink, "native_panics", panics)
 
     def pending(self) -> int:
         return int(self.pipeline.pending())

@@ -147,7 +147,14 @@ class Runtime:
         provider.id_generator = IDS  # ids that random.seed() in the program cannot repeat
         store = _local_store(options)
         if store is not None and options.traces == "local":
-            self._add_exporter(provider, "local", StoreSpanExporter(store))
+            from .store import native_writer
+
+            writer = native_writer.start(store, options.shutdown_timeout, MAX_QUEUE)
+            if writer is not None:
+                self._span_processors.append(writer)
+                provider.add_span_processor(writer)
+            else:
+                self._add_exporter(provider, "local", StoreSpanExporter(store))
         elif options.traces == "otlp" and native_export.wanted(options):
             native = native_export.NativeSpanProcessor(options, MAX_QUEUE, MAX_REQUEST_BYTES)
             self._span_processors.append(native)

@@ -21,7 +21,7 @@ pub struct Queued {
 }
 
 /// Text with each lone surrogate replaced by U+FFFD, as glmtrace's `repair.text` does.
-fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+pub fn text(value: &Bound<'_, PyAny>) -> PyResult<String> {
     let s = value.cast::<PyString>()?;
     match s.to_str() {
         Ok(ok) => Ok(ok.to_owned()),

@@ -302,6 +302,10 @@ def doctor() -> None:
     console.print(health)
     if options.traces == "otlp":
         console.print(f"span export: {native_export.describe(options)}")
+    elif options.traces == "local":
+        from ..store import native_writer
+
+        console.print(f"span store: {native_writer.describe()}")
     console.print(plugins.table())
     _print_recent_runs(options.store)
 

@@ -94,7 +94,7 @@ _SPAN_INSERT = (
 )
 _LOG_INSERT = "INSERT INTO logs VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (log_id) DO NOTHING"
 # How long a call waits for other processes' writers before it gives up (the batch is dropped).
-_WAIT_S = 30.0
+WAIT_S = 30.0
 
 
 class Store:
@@ -156,7 +156,7 @@ class Store:
         SQLite's own busy wait is kept short and the lock is let go between tries, so a
         ``fork()`` waiting for the lock is held up by one short call, not by a queue of writers.
         """
-        deadline = time.monotonic() + _WAIT_S
+        deadline = time.monotonic() + WAIT_S
         while True:
             with fork_safety.lock():
                 try:
@@ -167,6 +167,11 @@ class Store:
                     if not _busy(exc) or time.monotonic() > deadline:
                         raise
             time.sleep(random.uniform(0.002, 0.02))
+
+    def prepare(self) -> None:
+        """Create the file and its tables now (for a writer outside this class); raises
+        :class:`StoreError` or ``sqlite3.Error`` when it cannot."""
+        self._run(True, lambda conn: None)
 
     def close(self) -> None:
         with fork_safety.lock():

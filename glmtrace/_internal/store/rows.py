@@ -7,8 +7,10 @@ JSON does not know) is repaired rather than allowed to fail the transaction it i
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
+
+from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME
 
 from ..export.rows import SpanRow
 from ..logs import ecs
@@ -57,6 +59,29 @@ def span_values(row: SpanRow) -> tuple[Any, ...]:
         _json(row["links"]),
         _json(row["resource"]),
     )
+
+
+def json_text(value: Any) -> str:
+    """One value's JSON text as it appears in a span row's JSON column, repaired as :func:`encoded`
+    repairs a row (the native store writer asks for the values it does not model itself)."""
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        value = dict(value)
+    try:
+        out = _json(value)
+        if utf8_ok(out):
+            return out
+    except (ValueError, TypeError, RecursionError):
+        pass
+    return _json(repaired(value))
+
+
+def resource_values(attributes: Mapping[str, Any], pid: int) -> tuple[str | None, str]:
+    """The ``service_name`` and ``resource`` columns of the spans of a resource with
+    ``attributes``, written by process ``pid`` (as :class:`StoreSpanExporter` writes them)."""
+    resource = dict(attributes)
+    resource[PROCESS_PID] = pid
+    name = resource.get(SERVICE_NAME)
+    return (None if name is None else safe_str(name)), json_text(resource)
 
 
 def log_values(doc: EcsDocument) -> tuple[Any, ...]:
