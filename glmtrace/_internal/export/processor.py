@@ -30,6 +30,7 @@ class BoundedBatchProcessor(BatchSpanProcessor):
         )
         self.sink = sink
         self.counter = exporter
+        self.closed = False
 
     def pending(self) -> int:
         return queued(self)
@@ -40,10 +41,16 @@ class BoundedBatchProcessor(BatchSpanProcessor):
         return self.counter.abandon() + self.pending()
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self.pending() >= MAX_QUEUE:
+        # After shutdown the SDK ignores the span; it was started under this processor's
+        # runtime and ended after a re-init: still one that did not leave.
+        if self.closed or self.pending() >= MAX_QUEUE:
             STATS.add(self.sink, "dropped")
             return
         super().on_end(span)
+
+    def shutdown(self) -> None:
+        self.closed = True
+        super().shutdown()
 
 
 def dropped_by(processors: list[Any]) -> int:
