@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_a_span_open_across_reinit_is_exported_or_counted(
     that configures glmtrace itself), then the span ends: it reaches the backend or
     ``stats()`` counts it dropped."""
     monkeypatch.setenv("GLMTRACE_STRICT", "0")  # the drop warning is an acceptable outcome
-    settings = dict(
+    settings: dict[str, Any] = dict(
         traces="otlp",
         endpoint=receiver.url,
         protocol="http/protobuf",

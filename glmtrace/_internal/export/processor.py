@@ -50,7 +50,7 @@ class BoundedBatchProcessor(BatchSpanProcessor):
 
     def shutdown(self) -> None:
         self.closed = True
-        super().shutdown()
+        super().shutdown()  # type: ignore[no-untyped-call]
 
 
 def dropped_by(processors: list[Any]) -> int:
