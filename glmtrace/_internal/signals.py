@@ -220,23 +220,24 @@ class _ForkMask:
     """
 
     def __init__(self) -> None:
-        self.blocked = False
+        # Per forking thread (two threads may fork at once); a child keeps its forker's.
+        self.forking = threading.local()
         self.latest = 0
 
     def before(self) -> None:
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            self.blocked = signal.SIGTERM not in held
+            self.forking.blocked = signal.SIGTERM not in held
 
     def after_in_parent(self) -> None:
-        if self.blocked:
-            self.blocked = False
+        if getattr(self.forking, "blocked", False):
+            self.forking.blocked = False
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
     def after_in_child(self, number: int) -> None:
-        if not self.blocked or number != self.latest:
+        if not getattr(self.forking, "blocked", False) or number != self.latest:
             return  # an older provider's turn: a newer one's hook runs after this
-        self.blocked = False
+        self.forking.blocked = False
         try:
             if signal.SIGTERM in signal.sigpending():
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -241,3 +241,39 @@ def test_terminating_young_pool_workers_neither_hangs_nor_prints_tracebacks(
     assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
     assert "Traceback" not in done.stderr
     assert "Exception ignored" not in done.stderr
+
+
+CONCURRENT_FORKS = """
+    import os, signal, threading
+    import glmtrace
+
+    glmtrace.init(service_name="forks", traces="none", logs="none")
+    start = threading.Barrier(4)
+    masks = []
+
+
+    def fork_many():
+        start.wait()
+        for _ in range(25):
+            pid = os.fork()
+            if pid == 0:
+                blocked = signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+                os._exit(3 if blocked else 0)
+            assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        masks.append(signal.SIGTERM in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+    threads = [threading.Thread(target=fork_many) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(masks)
+"""
+
+
+def test_forking_from_several_threads_at_once_leaves_sigterm_deliverable(tmp_path: Path) -> None:
+    """fork() holds SIGTERM back in the forking thread only while it forks: neither a child
+    nor any of four threads forking at the same time is left with it blocked."""
+    done = run_job(CONCURRENT_FORKS, tmp_path)
+    assert (done.returncode, done.stdout) == (0, "[False, False, False, False]\n"), done.stderr
