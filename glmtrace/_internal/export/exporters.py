@@ -211,7 +211,7 @@ def estimated_size(span: ReadableSpan) -> int:
     def attrs(values: Any) -> int:
         return sum(len(k) + len(str(v)) + 8 for k, v in (values or {}).items())
 
-    size = 96 + len(span.name) + attrs(span.attributes)
+    size = 96 + len(span.name) + len(span.status.description or "") + attrs(span.attributes)
     for event in span.events:
         size += 24 + len(event.name) + attrs(event.attributes)
     for link in span.links:
@@ -232,8 +232,11 @@ def _shrink(span: ReadableSpan) -> ReadableSpan:
     def cut(values: Any) -> dict[str, Any]:
         return {k: cut_value(v) for k, v in (values or {}).items()}
 
+    status = span.status  # the SDK bounds no description: one set from a huge message
+    if status.description is not None and len(status.description) > _TRUNCATED_VALUE:
+        status = Status(status.status_code, status.description[:_TRUNCATED_VALUE])
     return ReadableSpan(
-        name=span.name,
+        name=span.name[:_TRUNCATED_VALUE],
         context=span.context,
         parent=span.parent,
         resource=span.resource,
@@ -241,7 +244,7 @@ def _shrink(span: ReadableSpan) -> ReadableSpan:
         events=[Event(e.name, cut(e.attributes), e.timestamp) for e in span.events[:_MAX_EVENTS]],
         links=span.links,
         kind=span.kind,
-        status=span.status,
+        status=status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
