@@ -15,6 +15,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from .carriers import attach, inject
 from .guard import internal_errors
 from .runtime import DEFAULT
+from .signals import sigterm_held
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,7 +58,14 @@ def _shutdown_at_worker_exit() -> None:
     if _hooked_pid == os.getpid() or multiprocessing.parent_process() is None:
         return
     _hooked_pid = os.getpid()
-    multiprocessing.util.Finalize(None, DEFAULT.shutdown_at_exit, exitpriority=10)
+    multiprocessing.util.Finalize(None, _flush_at_worker_exit, exitpriority=10)
+
+
+def _flush_at_worker_exit() -> None:
+    # ``with Pool()`` ends in terminate(): SIGTERM to the workers still alive, which are the
+    # ones flushing here. Without glmtrace they would have nothing left to do.
+    with sigterm_held():
+        DEFAULT.shutdown_at_exit()
 
 
 def _after_multiprocessing_fork(runtime: Any) -> None:

@@ -142,3 +142,19 @@ def _key(key: object) -> object:
     if isinstance(key, str | float | bool) or key is None:
         return text(key) if isinstance(key, str) else key
     return safe_str(key)  # ints too: JSON writes them as text anyway
+
+
+UINT64_MAX = 2**64 - 1
+
+
+def nanos_ok(value: object) -> bool:
+    """True for a timestamp OTLP can carry: None or an int of 0..2**64-1 nanoseconds."""
+    return value is None or (type(value) is int and 0 <= value <= UINT64_MAX)
+
+
+def nanos(value: object) -> int | None:
+    """A timestamp OTLP can carry: a float (``time.time()`` given where nanoseconds were
+    meant) truncated, out of range clamped, anything else None (the encoder leaves it 0)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return int(min(max(value, 0), UINT64_MAX))

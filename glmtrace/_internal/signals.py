@@ -27,7 +27,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .forks import after_fork_in_child
 
@@ -159,6 +159,11 @@ class _Listener:
 
     def after_fork(self) -> None:
         # The child shares the parent's pipe: its signals must not wake the parent's thread.
+        # It needs a listener of its own as much as the parent: a pool worker waiting for its
+        # next task sits in a semaphore wait that SIGTERM (``Pool.terminate()``) does not always
+        # interrupt, and without one, glmtrace's inherited handler would never run there.
+        global _HANDLED
+        _HANDLED = threading.Event()  # the parent's may be mid-update by a thread gone here
         if self.fds is not None:
             with contextlib.suppress(ValueError, OSError):
                 signal.set_wakeup_fd(-1)
@@ -166,6 +171,8 @@ class _Listener:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self.fds = self.thread = None
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                self.start()
 
 
 def _unhandled_sigterm() -> None:
@@ -200,6 +207,56 @@ _LISTENER = _Listener()
 after_fork_in_child(_LISTENER.after_fork)
 
 
+class _ForkMask:
+    """SIGTERM held back in a forked child until its fork hooks have run.
+
+    A child is often told to stop the moment it is born (``with Pool()`` around a quick
+    ``map`` terminates workers still starting). With glmtrace's handler inherited, SIGTERM in
+    a fork hook (the SDK's re-reads the resource on a thread pool) raises ``SignalExit`` there,
+    which the interpreter prints and swallows: the child lives on, its signal lost. So fork()
+    blocks SIGTERM in the forking thread; the parent unblocks it at once, the child after the
+    tracer provider's hook, dying by the signal if it came meanwhile (it has made no span).
+    Threads the hooks start inherit the block and never take the signal from the main thread.
+    """
+
+    def __init__(self) -> None:
+        # Per forking thread (two threads may fork at once); a child keeps its forker's.
+        self.forking = threading.local()
+        self.latest = 0
+
+    def before(self) -> None:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            self.forking.blocked = signal.SIGTERM not in held
+
+    def after_in_parent(self) -> None:
+        if getattr(self.forking, "blocked", False):
+            self.forking.blocked = False
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+    def after_in_child(self, number: int) -> None:
+        if not getattr(self.forking, "blocked", False) or number != self.latest:
+            return  # an older provider's turn: a newer one's hook runs after this
+        self.forking.blocked = False
+        try:
+            if signal.SIGTERM in signal.sigpending():
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        except SignalExit:  # it came right now: the handler ran (and left the default)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def follow_provider(self) -> None:
+        """Unblock after the hooks registered so far (each ``init()``'s new provider has
+        one): fork hooks run in the order they were registered, and none can be removed."""
+        self.latest += 1
+        number = self.latest
+        os.register_at_fork(after_in_child=lambda: self.after_in_child(number))
+
+
+_FORK_MASK = _ForkMask()
+os.register_at_fork(before=_FORK_MASK.before, after_in_parent=_FORK_MASK.after_in_parent)
+
+
 def _waited_on() -> bool:
     """True when a non-daemon thread other than the main one is alive (exit waits for it)."""
     main = threading.main_thread()
@@ -223,9 +280,38 @@ def sigterm_handler(
         _HANDLED.clear()
         signal.signal(signal.SIGTERM, _on_sigterm)
         _LISTENER.start()
+        _FORK_MASK.follow_provider()
     elif not install and current is _on_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _LISTENER.stop()
+
+
+@contextlib.contextmanager
+def sigterm_held() -> Iterator[None]:
+    """Hold SIGTERM back for the block, then die by it if it came (main thread only).
+
+    For a flush that is the last thing a process does, where SIGTERM is the usual way it is
+    told to stop, not an emergency: ``multiprocessing.Pool``'s ``terminate()`` (the end of
+    every ``with Pool()``) sends it to workers that are flushing their spans at exit, and
+    would lose them. The flush is bounded by its own deadline. A handler the program set
+    itself is left alone.
+    """
+    came: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous not in (
+        signal.SIG_DFL,
+        _on_sigterm,
+    ):
+        yield
+        return
+    signal.signal(signal.SIGTERM, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        # glmtrace's own handler has nothing left to do once the exit-time flush ran.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if came:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def interrupting_signal(exc: BaseException) -> str | None:

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.sdk.resources import PROCESS_PID, SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import Link, Status
+from opentelemetry.trace import Link, SpanContext, Status
 
 from ..config import Options, otlp_traces_url
 from ..forks import after_fork_in_child
 from ..guard import internal_errors
-from ..repair import otlp_ok, repaired, safe_str, text, utf8_ok
+from ..repair import nanos, nanos_ok, otlp_ok, repaired, safe_str, text, utf8_ok
 from ..stats import STATS
 from .rows import SpanRow, span_id_hex, trace_id_hex
 
@@ -211,7 +211,7 @@ def estimated_size(span: ReadableSpan) -> int:
     def attrs(values: Any) -> int:
         return sum(len(k) + len(str(v)) + 8 for k, v in (values or {}).items())
 
-    size = 96 + len(span.name) + attrs(span.attributes)
+    size = 96 + len(span.name) + len(span.status.description or "") + attrs(span.attributes)
     for event in span.events:
         size += 24 + len(event.name) + attrs(event.attributes)
     for link in span.links:
@@ -232,8 +232,11 @@ def _shrink(span: ReadableSpan) -> ReadableSpan:
     def cut(values: Any) -> dict[str, Any]:
         return {k: cut_value(v) for k, v in (values or {}).items()}
 
+    status = span.status  # the SDK bounds no description: one set from a huge message
+    if status.description is not None and len(status.description) > _TRUNCATED_VALUE:
+        status = Status(status.status_code, status.description[:_TRUNCATED_VALUE])
     return ReadableSpan(
-        name=span.name,
+        name=span.name[:_TRUNCATED_VALUE],
         context=span.context,
         parent=span.parent,
         resource=span.resource,
@@ -241,7 +244,7 @@ def _shrink(span: ReadableSpan) -> ReadableSpan:
         events=[Event(e.name, cut(e.attributes), e.timestamp) for e in span.events[:_MAX_EVENTS]],
         links=span.links,
         kind=span.kind,
-        status=span.status,
+        status=status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
@@ -259,7 +262,15 @@ def _otlp_ok(span: ReadableSpan) -> bool:
         and attrs(span.attributes)
         and all(_name_ok(e.name) and attrs(e.attributes) for e in span.events)
         and all(attrs(link.attributes) for link in span.links)
+        and nanos_ok(span.start_time)
+        and nanos_ok(span.end_time)
+        and all(nanos_ok(e.timestamp) for e in span.events)
+        and all(_ids_ok(link.context) for link in span.links)
     )
+
+
+def _ids_ok(context: SpanContext) -> bool:
+    return 0 <= context.trace_id < 2**128 and 0 <= context.span_id < 2**64
 
 
 def _name_ok(name: object) -> bool:
@@ -271,10 +282,12 @@ def _name(name: object) -> str:
 
 
 def _repaired(span: ReadableSpan) -> ReadableSpan:
-    """A copy of ``span`` that OTLP can encode: no lone surrogates, no integers past 64 bits.
+    """A copy of ``span`` that OTLP can encode: no lone surrogates, no integers past 64 bits,
+    timestamps whole nanoseconds, links only to ids that fit.
 
-    The protobuf encoder fails the whole request on a bad span name and drops (with a
-    traceback) any attribute it cannot encode; the span is repaired instead.
+    The protobuf encoder fails the whole request on a bad span name or timestamp (an event's
+    ``time.time()``) and drops (with a traceback) any attribute it cannot encode; the span is
+    repaired instead.
     """
 
     def attrs(values: Any) -> dict[str, Any]:
@@ -289,12 +302,16 @@ def _repaired(span: ReadableSpan) -> ReadableSpan:
         parent=span.parent,
         resource=Resource(attrs(span.resource.attributes), span.resource.schema_url),
         attributes=attrs(span.attributes),
-        events=[Event(_name(e.name), attrs(e.attributes), e.timestamp) for e in span.events],
-        links=[Link(link.context, attrs(link.attributes)) for link in span.links],
+        events=[Event(_name(e.name), attrs(e.attributes), nanos(e.timestamp)) for e in span.events],
+        links=[
+            Link(link.context, attrs(link.attributes))
+            for link in span.links
+            if _ids_ok(link.context)
+        ],
         kind=span.kind,
         status=status,
-        start_time=span.start_time,
-        end_time=span.end_time,
+        start_time=nanos(span.start_time),
+        end_time=nanos(span.end_time),
         instrumentation_scope=span.instrumentation_scope,
     )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from ..forks import after_fork_in_child
 from ..otel_internals import queued
 from ..stats import STATS
 from .exporters import CountingExporter
@@ -30,6 +32,12 @@ class BoundedBatchProcessor(BatchSpanProcessor):
         )
         self.sink = sink
         self.counter = exporter
+        self.closed = False
+        self._bound = threading.Lock()
+        after_fork_in_child(self._renew_lock)
+
+    def _renew_lock(self) -> None:
+        self._bound = threading.Lock()  # the parent's may be held by a thread gone here
 
     def pending(self) -> int:
         return queued(self)
@@ -40,10 +48,17 @@ class BoundedBatchProcessor(BatchSpanProcessor):
         return self.counter.abandon() + self.pending()
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self.pending() >= MAX_QUEUE:
-            STATS.add(self.sink, "dropped")
-            return
-        super().on_end(span)
+        # After shutdown the SDK ignores the span; it was started under this processor's
+        # runtime and ended after a re-init: still one that did not leave.
+        with self._bound:  # two threads seeing one free place would both queue: the SDK's
+            if self.closed or self.pending() >= MAX_QUEUE:  # deque then evicts one, uncounted
+                STATS.add(self.sink, "dropped")
+                return
+            super().on_end(span)
+
+    def shutdown(self) -> None:
+        self.closed = True
+        super().shutdown()  # type: ignore[no-untyped-call]
 
 
 def dropped_by(processors: list[Any]) -> int:
