@@ -39,6 +39,10 @@ else:
     # The torch helpers are imported on first use (PEP 562): most programs never use them,
     # and they would add about a tenth to `import glmtrace` (tests/unit/test_import_cost.py).
     def __getattr__(name: str) -> Any:
+        if name in ("distributed", "testing"):  # submodules, usable after `import glmtrace`
+            import importlib
+
+            return importlib.import_module(f"{__name__}.{name}")
         if name in ("CudaSpan", "cuda_span"):
             from ._internal.torch import cuda as helpers
         elif name in ("instrument_torch", "uninstrument_torch"):
