@@ -223,6 +223,7 @@ class NativeSpanProcessor(SpanProcessor):
         )
         # Within the runtime's own deadline, so what is left is counted here, once.
         self._shutdown_timeout = options.shutdown_timeout * 0.8
+        self._closed = False
         self._start()
         # In a forked child: a fresh queue and thread; the parent's thread does not exist there,
         # and its queue (the parent's spans) is never touched again.
@@ -257,7 +258,9 @@ class NativeSpanProcessor(SpanProcessor):
         """Queue one span tuple (thin spans come here directly, with :meth:`indices`)."""
         self.pipeline.submit(fields)  # never raises: counts its own drops
         self._ended += 1
-        if self._ended % _SYNC_EVERY == 0:
+        # After shutdown (a span that outlived its runtime: init() again while it ran) each
+        # drop is read at once: nothing else would read this pipeline's counters again.
+        if self._closed or self._ended % _SYNC_EVERY == 0:
             self.sync_stats()
 
     def sync_stats(self) -> None:
@@ -282,5 +285,6 @@ class NativeSpanProcessor(SpanProcessor):
         return ok
 
     def shutdown(self) -> None:
+        self._closed = True
         self.pipeline.shutdown(self._shutdown_timeout)
         self.sync_stats()

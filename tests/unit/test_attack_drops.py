@@ -23,13 +23,6 @@ def receiver() -> Iterator[Receiver]:
     made.close()
 
 
-@pytest.mark.xfail(
-    NATIVE,
-    strict=True,
-    reason="native path: the span ends into the old runtime's NativeSpanProcessor; its "
-    "pipeline is shut down, so submit() counts the drop in the Rust counters, which "
-    "sync_stats() never reads again (native_export.py), and thin.py keeps the old emitter",
-)
 def test_a_span_open_across_reinit_is_exported_or_counted(
     receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -131,6 +131,5 @@ class NativeStoreProcessor(NativeSpanProcessor):
             self.pipeline.shutdown(0.0)
 
     def shutdown(self) -> None:
-        self._closed = True
         super().shutdown()
         self._store.close()
