@@ -58,13 +58,15 @@ const TRUNCATED_VALUE: usize = 1024;
 const TRUNCATED_ITEMS: usize = 256;
 const MAX_EVENTS: usize = 32;
 
+fn cut_text(s: &mut String) {
+    if let Some((at, _)) = s.char_indices().nth(TRUNCATED_VALUE) {
+        s.truncate(at);
+    }
+}
+
 fn cut(value: &mut AnyValue) {
     match &mut value.value {
-        Some(Value::StringValue(s)) => {
-            if let Some((at, _)) = s.char_indices().nth(TRUNCATED_VALUE) {
-                s.truncate(at);
-            }
-        }
+        Some(Value::StringValue(s)) => cut_text(s),
         Some(Value::ArrayValue(a)) => {
             a.values.truncate(TRUNCATED_ITEMS);
             a.values.iter_mut().for_each(cut);
@@ -84,6 +86,10 @@ pub fn shrink(span: &mut Span, max_bytes: usize) -> bool {
         return false;
     }
     cut_all(&mut span.attributes);
+    cut_text(&mut span.name);
+    if let Some(status) = span.status.as_mut() {
+        cut_text(&mut status.message); // nothing bounds a description set from a huge message
+    }
     span.attributes.push(KeyValue {
         key: "glmtrace.truncated".into(),
         value: Some(AnyValue { value: Some(Value::BoolValue(true)) }),

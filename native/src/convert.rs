@@ -111,9 +111,24 @@ pub fn attributes(mapping: &Bound<'_, PyAny>, depth: u32) -> PyResult<Vec<KeyVal
     attributes_at(mapping, depth)
 }
 
+/// An id as its N big-endian bytes; an error when it does not fit in N bytes.
 fn id_bytes<const N: usize>(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let id: u128 = value.extract()?;
+    if N < 16 && id >> (8 * N) != 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err("id wider than its field"));
+    }
     Ok(id.to_be_bytes()[16 - N..].to_vec())
+}
+
+/// A timestamp as OTLP carries it, whatever the program passed through the OpenTelemetry API
+/// (`add_event(timestamp=time.time())`, a negative or too large one): whole nanoseconds,
+/// clamped to 0..=u64::MAX, as the Python path repairs it (`repair.nanos`). Never fails the span.
+pub fn nanos(value: &Bound<'_, PyAny>) -> u64 {
+    if let Ok(n) = value.extract::<u64>() {
+        return n;
+    }
+    // A float, or an int out of range: `as` saturates (NaN and negatives to 0).
+    value.extract::<f64>().map(|f| f as u64).unwrap_or(0)
 }
 
 fn flags(remote: bool) -> u32 {
@@ -157,7 +172,7 @@ pub fn span(t: &Bound<'_, PyTuple>) -> PyResult<Queued> {
         let e = e.cast::<PyTuple>()?; // (name, timestamp, attributes, dropped)
         events.push(Event {
             name: opt_text(&e.get_item(0)?)?,
-            time_unix_nano: e.get_item(1)?.extract::<Option<u64>>()?.unwrap_or(0),
+            time_unix_nano: nanos(&e.get_item(1)?),
             attributes: attributes(&e.get_item(2)?, 0)?,
             dropped_attributes_count: e.get_item(3)?.extract()?,
         });
@@ -166,9 +181,15 @@ pub fn span(t: &Bound<'_, PyTuple>) -> PyResult<Queued> {
     for link in at(15)?.try_iter()? {
         let l = link?;
         let l = l.cast::<PyTuple>()?; // (trace_id, span_id, remote, attributes, dropped)
+        // A link to ids no trace can have is left out, as the Python path leaves it out.
+        let (Ok(trace_id), Ok(span_id)) =
+            (id_bytes::<16>(&l.get_item(0)?), id_bytes::<8>(&l.get_item(1)?))
+        else {
+            continue;
+        };
         links.push(Link {
-            trace_id: id_bytes::<16>(&l.get_item(0)?)?,
-            span_id: id_bytes::<8>(&l.get_item(1)?)?,
+            trace_id,
+            span_id,
             trace_state: String::new(), // the reference encoder leaves it out
             attributes: attributes(&l.get_item(3)?, 0)?,
             dropped_attributes_count: l.get_item(4)?.extract()?,
@@ -187,8 +208,8 @@ pub fn span(t: &Bound<'_, PyTuple>) -> PyResult<Queued> {
             flags: flags(at(5)?.is_truthy()?),
             name: opt_text(&at(7)?)?,
             kind: kind + 1, // SpanKind.INTERNAL is 0 in Python, 1 in OTLP
-            start_time_unix_nano: at(9)?.extract::<Option<u64>>()?.unwrap_or(0),
-            end_time_unix_nano: at(10)?.extract::<Option<u64>>()?.unwrap_or(0),
+            start_time_unix_nano: nanos(&at(9)?),
+            end_time_unix_nano: nanos(&at(10)?),
             attributes: attributes(&at(11)?, 0)?,
             dropped_attributes_count: at(12)?.extract()?,
             events,

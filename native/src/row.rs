@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::convert::text;
+use crate::convert::{nanos, text};
 use crate::json::{self, J};
 
 const KINDS: [&str; 5] = ["INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER"];
@@ -109,14 +109,16 @@ impl<'py> Reader<'_, 'py> {
         for link in at(15)?.try_iter()? {
             let l = link?;
             let l = l.cast::<PyTuple>()?; // (trace_id, span_id, remote, attributes, dropped)
-            links.push((
-                l.get_item(0)?.extract()?,
-                l.get_item(1)?.extract()?,
-                self.mapping(&l.get_item(3)?, 0)?,
-            ));
+            // A link to ids no trace can have is left out, as the OTLP encoders leave it out.
+            let (Ok(trace_id), Ok(span_id)) =
+                (l.get_item(0)?.extract::<u128>(), l.get_item(1)?.extract::<u64>())
+            else {
+                continue;
+            };
+            links.push((trace_id, span_id, self.mapping(&l.get_item(3)?, 0)?));
         }
         let name = at(7)?;
-        let start = at(9)?.extract::<Option<i64>>()?.unwrap_or(0);
+        let start = stored_nanos(&at(9)?);
         let kind: usize = at(8)?.extract()?;
         let status: usize = at(17)?.extract()?;
         let message = at(18)?;
@@ -134,9 +136,9 @@ impl<'py> Reader<'_, 'py> {
             },
             kind: KINDS.get(kind).copied().unwrap_or("INTERNAL"),
             start,
-            end: match at(10)?.extract::<Option<i64>>()? {
-                Some(end) if end != 0 => end,
-                _ => start,
+            end: match stored_nanos(&at(10)?) {
+                0 => start,
+                end => end,
             },
             status: STATUSES.get(status).copied().unwrap_or("UNSET"),
             status_message: if message.is_none() { None } else { Some(text(&message)?) },
@@ -145,6 +147,11 @@ impl<'py> Reader<'_, 'py> {
             links,
         })
     }
+}
+
+/// A span's start or end as the store's INTEGER column takes it (see convert::nanos).
+fn stored_nanos(value: &Bound<'_, PyAny>) -> i64 {
+    i64::try_from(nanos(value)).unwrap_or(i64::MAX)
 }
 
 fn to_json(value: &J) -> String {

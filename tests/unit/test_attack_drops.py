@@ -10,10 +10,7 @@ from typing import Any
 import pytest
 
 import glmtrace
-from glmtrace._internal import native_export
 from tests.unit.test_attack_forks import Receiver
-
-NATIVE = native_export.available() and not native_export.forced_off()
 
 
 @pytest.fixture

@@ -12,11 +12,8 @@ import pytest
 from opentelemetry import trace
 
 import glmtrace
-from glmtrace._internal import native_export
 from glmtrace._internal.export.exporters import MAX_REQUEST_BYTES
 from tests.unit.test_attack_forks import Receiver
-
-NATIVE = native_export.available() and not native_export.forced_off()
 
 # Each is something a program may do to the current span, that OTLP cannot carry as given.
 HOSTILE: dict[str, Callable[[Any], None]] = {
@@ -64,13 +61,6 @@ def test_a_hostile_timestamp_or_link_costs_no_neighbouring_span(sent: Receiver) 
     }
 
 
-@pytest.mark.xfail(
-    NATIVE,
-    strict=True,
-    reason="native path: ThinSpan.add_event/add_link keep the timestamp and link context as "
-    "given (thin.py), and convert.rs's extract::<Option<u64>>/<u128> on them fails the whole "
-    "span, which Pipeline.submit counts dropped; the Python path repairs it (exporters.py)",
-)
 def test_a_span_given_a_hostile_timestamp_or_link_arrives_repaired(sent: Receiver) -> None:
     """Each such span arrives; a float timestamp becomes whole nanoseconds, one out of range is
     clamped, a link to ids no trace can have is left out."""
@@ -81,13 +71,6 @@ def test_a_span_given_a_hostile_timestamp_or_link_arrives_repaired(sent: Receive
     assert list(spans["link to ids too wide"].links) == []
 
 
-@pytest.mark.xfail(
-    NATIVE,
-    strict=True,
-    reason="native path: ThinSpan.set_status keeps the description whole (thin.py; "
-    "error_status truncates, the API path does not), and batch.rs's shrink() cuts "
-    "attributes and events but not the status message: the 10 MB span is sent as it is",
-)
 def test_a_huge_status_description_is_cut_to_the_request_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -119,3 +102,21 @@ def test_a_huge_status_description_is_cut_to_the_request_bound(
     assert all(
         any(a.key == "glmtrace.truncated" for a in span.attributes) for span in receiver.spans
     )
+
+
+def test_the_local_store_keeps_a_span_given_a_hostile_timestamp_or_link(tmp_path: Path) -> None:
+    """The store's writers (native and Python) keep such a span rather than drop it."""
+    from glmtrace._internal.store.database import Store
+
+    store = tmp_path / "g.db"
+    glmtrace.init(service_name="values", traces="local", logs="none", store=store)
+    try:
+        for name, act in HOSTILE.items():
+            with glmtrace.span(name):
+                act(trace.get_current_span())
+        assert glmtrace.force_flush(5)
+        assert glmtrace.stats()["local"].get("dropped", 0) == 0
+    finally:
+        glmtrace.shutdown()
+    stored = {row["name"] for row in Store(store).all_spans()}
+    assert stored == set(HOSTILE)
