@@ -36,7 +36,8 @@ class _Stage:
         self._limits: Limits | None = None
         self._coerced: Mapping[str, AttributeValue] = {}
 
-    def start(self) -> ThinSpan | None:
+    def start(self, active: bool = False) -> ThinSpan | None:
+        """The span, current until it ends when ``active``; None when there is none."""
         try:
             source = self.source
             limits = source.limits
@@ -45,7 +46,7 @@ class _Stage:
                 # redaction rules in force now, once per configuration.
                 self._coerced = coerce_attributes(self.attributes, limits)
                 self._limits = limits
-            return start(source.tracer, self.name, self._coerced, limits)
+            return start(source.tracer, self.name, self._coerced, limits, active)
         except Exception as exc:
             report("stage start", exc)
             return None
@@ -98,18 +99,16 @@ def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if info.source.tracer is None:
             return fn(*args, **kwargs)
-        span = info.start()
+        span = info.start(True)
         if span is None:
             return fn(*args, **kwargs)
-        token = attach(span.in_context())
         try:
             return fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            detach(token)
-            span.end()
+            span.end()  # detaches first
 
     return wrapper
 
@@ -119,18 +118,16 @@ def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
         if info.source.tracer is None:
             return await fn(*args, **kwargs)
-        span = info.start()
+        span = info.start(True)
         if span is None:
             return await fn(*args, **kwargs)
-        token = attach(span.in_context())
         try:
             return await fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            detach(token)
-            span.end()
+            span.end()  # detaches first
 
     return wrapper
 
