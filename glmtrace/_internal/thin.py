@@ -186,7 +186,10 @@ def start(
         for processor in em.starts:
             processor.on_start(span, parent_context=current)
     if active:
-        span.token = attach(Context({**current, SPAN_KEY: span}))
+        # A plain dict, not a Context: the same mapping to every OpenTelemetry API (which only
+        # reads it and copies it into a new Context to change it), at half the cost of making
+        # and freeing a dict subclass (1,400 instructions, 4% of a stage).
+        span.token = attach({**current, SPAN_KEY: span})  # type: ignore[arg-type]
     else:
         span.token = None
     return span

@@ -3,6 +3,8 @@ for OpenTelemetry code that finds them current."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -188,3 +190,27 @@ def test_a_ratio_sampled_trace_is_kept_or_dropped_whole(tmp_path: Any, rate: flo
     assert all(sorted(names) == ["child", "grandchild", "root"] for names in by_trace.values())
     # What is current in a dropped trace says so, as the SDK's non-recording span does.
     assert {tid for tid, on in recording.items() if on} == set(by_trace)
+
+
+def test_a_forked_child_draws_span_ids_of_its_own() -> None:
+    """Span ids are drawn ahead in bulk: a forked child must not take the ones its parent
+    drew (parent and child would give their next spans the same id)."""
+    script = """
+import os
+from glmtrace._internal.emitter import span_id
+span_id()  # the parent draws a batch ahead
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, str(span_id()).encode())
+    os._exit(0)
+os.close(write)
+child = int(os.read(read, 64))
+os.waitpid(pid, 0)
+print(child, span_id())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    child, parent = result.stdout.split()
+    assert child != parent
