@@ -214,3 +214,35 @@ print(child, span_id())
     )
     child, parent = result.stdout.split()
     assert child != parent
+
+
+def test_opentelemetry_context_api_works_on_what_a_stage_makes_current(traced: Any) -> None:
+    """Inside a stage the current context is a plain mapping (cheaper than a Context): every
+    OpenTelemetry context, baggage and propagation call still reads and derives from it."""
+    from opentelemetry import baggage, context, propagate
+
+    token = context.attach(baggage.set_baggage("tenant", "t1"))
+    try:
+
+        @glmtrace.stage
+        def work() -> tuple[Any, ...]:
+            current = context.get_current()
+            derived = context.set_value("k", 1)
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            return (
+                trace.get_current_span().get_span_context(),
+                baggage.get_baggage("tenant"),
+                context.get_value("k", derived),
+                type(derived),
+                Context(current) == current,
+                carrier,
+            )
+
+        span_ctx, tenant, value, derived_type, copies, carrier = work()
+    finally:
+        context.detach(token)
+    assert (tenant, value, derived_type, copies) == ("t1", 1, Context, True)
+    assert carrier["traceparent"].split("-")[2] == format(span_ctx.span_id, "016x")
+    assert carrier["baggage"] == "tenant=t1"
+    assert traced.one("stage work")["span_id"] == format(span_ctx.span_id, "016x")
