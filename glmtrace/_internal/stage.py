@@ -16,8 +16,9 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
 from .keys import FUNCTION, STAGE
+from .running import attach, detach
 from .spans import record_end
-from .thin import Source, ThinSpan, attach, detach, start
+from .thin import Source, ThinSpan, start
 
 P = ParamSpec("P")
 R = TypeVar("R")

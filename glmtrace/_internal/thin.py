@@ -21,11 +21,10 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextvars import Token
 from typing import Any, Protocol
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event
@@ -57,8 +56,9 @@ from .guard import report
 from .ids import refill_span_ids, span_ids
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
 from .native_export import _SYNC_EVERY
-from .otel_internals import BAGGAGE_KEY, SPAN_KEY, context_var
+from .otel_internals import BAGGAGE_KEY, SPAN_KEY
 from .repair import safe_str
+from .running import attach, current_context, detach, reset_fast
 
 _time_ns = time.time_ns
 _dict_set = dict.__setitem__
@@ -69,29 +69,6 @@ _next_span_id = span_ids.pop  # IndexError when empty: refill_span_ids()
 _here = threading.local()  # this thread's Thread and ident, found once
 # A forked child's thread may get a new ident: it looks again.
 after_fork_in_child(_here.__dict__.clear)
-
-# OpenTelemetry's context API spends two Python calls per operation over one ContextVar; under
-# its default runtime context glmtrace's spans use that ContextVar directly (the same tokens).
-_current_context: Callable[[], Context]
-attach: Callable[[Context], Token[Context]]
-detach: Callable[[Token[Context]], None]
-_reset_fast: Callable[[Token[Context]], object]  # may raise: detach() then reports it
-_found = context_var()
-if _found is not None:
-    _var = _found
-    _current_context, attach, _reset_fast = _var.get, _var.set, _var.reset
-
-    def _reset(token: Token[Context]) -> None:
-        try:
-            _var.reset(token)
-        except Exception:
-            otel_context.detach(token)  # logs "Failed to detach context", as OpenTelemetry
-
-    detach = _reset
-else:
-    _current_context = otel_context.get_current
-    attach = otel_context.attach
-    detach = _reset_fast = otel_context.detach
 
 
 def error_status(exc: BaseException | None, max_length: int = 4096) -> Status:
@@ -123,7 +100,7 @@ def start(
         return None
     if not isinstance(name, str):
         name = safe_str(name)  # span(None) must still be stored
-    current = _current_context()
+    current = current_context()
     # The private key trace.get_current_span() reads, without its two calls.
     holder: Any = current.get(SPAN_KEY)
     if holder is None:
@@ -354,7 +331,7 @@ class ThinSpan(trace.Span):
         if token is not None:
             self.token = None
             try:
-                _reset_fast(token)  # detach() without its Python call
+                reset_fast(token)  # detach() without its Python call
             except Exception:
                 detach(token)  # reports it, as OpenTelemetry does
         if error is not None:
