@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 import glmtrace
-from glmtrace._internal import provider
+from glmtrace._internal import native_export, provider
 from glmtrace._internal.runtime import DEFAULT
+from tests.unit.test_native_export import receiver  # noqa: F401  (a fixture)
 
 
 class _Starts(SpanProcessor):
@@ -246,3 +247,43 @@ def test_opentelemetry_context_api_works_on_what_a_stage_makes_current(traced: A
     assert carrier["traceparent"].split("-")[2] == format(span_ctx.span_id, "016x")
     assert carrier["baggage"] == "tenant=t1"
     assert traced.one("stage work")["span_id"] == format(span_ctx.span_id, "016x")
+
+
+@pytest.mark.skipif(
+    not native_export.available() or native_export.forced_off(),
+    reason="native path not built or forced off",
+)
+def test_native_counters_reach_stats_without_a_flush(
+    receiver: tuple[str, list[str]],  # noqa: F811  (the imported fixture)
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thin spans reach the extension without NativeSpanProcessor.submit(): they still read
+    its counters into stats() every _SYNC_EVERY spans, as submit() does."""
+    synced: list[int] = []
+    sync = native_export.NativeSpanProcessor.sync_stats
+
+    def counted(self: Any) -> None:
+        synced.append(1)
+        sync(self)
+
+    monkeypatch.setattr(native_export.NativeSpanProcessor, "sync_stats", counted)
+    glmtrace.init(
+        service_name="sync",
+        traces="otlp",
+        endpoint=receiver[0],
+        protocol="http/protobuf",
+        logs="none",
+        store=tmp_path / "g.db",
+    )
+    try:
+
+        @glmtrace.stage
+        def work() -> None:
+            pass
+
+        for _ in range(2 * native_export._SYNC_EVERY):
+            work()
+        assert len(synced) == 2
+    finally:
+        glmtrace.shutdown()
