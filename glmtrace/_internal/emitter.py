@@ -11,6 +11,7 @@ and finds the processors whose ``on_start`` does something, the only ones thin s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,8 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .attributes import AttributeValue
-from .ids import IDS
+from .forks import after_fork_in_child
+from .ids import IDS, refill_span_ids, span_ids
 from .native_export import NativeSpanProcessor
 from .otel_internals import (
     PROCESSORS,
@@ -60,6 +62,19 @@ def new_span_context(
 NO_STATE = SpanContext(1, 1, False).trace_state
 
 
+def span_id() -> int:
+    """A new span id (drawn ahead in bulk, see :mod:`.ids`)."""
+    try:
+        return span_ids.pop()
+    except IndexError:
+        return refill_span_ids()
+
+
+def new_trace_id() -> int:
+    """A new trace id."""
+    return getrandbits(128) or 1
+
+
 def _pass(self: Any, span: Any, parent_context: Any = None) -> None:
     pass
 
@@ -88,42 +103,66 @@ class Emitter:
 
     __slots__ = (
         "_direct",
-        "_prefix",
-        "_prefix_for",
+        "_resource",
         "_seen",
+        "always",
         "max_events",
         "max_links",
         "processor",
-        "resource",
+        "resource_index",
         "root_mode",
         "sampler",
         "scope",
+        "scope_index",
         "starts",
+        "submit",
+        "submitted",
         "tracer",
     )
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
         self.processor = tracer.span_processor
-        self.resource = tracer.resource  # torch.distributed adds the rank later
+        self._resource = tracer.resource
         self.sampler = tracer.sampler
         self.scope = instrumentation_scope(tracer)
         limits = span_limits(tracer)  # None: unlimited
         self.max_events, self.max_links = limits.max_events, limits.max_links
         self.root_mode = _root_mode(self.sampler)
-        self._prefix_for: tuple[Any, Any] = (None, None)
-        self._prefix: tuple[int, int] = (0, 0)
+        self.always = self.root_mode == "on"  # every new root sampled: no sampler to ask
         self._seen: object = None
         self._route()
 
+    @property
+    def resource(self) -> Any:
+        return self._resource
+
+    @resource.setter
+    def resource(self, resource: Any) -> None:
+        """torch.distributed adds the rank to the resource once a process group is up."""
+        self._resource = resource
+        self._forget()
+
+    def _forget(self) -> None:
+        """Route again at the next span: the pipeline or the resource changed."""
+        self._seen = None
+
     def _route(self) -> None:
-        """Work out who gets spans from the provider's processors (re-done when they change)."""
+        """Work out who gets spans from the provider's processors (re-done when they change)
+        and, for the native pipeline, the resource and scope indices its tuples start with."""
         processors = span_processors(self.processor)
         self.starts: tuple[Any, ...] = tuple(
             p for p in processors if not _does_nothing(type(p).on_start)
         )
         only = processors[0] if len(processors) == 1 else None
         self._direct = only if isinstance(only, NativeSpanProcessor) else None
+        if self._direct is not None:
+            self.resource_index, self.scope_index = self._direct.indices(self._resource, self.scope)
+            # The extension's own submit, without NativeSpanProcessor.submit's Python call
+            # (a tenth of a stage's cost): thin spans count their tuples here instead, and
+            # call its sync_stats() as often as it would.
+            self.submit = self._direct.pipeline.submit
+            self.submitted = itertools.count(1)
         self._seen = processors
 
     def new_context(
@@ -138,32 +177,18 @@ class Emitter:
         if parent is not None and parent.is_valid:
             if not parent.trace_flags.sampled:
                 return None
-            return new_span_context(
-                parent.trace_id, getrandbits(64) or 1, SAMPLED, parent.trace_state
-            )
+            return new_span_context(parent.trace_id, span_id(), SAMPLED, parent.trace_state)
         mode = self.root_mode
         if mode == "off":
             return None
-        trace_id = getrandbits(128) or 1
+        trace_id = new_trace_id()
         if mode == "on":
-            return new_span_context(trace_id, getrandbits(64) or 1, SAMPLED)
+            return new_span_context(trace_id, span_id(), SAMPLED)
         decision = self.sampler.should_sample(None, trace_id, name).decision
         if decision is Decision.DROP:
-            return (
-                new_span_context(trace_id, getrandbits(64) or 1, _UNSAMPLED)
-                if keep_dropped
-                else None
-            )
+            return new_span_context(trace_id, span_id(), _UNSAMPLED) if keep_dropped else None
         flags = SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _UNSAMPLED
-        return new_span_context(trace_id, getrandbits(64) or 1, flags)
-
-    def native_prefix(self, native: NativeSpanProcessor) -> tuple[int, int]:
-        """The resource and scope indices ``native`` knows this emitter's spans by."""
-        if native.pipeline is not self._prefix_for[0] or self.resource is not self._prefix_for[1]:
-            # First use, a fork made a new pipeline, or torch.distributed added the rank.
-            self._prefix = native.indices(self.resource, self.scope)
-            self._prefix_for = (native.pipeline, self.resource)
-        return self._prefix
+        return new_span_context(trace_id, span_id(), flags)
 
     def hand_off(
         self,
@@ -192,7 +217,7 @@ class Emitter:
                     name,
                     context=context,
                     parent=parent,
-                    resource=self.resource,
+                    resource=self._resource,
                     attributes=attributes,
                     links=links,
                     events=events,
@@ -209,7 +234,8 @@ class Emitter:
         state = context.trace_state
         native.submit(
             (
-                *self.native_prefix(native),
+                self.resource_index,
+                self.scope_index,
                 context.trace_id,
                 context.span_id,
                 None if parent is None else parent.span_id,
@@ -238,6 +264,15 @@ class Emitter:
 
 
 _cache: list[Emitter] = []
+
+
+def _forget_all() -> None:
+    # A forked child's native pipeline is a new one, which knows no resource yet.
+    for em in _cache:
+        em._forget()
+
+
+after_fork_in_child(_forget_all)
 
 
 def emitter_for(tracer: trace.Tracer | None) -> Emitter | None:

@@ -15,8 +15,9 @@ from .export.rows import span_id_hex, trace_id_hex
 from .guard import report
 from .keys import INTERRUPTED, SIGNAL
 from .repair import safe_str
+from .running import attach, detach
 from .signals import interrupting_signal
-from .thin import Source, ThinSpan, attach, detach, start
+from .thin import Source, ThinSpan, start
 
 
 def record_error(span: ThinSpan, exc: BaseException, limits: Limits) -> None:

@@ -16,8 +16,9 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 from .attributes import AttributeValue, Limits, coerce_attributes
 from .guard import report
 from .keys import FUNCTION, STAGE
+from .running import attach, detach
 from .spans import record_end
-from .thin import Source, ThinSpan, attach, detach, start
+from .thin import Source, ThinSpan, start
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -36,16 +37,20 @@ class _Stage:
         self._limits: Limits | None = None
         self._coerced: Mapping[str, AttributeValue] = {}
 
-    def start(self) -> ThinSpan | None:
+    def coerced(self, limits: Limits) -> Mapping[str, AttributeValue]:
+        """The attributes under ``limits``: coerced once per configuration (decoration usually
+        happens before init(), under other limits and redaction rules)."""
+        if limits is not self._limits:
+            self._coerced = coerce_attributes(self.attributes, limits)
+            self._limits = limits
+        return self._coerced
+
+    def start(self, active: bool = False) -> ThinSpan | None:
+        """The span, current until it ends when ``active``; None when there is none."""
         try:
             source = self.source
             limits = source.limits
-            if limits is not self._limits:
-                # Decoration usually happens before init(): coerce under the limits and
-                # redaction rules in force now, once per configuration.
-                self._coerced = coerce_attributes(self.attributes, limits)
-                self._limits = limits
-            return start(source.tracer, self.name, self._coerced, limits)
+            return start(source.tracer, self.name, self.coerced(limits), limits, active)
         except Exception as exc:
             report("stage start", exc)
             return None
@@ -96,20 +101,27 @@ def _stage_class(source: Source, cls: C, name: str | None, attributes: Mapping[s
 def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if info.source.tracer is None:
+        source = info.source
+        tracer = source.tracer
+        if tracer is None:
             return fn(*args, **kwargs)
-        span = info.start()
+        # info.start(True) without its Python call (a stage's most frequent path).
+        try:
+            limits = source.limits
+            coerced = info._coerced if limits is info._limits else info.coerced(limits)
+            span = start(tracer, info.name, coerced, limits, True)
+        except Exception as exc:
+            report("stage start", exc)
+            span = None
         if span is None:
             return fn(*args, **kwargs)
-        token = attach(span.in_context())
         try:
             return fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            detach(token)
-            span.end()
+            span.end()  # detaches first
 
     return wrapper
 
@@ -117,20 +129,27 @@ def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
 def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        if info.source.tracer is None:
+        source = info.source
+        tracer = source.tracer
+        if tracer is None:
             return await fn(*args, **kwargs)
-        span = info.start()
+        # info.start(True) without its Python call (a stage's most frequent path).
+        try:
+            limits = source.limits
+            coerced = info._coerced if limits is info._limits else info.coerced(limits)
+            span = start(tracer, info.name, coerced, limits, True)
+        except Exception as exc:
+            report("stage start", exc)
+            span = None
         if span is None:
             return await fn(*args, **kwargs)
-        token = attach(span.in_context())
         try:
             return await fn(*args, **kwargs)
         except BaseException as exc:
             info.fail(span, exc)
             raise
         finally:
-            detach(token)
-            span.end()
+            span.end()  # detaches first
 
     return wrapper
 

@@ -21,16 +21,15 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextvars import Token
 from typing import Any, Protocol
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, SpanContext, Status, StatusCode
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceFlags, TraceState
 
 from .attributes import (
     MAX_NAME_LENGTH,
@@ -51,41 +50,25 @@ from .emitter import (
     emitter_for,
     getrandbits,
 )
+from .emitter import _cache as _emitters
 from .forks import after_fork_in_child
 from .guard import report
+from .ids import refill_span_ids, span_ids
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
-from .otel_internals import BAGGAGE_KEY, PROCESSORS, SPAN_KEY, context_var
+from .native_export import _SYNC_EVERY
+from .otel_internals import BAGGAGE_KEY, SPAN_KEY
 from .repair import safe_str
+from .running import attach, current_context, detach, reset_fast
 
 _time_ns = time.time_ns
 _dict_set = dict.__setitem__
 _current_thread = threading.current_thread
 _tuple_new = tuple.__new__
+_new_span = object.__new__
+_next_span_id = span_ids.pop  # IndexError when empty: refill_span_ids()
 _here = threading.local()  # this thread's Thread and ident, found once
 # A forked child's thread may get a new ident: it looks again.
 after_fork_in_child(_here.__dict__.clear)
-
-# OpenTelemetry's context API spends two Python calls per operation over one ContextVar; under
-# its default runtime context glmtrace's spans use that ContextVar directly (the same tokens).
-_current_context: Callable[[], Context]
-attach: Callable[[Context], Token[Context]]
-detach: Callable[[Token[Context]], None]
-_found = context_var()
-if _found is not None:
-    _var = _found
-    _current_context, attach = _var.get, _var.set
-
-    def _reset(token: Token[Context]) -> None:
-        try:
-            _var.reset(token)
-        except Exception:
-            otel_context.detach(token)  # logs "Failed to detach context", as OpenTelemetry
-
-    detach = _reset
-else:
-    _current_context = otel_context.get_current
-    attach = otel_context.attach
-    detach = otel_context.detach
 
 
 def error_status(exc: BaseException | None, max_length: int = 4096) -> Status:
@@ -107,37 +90,48 @@ def start(
     name: str,
     attributes: Mapping[str, AttributeValue] | None,
     limits: Limits,
+    active: bool = False,
 ) -> ThinSpan | None:
-    """Start a thin child of the current span (not yet current: see :meth:`ThinSpan.activate`);
-    None before init or when sampled out. ``attributes`` are coerced already."""
-    em = emitter_for(tracer)
+    """Start a thin child of the current span, made current when ``active`` (else see
+    :meth:`ThinSpan.activate`) until it ends; None before init or when sampled out.
+    ``attributes`` are coerced already."""
+    em = _emitters[0] if _emitters and _emitters[0].tracer is tracer else emitter_for(tracer)
     if em is None:
         return None
     if not isinstance(name, str):
         name = safe_str(name)  # span(None) must still be stored
-    current = _current_context()
+    current = current_context()
     # The private key trace.get_current_span() reads, without its two calls.
     holder: Any = current.get(SPAN_KEY)
     if holder is None:
         parent: SpanContext | None = None
+    elif type(holder) is ThinSpan:
+        parent = holder._context or holder.context
     else:
-        parent = holder.context if type(holder) is ThinSpan else holder.get_span_context()
+        parent = holder.get_span_context()
+    span = _new_span(ThinSpan)
     # A SpanContext is the tuple (trace_id, span_id, is_remote, flags, state, is_valid): read
     # by index, its properties would be a tenth of a span's cost.
     if parent is not None and parent[5]:
         if not parent[3] & SAMPLED:
             return None  # the children of a sampled-out span are sampled out
-        context = _tuple_new(  # as new_span_context(), without the call
-            SpanContext, (parent[0], getrandbits(64) or 1, False, SAMPLED, parent[4], True)
-        )
+        span.trace_id, span.flags, span.state = parent[0], SAMPLED, parent[4]
+    elif em.always:  # every new root sampled: no sampler to ask
+        parent = None
+        span.trace_id, span.flags, span.state = getrandbits(128) or 1, SAMPLED, NO_STATE
     else:
         parent = None
         root = em.new_context(None, name, keep_dropped=True)
         if root is None:
             return None
-        context = root
+        span.trace_id, span.flags, span.state = root[0], root[3], root[4]
+    try:
+        span.span_id = _next_span_id()
+    except IndexError:
+        span.span_id = refill_span_ids()
+    span._context = None
     # Stamped on every glmtrace span: the thread, and the envelope's session id (W3C baggage).
-    stamped: dict[str, AttributeValue] = dict(attributes) if attributes else {}
+    stamped: dict[str, AttributeValue] = attributes.copy() if attributes else {}  # type: ignore[attr-defined]
     try:
         thread, ident = _here.thread
     except AttributeError:
@@ -145,71 +139,91 @@ def start(
         ident = thread.ident or 0
         _here.thread = (thread, ident)
     stamped[THREAD_ID] = ident
-    stamped[THREAD_NAME] = thread.name  # read each time: a thread may be renamed
+    # Read each time (a thread may be renamed): the attribute behind Thread.name, without
+    # the property's Python call.
+    stamped[THREAD_NAME] = thread._name
     entries = current.get(BAGGAGE_KEY)
     if entries:
         session = entries.get(BAGGAGE_SESSION_ID) if isinstance(entries, dict) else None
         if session is not None:
             stamped[SESSION_ID] = str(session)
-    span = ThinSpan(
-        em,
-        name if len(name) <= MAX_NAME_LENGTH else bound_name(name),
-        context,
-        parent,
-        stamped,
-        limits,
-        current,
-    )
-    if getattr(em.processor, PROCESSORS) is not em._seen:
+    # Set here rather than in an __init__: a third less than calling the class.
+    span.emitter = em
+    span.name = name if len(name) <= MAX_NAME_LENGTH else bound_name(name)
+    span.parent = parent
+    span.attributes = stamped
+    span.limits = limits
+    span.parent_context = current  # what was current at start
+    span.end_ns = None
+    span.start_ns = _time_ns()
+    # otel_internals.PROCESSORS, read as an attribute: getattr() costs 300 instructions more.
+    if em.processor._span_processors is not em._seen:
         em._route()
-    if context[3] & SAMPLED:  # a dropped root is only there to carry its decision down
+    if em.starts and span.flags & SAMPLED:  # a dropped root only carries its decision down
         for processor in em.starts:
             processor.on_start(span, parent_context=current)
+    if active:
+        # A plain dict, not a Context: the same mapping to every OpenTelemetry API (which only
+        # reads it and copies it into a new Context to change it), at half the cost of making
+        # and freeing a dict subclass (1,400 instructions, 4% of a stage).
+        span.token = attach({**current, SPAN_KEY: span})  # type: ignore[arg-type]
+    else:
+        span.token = None
     return span
 
 
 class ThinSpan(trace.Span):
     """A started glmtrace span: an OpenTelemetry API span, exported once by :meth:`end`.
 
-    Values set through the API are coerced, redacted and bounded like every glmtrace
-    attribute; events and links are capped by the provider's span limits.
+    Made by :func:`start` only. Values set through the API are coerced, redacted and bounded
+    like every glmtrace attribute; events and links are capped by the provider's span limits.
     """
 
     __slots__ = (
+        "_context",
         "attributes",
-        "context",
         "emitter",
+        "end_ns",
+        "flags",
         "limits",
         "name",
         "parent",
         "parent_context",
+        "span_id",
         "start_ns",
+        "state",
+        "token",
+        "trace_id",
     )
+    _context: SpanContext | None
+    attributes: dict[str, AttributeValue]
+    emitter: Emitter
+    end_ns: int | None
+    flags: TraceFlags
+    limits: Limits
+    name: str
+    parent: SpanContext | None
+    parent_context: Context
+    span_id: int
+    start_ns: int
+    state: TraceState
+    token: Token[Context] | None
+    trace_id: int
     # Most spans never change these: class defaults, set on the instance when they do.
     events: BoundedList[Event] | None = None
     links: BoundedList[Link] | None = None
     status = UNSET
-    token: Token[Context] | None = None
-    end_ns: int | None = None
 
-    def __init__(
-        self,
-        em: Emitter,
-        name: str,
-        context: SpanContext,
-        parent: SpanContext | None,
-        attributes: dict[str, AttributeValue],
-        limits: Limits,
-        parent_context: Context,
-    ) -> None:
-        self.emitter = em
-        self.parent_context = parent_context  # what was current at start
-        self.name = name
-        self.context = context
-        self.parent = parent
-        self.attributes = attributes
-        self.limits = limits
-        self.start_ns = _time_ns()
+    @property
+    def context(self) -> SpanContext:
+        """This span's SpanContext, made when first asked for: most spans are never asked
+        (a SpanContext is a tuple subclass, whose making and freeing cost 3% of a span)."""
+        made = self._context
+        if made is None:
+            made = self._context = _tuple_new(  # as new_span_context(), without the call
+                SpanContext, (self.trace_id, self.span_id, False, self.flags, self.state, True)
+            )
+        return made
 
     # ---------------------------------------------------------------- glmtrace's own use
     def in_context(self) -> Context:
@@ -219,8 +233,10 @@ class ThinSpan(trace.Span):
         return made
 
     def activate(self) -> None:
-        """Make this span the current one (children nest under it)."""
-        self.token = attach(self.in_context())
+        """Make this span the current one (children nest under it) until :meth:`end`."""
+        made = Context(self.parent_context)
+        _dict_set(made, SPAN_KEY, self)
+        self.token = attach(made)
 
     def deactivate(self) -> None:
         token, self.token = self.token, None
@@ -244,7 +260,7 @@ class ThinSpan(trace.Span):
     def is_recording(self) -> bool:
         # A root the sampler dropped is current only to carry that decision down: nothing
         # set on it is ever exported (the SDK's NonRecordingSpan says the same).
-        return self.end_ns is None and bool(self.context[3] & SAMPLED)
+        return self.end_ns is None and bool(self.flags & SAMPLED)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self.end_ns is None:
@@ -311,13 +327,18 @@ class ThinSpan(trace.Span):
         if self.end_ns is not None:
             return
         self.end_ns = end = _time_ns() if end_time is None else end_time
-        if self.token is not None:
-            self.deactivate()
+        token = self.token
+        if token is not None:
+            self.token = None
+            try:
+                reset_fast(token)  # detach() without its Python call
+            except Exception:
+                detach(token)  # reports it, as OpenTelemetry does
         if error is not None:
             self.status = error_status(error)
         em = self.emitter
         try:
-            if getattr(em.processor, PROCESSORS) is not em._seen:
+            if em.processor._span_processors is not em._seen:  # as in start()
                 em._route()
             native = em._direct
             if (
@@ -342,19 +363,15 @@ class ThinSpan(trace.Span):
             # The usual span (no event, link or status) straight to the native queue: the
             # tuple of NativeSpanProcessor.submit, built here (hand_off's general form costs
             # a quarter of the span).
-            ctx, parent, start = self.context, self.parent, self.start_ns
-            if not ctx[3] & SAMPLED:
+            if not self.flags & SAMPLED:
                 return
-            state = ctx[4]
-            native.submit(
+            parent, start, state = self.parent, self.start_ns, self.state
+            em.submit(
                 (
-                    *(
-                        em._prefix
-                        if native.pipeline is em._prefix_for[0] and em.resource is em._prefix_for[1]
-                        else em.native_prefix(native)
-                    ),
-                    ctx[0],
-                    ctx[1],
+                    em.resource_index,
+                    em.scope_index,
+                    self.trace_id,
+                    self.span_id,
                     None if parent is None else parent[1],
                     False if parent is None else parent[2],
                     "" if state is NO_STATE or not state else state.to_header(),
@@ -372,5 +389,7 @@ class ThinSpan(trace.Span):
                     None,
                 )
             )
+            if not next(em.submitted) % _SYNC_EVERY:
+                native.sync_stats()  # the native counters into stats(), as submit() does
         except Exception as exc:  # an exporter's fault never reaches the traced code
             report("span end", exc)

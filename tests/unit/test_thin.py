@@ -3,6 +3,8 @@ for OpenTelemetry code that finds them current."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -14,8 +16,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status, StatusCode
 
 import glmtrace
-from glmtrace._internal import provider
+from glmtrace._internal import native_export, provider
 from glmtrace._internal.runtime import DEFAULT
+from tests.unit.test_native_export import receiver  # noqa: F401  (a fixture)
 
 
 class _Starts(SpanProcessor):
@@ -188,3 +191,99 @@ def test_a_ratio_sampled_trace_is_kept_or_dropped_whole(tmp_path: Any, rate: flo
     assert all(sorted(names) == ["child", "grandchild", "root"] for names in by_trace.values())
     # What is current in a dropped trace says so, as the SDK's non-recording span does.
     assert {tid for tid, on in recording.items() if on} == set(by_trace)
+
+
+def test_a_forked_child_draws_span_ids_of_its_own() -> None:
+    """Span ids are drawn ahead in bulk: a forked child must not take the ones its parent
+    drew (parent and child would give their next spans the same id)."""
+    script = """
+import os
+from glmtrace._internal.emitter import span_id
+span_id()  # the parent draws a batch ahead
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, str(span_id()).encode())
+    os._exit(0)
+os.close(write)
+child = int(os.read(read, 64))
+os.waitpid(pid, 0)
+print(child, span_id())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    child, parent = result.stdout.split()
+    assert child != parent
+
+
+def test_opentelemetry_context_api_works_on_what_a_stage_makes_current(traced: Any) -> None:
+    """Inside a stage the current context is a plain mapping (cheaper than a Context): every
+    OpenTelemetry context, baggage and propagation call still reads and derives from it."""
+    from opentelemetry import baggage, context, propagate
+
+    token = context.attach(baggage.set_baggage("tenant", "t1"))
+    try:
+
+        @glmtrace.stage
+        def work() -> tuple[Any, ...]:
+            current = context.get_current()
+            derived = context.set_value("k", 1)
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            return (
+                trace.get_current_span().get_span_context(),
+                baggage.get_baggage("tenant"),
+                context.get_value("k", derived),
+                type(derived),
+                Context(current) == current,
+                carrier,
+            )
+
+        span_ctx, tenant, value, derived_type, copies, carrier = work()
+    finally:
+        context.detach(token)
+    assert (tenant, value, derived_type, copies) == ("t1", 1, Context, True)
+    assert carrier["traceparent"].split("-")[2] == format(span_ctx.span_id, "016x")
+    assert carrier["baggage"] == "tenant=t1"
+    assert traced.one("stage work")["span_id"] == format(span_ctx.span_id, "016x")
+
+
+@pytest.mark.skipif(
+    not native_export.available() or native_export.forced_off(),
+    reason="native path not built or forced off",
+)
+def test_native_counters_reach_stats_without_a_flush(
+    receiver: tuple[str, list[str]],  # noqa: F811  (the imported fixture)
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thin spans reach the extension without NativeSpanProcessor.submit(): they still read
+    its counters into stats() every _SYNC_EVERY spans, as submit() does."""
+    synced: list[int] = []
+    sync = native_export.NativeSpanProcessor.sync_stats
+
+    def counted(self: Any) -> None:
+        synced.append(1)
+        sync(self)
+
+    monkeypatch.setattr(native_export.NativeSpanProcessor, "sync_stats", counted)
+    glmtrace.init(
+        service_name="sync",
+        traces="otlp",
+        endpoint=receiver[0],
+        protocol="http/protobuf",
+        logs="none",
+        store=tmp_path / "g.db",
+    )
+    try:
+
+        @glmtrace.stage
+        def work() -> None:
+            pass
+
+        for _ in range(2 * native_export._SYNC_EVERY):
+            work()
+        assert len(synced) == 2
+    finally:
+        glmtrace.shutdown()

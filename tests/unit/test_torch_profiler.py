@@ -316,3 +316,25 @@ def test_clocks_align_on_the_narrowest_marker() -> None:
     offset, threads = _offset(events, [(7, 1_000, 1_010), (7, 5_000, 9_000)])
     assert offset == 1_000
     assert threads == {1: 7}
+
+
+def test_every_event_of_a_profiled_step_is_exported_none_dropped(traced: Any) -> None:
+    """Under max_spans, each converted event of a training-like step (forward, loss,
+    backward, optimizer) arrives as one span with its own id, and nothing is counted dropped."""
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(16, 32)
+    with glmtrace.profile(every=1, active=1, max_spans=100_000) as prof:
+        with glmtrace.span("step"):
+            optimizer.zero_grad()
+            model(x).sum().backward()
+            optimizer.step()
+        prof.step()
+    assert glmtrace.force_flush(10)
+    events = sum(r["events"] for r in prof.results)
+    assert events > 20 and sum(r["aggregated"] for r in prof.results) == 0
+    converted = [s for s in traced.spans() if s["attributes"].get("glmtrace.torch.event.kind")]
+    assert len(converted) == events == sum(r["spans"] for r in prof.results)
+    assert len({s["span_id"] for s in converted}) == events
+    stats = glmtrace.stats()
+    assert not any(counts.get("dropped") for counts in stats.values()), stats

@@ -24,7 +24,7 @@ from ..attributes import AttributeValue
 from ..errors import ConfigError
 from ..guard import report
 from ..runtime import DEFAULT
-from ..thin import ThinSpan
+from ..thin import ThinSpan, start
 from . import keys, require_torch
 from .summaries import summary_json
 
@@ -85,16 +85,16 @@ class _ModuleHooks:
             run = own if own is not None else functools.partial(type(module).forward, module)
             # Under torch.compile/export the module is being traced into a graph, not run:
             # a span would time the tracing, and Dynamo cannot trace the span code anyway.
-            if DEFAULT.tracer is None or compiling():
+            tracer = DEFAULT.tracer
+            if tracer is None or _is_compiling[0]():
                 return run(*args, **kwargs)
             span = None
             try:
-                span = DEFAULT.start_span(name, attributes)
+                span = start(tracer, name, attributes, DEFAULT.limits, True)
                 if span is not None:
                     inputs = summary_json(args, kwargs)
                     if inputs is not None:
                         span.attributes[keys.INPUTS] = inputs
-                    span.activate()
             except Exception as exc:
                 report("torch module span", exc)
             if span is None:
@@ -112,7 +112,7 @@ class _ModuleHooks:
                     outputs = summary_json(output) if error is None else None
                     if outputs is not None:
                         span.attributes[keys.OUTPUTS] = outputs
-                    span.end(error=error)
+                    span.end(None, error)
                 except Exception as exc:
                     report("torch module span", exc)
 
@@ -243,6 +243,7 @@ def instrument_torch(
             loss = model(batch).sum()
     """
     torch = require_torch()
+    compiling()  # finds torch's is_compiling once, for the forwards to call directly
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"instrument_torch() needs a torch.nn.Module, got {type(model).__name__}")
     settings = _Settings(

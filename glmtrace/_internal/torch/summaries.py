@@ -42,6 +42,8 @@ class _Summaries:
         tensor = torch.Tensor
         if isinstance(value, tensor):
             return self.one(value)
+        if type(value) is tuple and len(value) == 1 and isinstance(value[0], tensor):
+            return f"[{self.one(value[0])}]"  # model(x), the usual call: no list to build
         items: Any
         if isinstance(value, tuple | list):
             items = value
