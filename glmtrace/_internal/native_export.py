@@ -37,7 +37,7 @@ except ImportError:  # not built: the Python exporter does the work
     _native = None
 
 _SINK = "otlp"
-_SYNC_EVERY = 1024  # spans between two reads of the native counters into stats()
+SYNC_EVERY = 1024  # spans between two reads of the native counters into stats()
 
 
 def available() -> bool:
@@ -223,7 +223,6 @@ class NativeSpanProcessor(SpanProcessor):
         )
         # Within the runtime's own deadline, so what is left is counted here, once.
         self._shutdown_timeout = options.shutdown_timeout * 0.8
-        self._closed = False
         self._start()
         # In a forked child: a fresh queue and thread; the parent's thread does not exist there,
         # and its queue (the parent's spans) is never touched again.
@@ -238,6 +237,7 @@ class NativeSpanProcessor(SpanProcessor):
         self.pipeline = pipeline  # a new one after a fork: thin spans re-register with it
         self._to_tuple = to_tuple
         self._ended = 0
+        STATS.add_source(self)  # stats() reads the counters, also after shutdown
         STATS.add(self.sink, "native")  # which path is active, for stats() and doctor
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -258,9 +258,7 @@ class NativeSpanProcessor(SpanProcessor):
         """Queue one span tuple (thin spans come here directly, with :meth:`indices`)."""
         self.pipeline.submit(fields)  # never raises: counts its own drops
         self._ended += 1
-        # After shutdown (a span that outlived its runtime: init() again while it ran) each
-        # drop is read at once: nothing else would read this pipeline's counters again.
-        if self._closed or self._ended % _SYNC_EVERY == 0:
+        if self._ended % SYNC_EVERY == 0:
             self.sync_stats()
 
     def sync_stats(self) -> None:
@@ -285,6 +283,5 @@ class NativeSpanProcessor(SpanProcessor):
         return ok
 
     def shutdown(self) -> None:
-        self._closed = True
         self.pipeline.shutdown(self._shutdown_timeout)
         self.sync_stats()

@@ -55,7 +55,7 @@ from .forks import after_fork_in_child
 from .guard import report
 from .ids import refill_span_ids, span_ids
 from .keys import BAGGAGE_SESSION_ID, SESSION_ID, THREAD_ID, THREAD_NAME
-from .native_export import _SYNC_EVERY
+from .native_export import SYNC_EVERY
 from .otel_internals import BAGGAGE_KEY, SPAN_KEY
 from .repair import safe_str
 from .running import attach, current_context, detach, reset_fast
@@ -389,7 +389,7 @@ class ThinSpan(trace.Span):
                     None,
                 )
             )
-            if not next(em.submitted) % _SYNC_EVERY:
+            if not next(em.submitted) % SYNC_EVERY:
                 native.sync_stats()  # the native counters into stats(), as submit() does
         except Exception as exc:  # an exporter's fault never reaches the traced code
             report("span end", exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -116,6 +117,14 @@ def test_span_processors_are_the_ones_added_in_order() -> None:
         first.release.set()
         second.release.set()
         provider.shutdown()
+
+
+def test_the_thin_path_reads_the_processors_by_this_name() -> None:
+    """thin.py reads the attribute literally on the hot path: a new name here must go there."""
+    from glmtrace._internal import thin
+
+    source = Path(thin.__file__).read_text()
+    assert source.count(f"em.processor.{otel_internals.PROCESSORS} is not em._seen") == 2
 
 
 def test_span_limits_are_the_providers() -> None:

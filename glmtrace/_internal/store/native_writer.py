@@ -131,5 +131,6 @@ class NativeStoreProcessor(NativeSpanProcessor):
             self.pipeline.shutdown(0.0)
 
     def shutdown(self) -> None:
+        self._closed = True
         super().shutdown()
         self._store.close()
