@@ -48,9 +48,12 @@ _BULK = struct.Struct("<256Q")
 
 
 def refill_span_ids() -> int:
-    drawn = _BULK.unpack(os.urandom(_BULK.size))
-    span_ids.extend(drawn if 0 not in drawn else [word for word in drawn if word])
-    return span_ids.pop()
+    drawn = [word for word in _BULK.unpack(os.urandom(_BULK.size)) if word]
+    # The caller's id comes from its own draw: between an extend and a pop of the shared
+    # list, other threads may take all of it (seen with four threads making spans).
+    mine = drawn.pop()
+    span_ids.extend(drawn)
+    return mine
 
 
 after_fork_in_child(span_ids.clear)

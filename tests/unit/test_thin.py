@@ -259,7 +259,7 @@ def test_native_counters_reach_stats_without_a_flush(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Thin spans reach the extension without NativeSpanProcessor.submit(): they still read
-    its counters into stats() every _SYNC_EVERY spans, as submit() does."""
+    its counters into stats() every SYNC_EVERY spans, as submit() does."""
     synced: list[int] = []
     sync = native_export.NativeSpanProcessor.sync_stats
 
@@ -282,8 +282,46 @@ def test_native_counters_reach_stats_without_a_flush(
         def work() -> None:
             pass
 
-        for _ in range(2 * native_export._SYNC_EVERY):
+        for _ in range(2 * native_export.SYNC_EVERY):
             work()
         assert len(synced) == 2
     finally:
         glmtrace.shutdown()
+
+
+def test_span_ids_never_run_out_between_threads() -> None:
+    """Four threads taking span ids while the pool refills: a refill once extended the shared
+    list and then popped from it, and another thread had emptied it in between (IndexError,
+    reported on the glmtrace logger: the span was lost)."""
+    import sys
+    import threading
+
+    from glmtrace._internal import ids
+
+    failures: list[BaseException] = []
+    taken: list[list[int]] = [[] for _ in range(4)]
+
+    def take(mine: list[int]) -> None:
+        for _ in range(300_000):
+            try:
+                mine.append(ids.span_ids.pop())
+            except IndexError:
+                try:
+                    mine.append(ids.refill_span_ids())
+                except IndexError as exc:
+                    failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=take, args=(mine,)) for mine in taken]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    every = [i for mine in taken for i in mine]
+    assert len(every) == 1_200_000 and 0 not in every
+    assert len(set(every)) == len(every)  # no id handed to two spans
