@@ -24,11 +24,7 @@ HOSTILE: dict[str, Callable[[Any], None]] = {
 }
 
 
-@pytest.fixture
-def sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    """Every hostile span, each between two plain ones, sent in one batch."""
-    monkeypatch.setenv("GLMTRACE_STRICT", "0")  # a counted drop must fail the assertions
-    receiver = Receiver()
+def _init(receiver: Receiver, tmp_path: Path) -> None:
     glmtrace.init(
         service_name="values",
         traces="otlp",
@@ -37,6 +33,14 @@ def sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
         logs="none",
         store=tmp_path / "g.db",
     )
+
+
+@pytest.fixture
+def sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
+    """Every hostile span, each between two plain ones, sent in one batch."""
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")  # a counted drop must fail the assertions
+    receiver = Receiver()
+    _init(receiver, tmp_path)
     try:
         for name, act in HOSTILE.items():
             with glmtrace.span(f"before {name}"):
@@ -79,14 +83,7 @@ def test_a_huge_status_description_is_cut_to_the_request_bound(
     bound, marked truncated."""
     monkeypatch.setenv("GLMTRACE_STRICT", "0")
     receiver = Receiver()
-    glmtrace.init(
-        service_name="values",
-        traces="otlp",
-        endpoint=receiver.url,
-        protocol="http/protobuf",
-        logs="none",
-        store=tmp_path / "g.db",
-    )
+    _init(receiver, tmp_path)
     try:
         with glmtrace.span("glmtrace span"):
             trace.get_current_span().set_status(trace.StatusCode.ERROR, "x" * 10_000_000)
