@@ -48,7 +48,7 @@ _BULK = struct.Struct("<256Q")
 
 
 def refill_span_ids() -> int:
-    drawn = [word for word in _BULK.unpack(os.urandom(_BULK.size)) if word]
+    drawn: list[int] = [word for word in _BULK.unpack(os.urandom(_BULK.size)) if word]
     # The caller's id comes from its own draw: between an extend and a pop of the shared
     # list, other threads may take all of it (seen with four threads making spans).
     mine = drawn.pop()
