@@ -304,7 +304,14 @@ def sigterm_held() -> Iterator[None]:
     ):
         yield
         return
-    signal.signal(signal.SIGTERM, lambda signum, frame: came.append(signum))
+
+    def hold(signum: int, frame: object) -> None:
+        came.append(signum)
+        # Handled: the listener thread, which sees every SIGTERM on the wakeup fd, must not
+        # take it for one the main thread cannot run and kill the process mid-flush.
+        _HANDLED.set()
+
+    signal.signal(signal.SIGTERM, hold)
     try:
         yield
     finally:

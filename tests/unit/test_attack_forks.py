@@ -204,10 +204,14 @@ def test_spans_of_pool_workers_survive_the_pools_terminate(
     """``with Pool() as pool`` ends with ``terminate()``: SIGTERM to workers that are already
     flushing their spans at exit. The flush finishes (within its budget) before the worker
     dies, so every task's span arrives."""
-    done = run_job(POOL.format(init=init_line(flaky_receiver.url)), tmp_path)
+    # The receiver's 503 costs each worker a retry after a backoff of about a second: a
+    # budget of 10 s keeps a loaded machine from turning the test into one of the deadline.
+    init = init_line(flaky_receiver.url, shutdown_timeout=10)
+    done = run_job(POOL.format(init=init), tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[1] == "True"
-    assert flaky_receiver.names() == {"fan-out": 1, **{f"task {n}": 1 for n in range(40)}}
+    expected = {"fan-out": 1, **{f"task {n}": 1 for n in range(40)}}
+    assert flaky_receiver.names() == expected, done.stderr
     assert "Traceback" not in done.stderr
 
 
