@@ -288,7 +288,6 @@ def install_consumer() -> None:
     setattr(cls, "_next_data", _unwrapping(cls._next_data))  # noqa: B010
     setattr(cls, "_shutdown_workers", _exporting_unconsumed(cls._shutdown_workers))  # noqa: B010
     setattr(cls, "_reset", _exporting_stale(cls._reset))  # noqa: B010
-    setattr(cls, "_get_data", _keeping_stale(cls._get_data))  # noqa: B010
 
 
 def _creating_workers(init: Callable[..., None]) -> Callable[..., None]:
@@ -339,57 +338,61 @@ def _exporting_unconsumed(shutdown: Callable[[Any], None]) -> Callable[[Any], No
     return wrapper
 
 
+def _unclaim_out_of_order(it: Any) -> None:
+    """Batches that arrived ahead of their turn wait in the iterator's task table."""
+    for info in list(getattr(it, "_task_info", {}).values()):
+        if len(info) == 2 and isinstance(info[1], WorkerBatch):
+            BATCHES.unclaimed(info[1])
+
+
+def _unclaim(got: Any) -> None:
+    """``got``, an ``(index, data)`` pair from the data queue, when its data is a batch."""
+    if isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], WorkerBatch):
+        BATCHES.unclaimed(got[1])
+
+
 def _drain(it: Any) -> None:
     import queue
     import time
 
-    for info in list(getattr(it, "_task_info", {}).values()):
-        if len(info) == 2 and isinstance(info[1], WorkerBatch):  # arrived out of order
-            BATCHES.unclaimed(info[1])
+    _unclaim_out_of_order(it)
     deadline = time.monotonic() + _DRAIN_TOTAL_S
     for _ in range(max(0, getattr(it, "_tasks_outstanding", 0))):
         left = deadline - time.monotonic()
         if left <= 0:
             return
         try:
-            _, data = it._data_queue.get(timeout=min(_DRAIN_EACH_S, left))
+            got = it._data_queue.get(timeout=min(_DRAIN_EACH_S, left))
         except (queue.Empty, OSError, EOFError, ValueError):
             return
-        if isinstance(data, WorkerBatch):
-            BATCHES.unclaimed(data)
+        _unclaim(got)
 
 
 def _exporting_stale(reset: Callable[..., None]) -> Callable[..., None]:
-    """A persistent iterator's new epoch discards the last epoch's batches: export them."""
+    """A persistent iterator's new epoch discards the last epoch's batches: export them.
+    (Its ``_get_data`` keeps them for that call only: every batch fetch would pay on the class.)
+    """
 
     @functools.wraps(reset)
     def wrapper(self: Any, loader: Any, first_iter: bool = False) -> None:
-        if not first_iter:
+        if first_iter:
+            reset(self, loader, first_iter)
+            return
+        get_data = self._get_data
+
+        def keeping() -> Any:
+            got = get_data()
             with internal_errors("dataloader unconsumed batches"):
-                for info in list(getattr(self, "_task_info", {}).values()):
-                    if len(info) == 2 and isinstance(info[1], WorkerBatch):
-                        BATCHES.unclaimed(info[1])
-        self.__glmtrace_resetting__ = not first_iter
+                _unclaim(got)
+            return got
+
+        with internal_errors("dataloader unconsumed batches"):
+            _unclaim_out_of_order(self)
+        self._get_data = keeping
         try:
             reset(self, loader, first_iter)
         finally:
-            self.__glmtrace_resetting__ = False
+            del self._get_data  # the class's again
 
     wrapper.__glmtrace_original__ = reset  # type: ignore[attr-defined]
-    return wrapper
-
-
-def _keeping_stale(get_data: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """While an epoch resets, what ``_get_data`` returns is the last epoch's, thrown away."""
-
-    @functools.wraps(get_data)
-    def wrapper(self: Any) -> Any:
-        got = get_data(self)
-        if getattr(self, "__glmtrace_resetting__", False):
-            with internal_errors("dataloader unconsumed batches"):
-                if isinstance(got, tuple) and len(got) == 2 and isinstance(got[1], WorkerBatch):
-                    BATCHES.unclaimed(got[1])
-        return got
-
-    wrapper.__glmtrace_original__ = get_data  # type: ignore[attr-defined]
     return wrapper
