@@ -15,7 +15,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from .carriers import attach, inject
 from .guard import internal_errors
 from .runtime import DEFAULT
-from .signals import sigterm_held
+from .signals import defer_sigterm_while_exiting, sigterm_held
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,6 +59,7 @@ def _shutdown_at_worker_exit() -> None:
         return
     _hooked_pid = os.getpid()
     multiprocessing.util.Finalize(None, _flush_at_worker_exit, exitpriority=10)
+    defer_sigterm_while_exiting()
 
 
 def _flush_at_worker_exit() -> None:

@@ -22,6 +22,7 @@ leaves it alone and such a process waits for the C call, as with any Python-leve
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.util
 import os
 import select
 import signal
@@ -59,8 +60,40 @@ _HANDLED = threading.Event()  # the Python-level handler ran
 _GRACE_S = 1.0  # how long the handler may take to run before the main thread counts as stuck
 
 
+class _AtExit:
+    """SIGTERM reaching a worker process already on its way out, flushing its spans.
+
+    ``with Pool()`` ends in ``terminate()``: SIGTERM to workers that may have just taken their
+    stop sentinel and be running multiprocessing's exit finalizers, glmtrace's flush among
+    them. Raised there, ``SignalExit`` would abort the finalizers and lose the spans, so once
+    the exit has begun the signal is only noted; the worker dies by it after the flush.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False  # this process's exit flushes glmtrace (child_processes)
+        self.came = False
+
+    def defers(self) -> bool:
+        return self.armed and multiprocessing.util.is_exiting()
+
+    def after_fork(self) -> None:
+        self.armed = self.came = False
+
+
+_AT_EXIT = _AtExit()
+after_fork_in_child(_AT_EXIT.after_fork)
+
+
+def defer_sigterm_while_exiting() -> None:
+    """Note SIGTERM instead of raising it once multiprocessing's exit sequence has begun."""
+    _AT_EXIT.armed = True
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     _HANDLED.set()
+    if _AT_EXIT.defers():
+        _AT_EXIT.came = True
+        return
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
     with contextlib.suppress(Exception):  # no thread to be had: the SystemExit path remains
         threading.Thread(
@@ -317,7 +350,7 @@ def sigterm_held() -> Iterator[None]:
     finally:
         # glmtrace's own handler has nothing left to do once the exit-time flush ran.
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if came:
+        if came or _AT_EXIT.came:
             os.kill(os.getpid(), signal.SIGTERM)
 
 
