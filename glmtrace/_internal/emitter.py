@@ -7,16 +7,18 @@ once: when the native pipeline is the provider's only processor, as the tuple
 ``ReadableSpan`` to the provider's processors, the pure-Python path. It also re-reads the
 processor set when a processor is added (``glmtrace.testing``, the DataLoader batch adopter),
 and finds the processors whose ``on_start`` does something, the only ones thin spans call.
+A :class:`SpanObserver` (the profiler's timeline) only watches spans end: it does not take
+the direct route away from the native queue, and is told of each span there itself.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import Event, ReadableSpan, Tracer
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, Tracer
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -98,6 +100,28 @@ def _root_mode(sampler: Sampler) -> str:
     return "ask"
 
 
+class SpanObserver(SpanProcessor):
+    """A processor that only needs the context, interval and attributes of finished spans.
+
+    On the direct route to the native queue no ``ReadableSpan`` is made: the emitter calls
+    :meth:`observe` instead. On the Python path it is one of the processors, as any other.
+    """
+
+    def observe(
+        self,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        end_ns: int,
+        context: SpanContext,
+    ) -> None:
+        raise NotImplementedError
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.context
+        if context is not None and span.start_time is not None and span.end_time is not None:
+            self.observe(span.attributes or {}, span.start_time, span.end_time, context)
+
+
 class Emitter:
     """Starts thin spans for one SDK tracer and hands finished spans to its pipeline."""
 
@@ -108,6 +132,7 @@ class Emitter:
         "always",
         "max_events",
         "max_links",
+        "observers",
         "processor",
         "resource_index",
         "root_mode",
@@ -154,8 +179,11 @@ class Emitter:
         self.starts: tuple[Any, ...] = tuple(
             p for p in processors if not _does_nothing(type(p).on_start)
         )
-        only = processors[0] if len(processors) == 1 else None
+        exporting = [p for p in processors if not isinstance(p, SpanObserver)]
+        only = exporting[0] if len(exporting) == 1 else None
         self._direct = only if isinstance(only, NativeSpanProcessor) else None
+        observers = tuple(p for p in processors if isinstance(p, SpanObserver))
+        self.observers = observers if self._direct is not None else ()
         if self._direct is not None:
             self.resource_index, self.scope_index = self._direct.indices(self._resource, self.scope)
             # The extension's own submit, without NativeSpanProcessor.submit's Python call
@@ -229,6 +257,8 @@ class Emitter:
                 )
             )
             return
+        for observer in self.observers:
+            observer.observe(attributes, start_ns, end_ns, context)
         if not context.trace_flags & SAMPLED:
             return  # recorded, not sampled: no exporter takes it
         state = context.trace_state

@@ -338,3 +338,33 @@ def test_every_event_of_a_profiled_step_is_exported_none_dropped(traced: Any) ->
     assert len({s["span_id"] for s in converted}) == events
     stats = glmtrace.stats()
     assert not any(counts.get("dropped") for counts in stats.values()), stats
+
+
+def test_ops_find_their_spans_in_the_local_store(tmp_path: Any) -> None:
+    """The embedded default, as a user runs it (on the native queue when the extension is
+    built): each op is stored under the glmtrace span it ran in, and the spans made after the
+    profiler closed are stored too."""
+    from glmtrace._internal.store.database import Store
+
+    store = tmp_path / "g.db"
+    glmtrace.init(service_name="profiled", traces="local", logs="none", store=store)
+    try:
+        _run(2, every=2, active=1)
+        with glmtrace.span("after"):
+            pass
+        assert glmtrace.force_flush(10)
+    finally:
+        glmtrace.shutdown()
+    spans = Store(store).all_spans()
+    by_id = {s["span_id"]: s for s in spans}
+
+    def glmtrace_parent(span: Any) -> Any:
+        while span["name"].startswith("aten::"):
+            span = by_id[span["parent_span_id"]]
+        return span
+
+    mms = [s for s in spans if s["name"] == "aten::mm"]
+    assert len(mms) == 1
+    assert glmtrace_parent(mms[0])["name"] == "forward"
+    assert {glmtrace_parent(s)["name"] for s in spans if s["name"] == "aten::sum"} == {"loss"}
+    assert [s["name"] for s in spans].count("after") == 1

@@ -18,16 +18,15 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace import Span as SdkSpan
 
-from ..emitter import Emitter, emitter_for
+from ..emitter import Emitter, SpanObserver, emitter_for
 from ..errors import ConfigError
 from ..forks import after_fork_in_child
 from ..guard import internal_errors, report
@@ -40,7 +39,7 @@ _TIMELINE_MAX = 200_000
 _MARKS = 3  # markers per window start: one preempted bracket would misalign the window
 
 
-class Timeline(SpanProcessor):
+class Timeline(SpanObserver):
     """Remembers finished spans while a profiling session is open; idle otherwise."""
 
     def __init__(self) -> None:
@@ -50,20 +49,22 @@ class Timeline(SpanProcessor):
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         pass
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def observe(
+        self,
+        attributes: Mapping[str, Any],
+        start_ns: int,
+        end_ns: int,
+        context: trace.SpanContext,
+    ) -> None:
         if not self.sessions:
             return
-        ctx = span.context
-        if ctx is None or span.start_time is None or span.end_time is None:
-            return
-        attributes = span.attributes or {}
         if keys.GPU_DURATION_MS in attributes:
             return  # a cuda_span: noted with its CPU interval at exit (see note())
         if attributes.get(keys.WORKER_PID, os.getpid()) != os.getpid():
             return  # a DataLoader worker's span, exported here: its thread ids are not ours
         ident = attributes.get("thread.id")
         if isinstance(ident, int):
-            self.entries.append((ident, span.start_time, span.end_time, ctx))
+            self.entries.append((ident, start_ns, end_ns, context))
 
     def note(self, start_ns: int, end_ns: int, ctx: trace.SpanContext) -> None:
         """Record a span of the calling thread now, before it is exported (cuda_span)."""
