@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from opcode import hasconst
 from typing import Any
 
 from opentelemetry import trace
@@ -81,10 +82,17 @@ def _pass(self: Any, span: Any, parent_context: Any = None) -> None:
     pass
 
 
+_PASS = _pass.__code__.co_code
+
+
 def _does_nothing(fn: Any) -> bool:
     """True for a method whose body is ``pass`` (or a docstring): no need to call it."""
     code = getattr(fn, "__code__", None)
-    return code is not None and code.co_code == _pass.__code__.co_code
+    if code is None or code.co_code[::2] != _PASS[::2]:
+        return False
+    # The instructions of ``pass``; a docstring (the SDK's methods) only moves None's index.
+    ops = zip(code.co_code[::2], code.co_code[1::2], strict=True)
+    return all(code.co_consts[arg] is None for op, arg in ops if op in hasconst)
 
 
 def _root_mode(sampler: Sampler) -> str:
@@ -179,7 +187,13 @@ class Emitter:
         self.starts: tuple[Any, ...] = tuple(
             p for p in processors if not _does_nothing(type(p).on_start)
         )
-        exporting = [p for p in processors if not isinstance(p, SpanObserver)]
+        # Processors that act only at start (the DataLoader batch adopter) or only watch
+        # (SpanObserver) leave the native queue the one taker of finished spans.
+        exporting = [
+            p
+            for p in processors
+            if not isinstance(p, SpanObserver) and not _does_nothing(type(p).on_end)
+        ]
         only = exporting[0] if len(exporting) == 1 else None
         self._direct = only if isinstance(only, NativeSpanProcessor) else None
         observers = tuple(p for p in processors if isinstance(p, SpanObserver))

@@ -289,6 +289,68 @@ def test_native_counters_reach_stats_without_a_flush(
         glmtrace.shutdown()
 
 
+@pytest.mark.skipif(
+    not native_export.available() or native_export.forced_off(),
+    reason="native path not built or forced off",
+)
+def test_processors_that_only_start_or_watch_keep_the_native_route(
+    receiver: tuple[str, list[str]],  # noqa: F811  (the imported fixture)
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A processor acting only at start (its on_end the SDK's, a docstring) and a
+    SpanObserver (the profiler's timeline) see every span, and spans still go straight into
+    the native queue: a DataLoader or a profile() once sent every later span of the process
+    down the ReadableSpan path."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    from glmtrace._internal.emitter import SpanObserver
+
+    generic: list[int] = []  # spans that took the ReadableSpan path into the queue
+    on_end = native_export.NativeSpanProcessor.on_end
+
+    def counted(self: Any, span: Any) -> None:
+        generic.append(1)
+        on_end(self, span)
+
+    class Starts(SpanProcessor):
+        started = 0
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            Starts.started += 1
+
+    seen: list[str] = []
+
+    class Watches(SpanObserver):
+        def observe(self, attributes: Any, start_ns: int, end_ns: int, context: Any) -> None:
+            seen.append(format(context.span_id, "016x"))
+
+    monkeypatch.setattr(native_export.NativeSpanProcessor, "on_end", counted)
+    glmtrace.init(
+        service_name="route",
+        traces="otlp",
+        endpoint=receiver[0],
+        protocol="http/protobuf",
+        logs="none",
+        store=tmp_path / "g.db",
+    )
+    try:
+        provider = trace.get_tracer_provider()
+        provider.add_span_processor(Starts())  # type: ignore[attr-defined]
+        provider.add_span_processor(Watches())  # type: ignore[attr-defined]
+        ids = []
+        for n in range(100):
+            with glmtrace.span(f"span {n}"):
+                ids.append(glmtrace.current_span_id())
+        assert glmtrace.force_flush(10)
+        assert generic == []
+        assert sorted(receiver[1]) == sorted(f"span {n}" for n in range(100))
+        assert Starts.started == len(ids)
+        assert seen == ids
+    finally:
+        glmtrace.shutdown()
+
+
 def test_span_ids_never_run_out_between_threads() -> None:
     """Four threads taking span ids while the pool refills: a refill once extended the shared
     list and then popped from it, and another thread had emptied it in between (IndexError,

@@ -93,6 +93,26 @@ def test_worker_spans_join_the_step_that_consumes_the_batch(
     _assert_batches_under_their_steps(traced.spans(), steps=6)
 
 
+def test_worker_spans_join_their_steps_in_the_local_store(local_store: Path) -> None:
+    """The embedded default (the native queue when the extension is built) keeps the same
+    structure, and spans made after the loader are stored as well."""
+    loader = torch.utils.data.DataLoader(
+        Numbers(),
+        batch_size=2,
+        num_workers=2,
+        multiprocessing_context="fork",
+        worker_init_fn=glmtrace.distributed.worker_init_fn(),
+    )
+    _train(loader, epochs=2)
+    del loader
+    with glmtrace.span("after"):
+        pass
+    assert glmtrace.force_flush(10)
+    rows = _rows(local_store)
+    _assert_batches_under_their_steps([r for r in rows if r["name"] != "after"], steps=6)
+    assert [r["name"] for r in rows].count("after") == 1
+
+
 def test_a_new_runtime_at_a_dead_ones_address_still_adopts_batches() -> None:
     """Each provider's processor gets its own batch adopter, even when it reuses the address
     of a discarded one (re-init in notebooks and test suites).
