@@ -84,8 +84,15 @@ pub fn float(f: f64, out: &mut String) {
         out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
         return;
     }
-    // Rust's `{:e}` gives the same shortest round-trip digits: "-1.2345e-7".
-    let sci = format!("{f:e}");
+    // Rust's `{:e}` gives shortest round-trip digits: "-1.2345e-7". Where two such strings
+    // are equally near (562949953421312.25), CPython takes the even last digit and Rust may
+    // not: the same count of digits, correctly rounded (ties to even), is CPython's, unless it
+    // no longer round-trips (next to a power of two), where both keep the one that does.
+    let shortest = format!("{f:e}");
+    let mantissa = shortest.split('e').next().unwrap_or("");
+    let count = mantissa.chars().filter(char::is_ascii_digit).count();
+    let nearest = format!("{f:.prec$e}", prec = count.saturating_sub(1));
+    let sci = if nearest.parse::<f64>() == Ok(f) { nearest } else { shortest };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (negative, mantissa) = match mantissa.strip_prefix('-') {

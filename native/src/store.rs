@@ -75,7 +75,13 @@ enum Outcome {
 }
 
 impl Store {
-    fn try_write(&self, conn: &mut Connection, rows: &[Encoded], res: &[Resource]) -> Outcome {
+    fn try_write(
+        &self,
+        conn: &mut Connection,
+        rows: &[Encoded],
+        res: &[Resource],
+        ctl: &dyn Control,
+    ) -> Outcome {
         match conn.exec("BEGIN IMMEDIATE") {
             Ok(()) => {}
             Err(Error::Busy) => return Outcome::Busy,
@@ -94,6 +100,12 @@ impl Store {
                 Err(Error::Failed) if conn.autocommit() => return Outcome::Done(rows.len() as u64),
                 Err(Error::Failed) => refused += 1,
             }
+        }
+        // Shutdown may have given up meanwhile (SQLite's busy wait, the inserts) and counted
+        // the batch dropped: committing it now would store spans stats() calls lost.
+        if ctl.abandoned() {
+            let _ = conn.exec("ROLLBACK");
+            return Outcome::Done(rows.len() as u64);
         }
         match conn.exec("COMMIT") {
             Ok(()) => Outcome::Done(refused),
@@ -160,7 +172,7 @@ impl Sink for Store {
                 }
             }
             if let Some(conn) = writer.conn.as_mut() {
-                match self.try_write(conn, &rows, &resources) {
+                match self.try_write(conn, &rows, &resources, ctl) {
                     Outcome::Done(refused) => return refused,
                     Outcome::Busy => {}
                     Outcome::Broken => {

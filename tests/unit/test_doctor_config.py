@@ -13,7 +13,7 @@ def doctor(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "glmtrace", "doctor"],
         capture_output=True,
         text=True,
-        env={**os.environ, "GLMTRACE_STORE": str(tmp_path / "g.db"), "COLUMNS": "200", **env},
+        env={**os.environ, "GLMTRACE_STORE": str(tmp_path / "g.db"), "COLUMNS": "1000", **env},
         cwd=tmp_path,
         timeout=120,
     )

@@ -10,7 +10,9 @@ import contextlib
 import json
 import math
 import os
+import random
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -38,7 +40,10 @@ needs_native = pytest.mark.skipif(not NATIVE, reason="native store writer not bu
 
 _odd_text = st.sampled_from(["a\udcffb", "\ud83d\ude00", 'q"\\\n\t\x01\x7f', "é", ""])
 _text = st.one_of(st.text(max_size=8), _odd_text)
-_float = st.one_of(st.floats(), st.sampled_from([1e16, 1e-5, 1e-4, 0.1, -0.0, 1e22, 123456.0]))
+_float = st.one_of(
+    st.floats(),
+    st.sampled_from([1e16, 1e-5, 1e-4, 0.1, -0.0, 1e22, 123456.0, 562949953421312.25]),
+)
 _int = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**200), 2**200))
 _scalar = st.one_of(_text, st.booleans(), _int, _float)
 _odd = st.sampled_from([None, b"\x00b", 10**5000, {"k": 1}, {1: "one"}, [1, "x"], object])
@@ -119,6 +124,27 @@ def test_native_rows_equal_the_python_writers(spans: list[ReadableSpan]) -> None
         assert _comparable(Store(native_path).all_spans()) == _comparable(
             Store(python_path).all_spans()
         )
+
+
+@needs_native
+def test_floats_are_written_as_python_writes_them(tmp_path: Path) -> None:
+    """repr() digits for every float: 20,000 random doubles, and the ties between two
+    shortest forms (x.25 and x.75 near 2**49), where CPython takes the even digit."""
+    rng = random.Random(7)
+    ties = [2.0**e + k / 4 for e in range(47, 52) for k in (1, 3, 5, 7)]
+    values = ties + [
+        struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(20_000)
+    ]
+    values += [rng.uniform(-1e6, 1e6) for _ in range(5_000)]
+    span = ReadableSpan(name="f", context=SpanContext(1, 1, False), attributes={"f": values})
+    processor = _native_processor(Store(tmp_path / "native.db"))
+    processor.on_end(span)
+    processor.shutdown()
+    python_store = Store(tmp_path / "python.db")
+    assert StoreSpanExporter(python_store).export_lost([span]) == 0
+    python_store.close()
+    native, python = _raw_rows(tmp_path / "native.db"), _raw_rows(tmp_path / "python.db")
+    assert native[0][10] == python[0][10]
 
 
 def _comparable(rows: list[Any]) -> str:
