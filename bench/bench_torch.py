@@ -7,17 +7,20 @@
 2. Profiler events turned into spans per second (target: at least 100,000/s), measured on
    real Kineto windows by the converter itself (event extraction, parenting, span export).
 
-Spans go to an exporter that only counts them, so the numbers are glmtrace's own cost.
+Spans go to an exporter that only counts them, so the numbers are glmtrace's own cost (the
+Python path); with ``--sink local`` they go to a local store in a temporary directory, as the
+embedded default does (the native queue and writer thread when the extension is built).
 
-    python bench/bench_torch.py [--rounds 15] [--iters 30]
+    python bench/bench_torch.py [--rounds 15] [--iters 30] [--sink discard|local]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -87,12 +90,12 @@ def overhead(
     x: torch.Tensor,
     rounds: int,
     iters: int,
-    exporter: CountingExporter,
+    exported: Callable[[], int],
 ) -> None:
     _time(model, x, iters)  # warm-up
     ratios, plain_s, traced_s = [], [], []
     glmtrace.force_flush()
-    before = exporter.count
+    before = exported()
     for i in range(rounds):
         plain, traced = _paired(model, x, iters, traced_first=i % 2 == 1)
         ratios.append(traced / plain)
@@ -100,7 +103,7 @@ def overhead(
         traced_s.append(traced)
     glmtrace.force_flush()
     # Measured, not assumed: a fused layer runs no children, so they make no spans.
-    spans = (exporter.count - before - 2 * rounds) / (rounds * iters)
+    spans = (exported() - before - 2 * rounds) / (rounds * iters)
     print(
         f"{name:18} forward {statistics.median(plain_s) * 1e3:7.3f} ms  "
         f"instrumented {statistics.median(traced_s) * 1e3:7.3f} ms  "
@@ -146,17 +149,32 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--sink", choices=("discard", "local"), default="discard")
     args = parser.parse_args()
-    exporter = CountingExporter()
-    glmtrace.init(service_name="bench", traces="none", logs="none", exporter=exporter)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name, build in (("mlp", mlp), ("transformer block", transformer_block)):
-        model, x = build()
-        overhead(name, model, x, args.rounds, args.iters, exporter)
-    hook_cost(args.rounds)
-    profiler_throughput(args.windows)
-    glmtrace.shutdown()
-    print(f"exported spans: {exporter.count}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.sink == "local":
+            glmtrace.init(service_name="bench", store=f"{tmp}/bench.db", logs="none")
+
+            def exported() -> int:
+                return glmtrace.stats().get("local", {}).get("exported", 0)
+
+        else:
+            exporter = CountingExporter()
+            glmtrace.init(service_name="bench", traces="none", logs="none", exporter=exporter)
+
+            def exported() -> int:
+                return exporter.count
+
+        path = "native" if "native" in glmtrace.stats().get("local", {}) else "Python"
+        threads = torch.get_num_threads()
+        print(f"torch {torch.__version__}, {threads} threads, sink {args.sink} ({path} path)")
+        for name, build in (("mlp", mlp), ("transformer block", transformer_block)):
+            model, x = build()
+            overhead(name, model, x, args.rounds, args.iters, exported)
+        hook_cost(args.rounds)
+        profiler_throughput(args.windows)
+        glmtrace.shutdown()
+        print(f"exported spans: {exported()}, stats: {glmtrace.stats()}")
 
 
 if __name__ == "__main__":
