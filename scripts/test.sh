@@ -13,6 +13,9 @@ bash scripts/provision.sh
 ruff check glmtrace tests bench examples scripts
 ruff format --check glmtrace tests bench examples scripts
 mypy
+if command -v cargo >/dev/null 2>&1; then
+  (cd native && CARGO_HOME="$CACHE/cargo-home" cargo fmt -- --check)
+fi
 python -m pytest tests "$@"
 # With the native extension built, the run above took its path; the whole suite runs again on
 # the pure-Python path, the one a machine without cargo gets.

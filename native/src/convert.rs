@@ -180,7 +180,8 @@ pub fn span(t: &Bound<'_, PyTuple>) -> PyResult<Queued> {
     let mut links = Vec::new();
     for link in at(15)?.try_iter()? {
         let l = link?;
-        let l = l.cast::<PyTuple>()?; // (trace_id, span_id, remote, attributes, dropped)
+        // (trace_id, span_id, remote, attributes, dropped)
+        let l = l.cast::<PyTuple>()?;
         // A link to ids no trace can have is left out, as the Python path leaves it out.
         let (Ok(trace_id), Ok(span_id)) =
             (id_bytes::<16>(&l.get_item(0)?), id_bytes::<8>(&l.get_item(1)?))

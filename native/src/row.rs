@@ -108,7 +108,8 @@ impl<'py> Reader<'_, 'py> {
         let mut links = Vec::new();
         for link in at(15)?.try_iter()? {
             let l = link?;
-            let l = l.cast::<PyTuple>()?; // (trace_id, span_id, remote, attributes, dropped)
+            // (trace_id, span_id, remote, attributes, dropped)
+            let l = l.cast::<PyTuple>()?;
             // A link to ids no trace can have is left out, as the OTLP encoders leave it out.
             let (Ok(trace_id), Ok(span_id)) =
                 (l.get_item(0)?.extract::<u128>(), l.get_item(1)?.extract::<u64>())
