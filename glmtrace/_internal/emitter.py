@@ -33,6 +33,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from .attributes import AttributeValue
 from .forks import after_fork_in_child
+from .guard import internal_errors
 from .ids import IDS, refill_span_ids, span_ids
 from .native_export import NativeSpanProcessor
 from .otel_internals import (
@@ -196,7 +197,9 @@ class Emitter:
         ]
         only = exporting[0] if len(exporting) == 1 else None
         self._direct = only if isinstance(only, NativeSpanProcessor) else None
-        observers = tuple(p for p in processors if isinstance(p, SpanObserver))
+        # Each guarded: an observer's fault is reported and costs no span its hand-off.
+        watch = internal_errors("span observer")
+        observers = tuple(watch(p.observe) for p in processors if isinstance(p, SpanObserver))
         self.observers = observers if self._direct is not None else ()
         if self._direct is not None:
             self.resource_index, self.scope_index = self._direct.indices(self._resource, self.scope)
@@ -271,8 +274,8 @@ class Emitter:
                 )
             )
             return
-        for observer in self.observers:
-            observer.observe(attributes, start_ns, end_ns, context)
+        for observe in self.observers:
+            observe(attributes, start_ns, end_ns, context)
         if not context.trace_flags & SAMPLED:
             return  # recorded, not sampled: no exporter takes it
         state = context.trace_state

@@ -363,8 +363,8 @@ class ThinSpan(trace.Span):
             # The usual span (no event, link or status) straight to the native queue: the
             # tuple of NativeSpanProcessor.submit, built here (hand_off's general form costs
             # a quarter of the span).
-            for observer in em.observers:
-                observer.observe(self.attributes, self.start_ns, end, self.context)
+            for observe in em.observers:
+                observe(self.attributes, self.start_ns, end, self.context)
             if not self.flags & SAMPLED:
                 return
             parent, start, state = self.parent, self.start_ns, self.state

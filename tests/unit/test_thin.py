@@ -301,7 +301,7 @@ def test_processors_that_only_start_or_watch_keep_the_native_route(
     """A processor acting only at start (its on_end the SDK's, a docstring) and a
     SpanObserver (the profiler's timeline) see every span, and spans still go straight into
     the native queue: a DataLoader or a profile() once sent every later span of the process
-    down the ReadableSpan path."""
+    down the ReadableSpan path. An observer that raises costs no span."""
     from opentelemetry.sdk.trace import SpanProcessor
 
     from glmtrace._internal.emitter import SpanObserver
@@ -325,6 +325,12 @@ def test_processors_that_only_start_or_watch_keep_the_native_route(
         def observe(self, attributes: Any, start_ns: int, end_ns: int, context: Any) -> None:
             seen.append(format(context.span_id, "016x"))
 
+    class Breaks(SpanObserver):
+        def observe(self, attributes: Any, start_ns: int, end_ns: int, context: Any) -> None:
+            raise RuntimeError("an observer's bug")
+
+    monkeypatch.setenv("GLMTRACE_STRICT", "0")  # reported, as for a user
+
     monkeypatch.setattr(native_export.NativeSpanProcessor, "on_end", counted)
     glmtrace.init(
         service_name="route",
@@ -337,6 +343,7 @@ def test_processors_that_only_start_or_watch_keep_the_native_route(
     try:
         provider = trace.get_tracer_provider()
         provider.add_span_processor(Starts())  # type: ignore[attr-defined]
+        provider.add_span_processor(Breaks())  # type: ignore[attr-defined]
         provider.add_span_processor(Watches())  # type: ignore[attr-defined]
         ids = []
         for n in range(100):
