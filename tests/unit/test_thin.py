@@ -249,10 +249,25 @@ def test_opentelemetry_context_api_works_on_what_a_stage_makes_current(traced: A
     assert traced.one("stage work")["span_id"] == format(span_ctx.span_id, "016x")
 
 
-@pytest.mark.skipif(
+needs_native = pytest.mark.skipif(
     not native_export.available() or native_export.forced_off(),
     reason="native path not built or forced off",
 )
+
+
+def _init_native(endpoint: str, tmp_path: Any, service_name: str) -> None:
+    """glmtrace on the native OTLP/HTTP pipeline, exporting to ``endpoint``."""
+    glmtrace.init(
+        service_name=service_name,
+        traces="otlp",
+        endpoint=endpoint,
+        protocol="http/protobuf",
+        logs="none",
+        store=tmp_path / "g.db",
+    )
+
+
+@needs_native
 def test_native_counters_reach_stats_without_a_flush(
     receiver: tuple[str, list[str]],  # noqa: F811  (the imported fixture)
     tmp_path: Any,
@@ -268,14 +283,7 @@ def test_native_counters_reach_stats_without_a_flush(
         sync(self)
 
     monkeypatch.setattr(native_export.NativeSpanProcessor, "sync_stats", counted)
-    glmtrace.init(
-        service_name="sync",
-        traces="otlp",
-        endpoint=receiver[0],
-        protocol="http/protobuf",
-        logs="none",
-        store=tmp_path / "g.db",
-    )
+    _init_native(receiver[0], tmp_path, "sync")
     try:
 
         @glmtrace.stage
@@ -289,10 +297,7 @@ def test_native_counters_reach_stats_without_a_flush(
         glmtrace.shutdown()
 
 
-@pytest.mark.skipif(
-    not native_export.available() or native_export.forced_off(),
-    reason="native path not built or forced off",
-)
+@needs_native
 def test_processors_that_only_start_or_watch_keep_the_native_route(
     receiver: tuple[str, list[str]],  # noqa: F811  (the imported fixture)
     tmp_path: Any,
@@ -332,14 +337,7 @@ def test_processors_that_only_start_or_watch_keep_the_native_route(
     monkeypatch.setenv("GLMTRACE_STRICT", "0")  # reported, as for a user
 
     monkeypatch.setattr(native_export.NativeSpanProcessor, "on_end", counted)
-    glmtrace.init(
-        service_name="route",
-        traces="otlp",
-        endpoint=receiver[0],
-        protocol="http/protobuf",
-        logs="none",
-        store=tmp_path / "g.db",
-    )
+    _init_native(receiver[0], tmp_path, "route")
     try:
         provider = trace.get_tracer_provider()
         provider.add_span_processor(Starts())  # type: ignore[attr-defined]
