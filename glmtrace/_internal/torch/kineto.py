@@ -25,15 +25,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext
 
 from ..attributes import AttributeValue
-from ..emitter import Emitter
-from ..ids import IDS
+from ..emitter import SAMPLED, Emitter, new_span_context, span_id
 from . import keys
 
 MARKER = "glmtrace.clock "
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _CPU_TYPES = frozenset(("cpu_op", "user_annotation"))
 _GPU_TYPES = {"kernel": "kernel", "gpu_memcpy": "memcpy", "gpu_memset": "memset"}
 _RUNTIME_TYPES = frozenset(("cuda_runtime", "cuda_driver", "privateuse1_runtime"))
@@ -152,7 +150,7 @@ class _Threadline:
 
 
 def _new_context(trace_id: int) -> SpanContext:
-    return SpanContext(trace_id, IDS.generate_span_id(), False, _SAMPLED)
+    return new_span_context(trace_id, span_id(), SAMPLED)
 
 
 def _attributes(ev: _Ev, record_shapes: bool) -> dict[str, AttributeValue]:
@@ -289,10 +287,8 @@ def _convert(window: Window, em: Emitter, window_ctx: SpanContext) -> Result:
             ev.ctx = _new_context(ev.parent.trace_id)
 
     record_shapes = window.record_shapes
-    emit = em.hand_off  # span_name() keeps names short
-    for ev in keep:
-        assert ev.ctx is not None
-        emit(
+    em.hand_off_children(  # span_name() keeps names short
+        (
             span_name(ev.kind, ev.name),
             ev.ctx,
             ev.parent,
@@ -300,6 +296,9 @@ def _convert(window: Window, em: Emitter, window_ctx: SpanContext) -> Result:
             ev.end,
             _attributes(ev, record_shapes),
         )
+        for ev in keep
+        if ev.ctx is not None and ev.parent is not None
+    )
     result.spans = len(keep)
     result.aggregated = len(spannable) - len(keep)
     return result
