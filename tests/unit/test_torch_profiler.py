@@ -25,24 +25,25 @@ def _run(steps: int, **options: Any) -> Any:
     return prof
 
 
+def _glmtrace_parent(span: dict[str, Any], by_id: dict[str, Any]) -> dict[str, Any]:
+    """The nearest ancestor of ``span`` that is not a converted op."""
+    while span["name"].startswith("aten::"):
+        span = by_id[span["parent_span_id"]]
+    return span
+
+
 def test_cpu_ops_under_the_active_span(traced: Any) -> None:
     """aten::mm is a child (via aten::matmul) of 'forward', aten::sum of 'loss'."""
     prof = _run(2, every=2, active=1)
     spans = traced.spans()
     by_id = {s["span_id"]: s for s in spans}
-
-    def glmtrace_parent(span: dict[str, Any]) -> dict[str, Any]:
-        while span["name"].startswith("aten::"):
-            span = by_id[span["parent_span_id"]]
-        return span
-
     mms = [s for s in spans if s["name"] == "aten::mm"]
     sums = [s for s in spans if s["name"] == "aten::sum"]
     assert len(mms) == 1  # one active step out of two
     assert prof.windows == 1
-    assert glmtrace_parent(mms[0])["name"] == "forward"
+    assert _glmtrace_parent(mms[0], by_id)["name"] == "forward"
     assert by_id[mms[0]["parent_span_id"]]["name"] == "aten::matmul"
-    assert {glmtrace_parent(s)["name"] for s in sums} == {"loss"}
+    assert {_glmtrace_parent(s, by_id)["name"] for s in sums} == {"loss"}
     assert mms[0]["attributes"]["glmtrace.torch.event.kind"] == "cpu_op"
 
 
@@ -355,16 +356,11 @@ def test_ops_find_their_spans_in_the_local_store(tmp_path: Any) -> None:
         assert glmtrace.force_flush(10)
     finally:
         glmtrace.shutdown()
-    spans = Store(store).all_spans()
+    spans: list[Any] = Store(store).all_spans()
     by_id = {s["span_id"]: s for s in spans}
-
-    def glmtrace_parent(span: Any) -> Any:
-        while span["name"].startswith("aten::"):
-            span = by_id[span["parent_span_id"]]
-        return span
-
     mms = [s for s in spans if s["name"] == "aten::mm"]
     assert len(mms) == 1
-    assert glmtrace_parent(mms[0])["name"] == "forward"
-    assert {glmtrace_parent(s)["name"] for s in spans if s["name"] == "aten::sum"} == {"loss"}
+    assert _glmtrace_parent(mms[0], by_id)["name"] == "forward"
+    sums = [s for s in spans if s["name"] == "aten::sum"]
+    assert {_glmtrace_parent(s, by_id)["name"] for s in sums} == {"loss"}
     assert [s["name"] for s in spans].count("after") == 1
