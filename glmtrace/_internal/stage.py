@@ -129,18 +129,7 @@ def _wrap_function(info: _Stage, fn: Callable[P, R]) -> Callable[P, R]:
 def _wrap_coroutine(info: _Stage, fn: Callable[P, Any]) -> Callable[P, Any]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        source = info.source
-        tracer = source.tracer
-        if tracer is None:
-            return await fn(*args, **kwargs)
-        # info.start(True) without its Python call (a stage's most frequent path).
-        try:
-            limits = source.limits
-            coerced = info._coerced if limits is info._limits else info.coerced(limits)
-            span = start(tracer, info.name, coerced, limits, True)
-        except Exception as exc:
-            report("stage start", exc)
-            span = None
+        span = info.start(True) if info.source.tracer is not None else None
         if span is None:
             return await fn(*args, **kwargs)
         try:
