@@ -18,7 +18,7 @@ from opentelemetry.trace import Status, StatusCode
 import glmtrace
 from glmtrace._internal import native_export, provider
 from glmtrace._internal.runtime import DEFAULT
-from tests.unit.test_native_export import receiver  # noqa: F401  (a fixture)
+from tests.unit.test_native_export import _init, receiver  # noqa: F401  (a fixture)
 
 
 class _Starts(SpanProcessor):
@@ -255,18 +255,6 @@ needs_native = pytest.mark.skipif(
 )
 
 
-def _init_native(endpoint: str, tmp_path: Any, service_name: str) -> None:
-    """glmtrace on the native OTLP/HTTP pipeline, exporting to ``endpoint``."""
-    glmtrace.init(
-        service_name=service_name,
-        traces="otlp",
-        endpoint=endpoint,
-        protocol="http/protobuf",
-        logs="none",
-        store=tmp_path / "g.db",
-    )
-
-
 @needs_native
 def test_native_counters_reach_stats_without_a_flush(
     receiver: tuple[str, list[str]],  # noqa: F811  (the imported fixture)
@@ -283,7 +271,7 @@ def test_native_counters_reach_stats_without_a_flush(
         sync(self)
 
     monkeypatch.setattr(native_export.NativeSpanProcessor, "sync_stats", counted)
-    _init_native(receiver[0], tmp_path, "sync")
+    _init(receiver[0], tmp_path)
     try:
 
         @glmtrace.stage
@@ -337,7 +325,7 @@ def test_processors_that_only_start_or_watch_keep_the_native_route(
     monkeypatch.setenv("GLMTRACE_STRICT", "0")  # reported, as for a user
 
     monkeypatch.setattr(native_export.NativeSpanProcessor, "on_end", counted)
-    _init_native(receiver[0], tmp_path, "route")
+    _init(receiver[0], tmp_path)
     try:
         provider = trace.get_tracer_provider()
         provider.add_span_processor(Starts())  # type: ignore[attr-defined]
