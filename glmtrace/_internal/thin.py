@@ -234,9 +234,7 @@ class ThinSpan(trace.Span):
 
     def activate(self) -> None:
         """Make this span the current one (children nest under it) until :meth:`end`."""
-        made = Context(self.parent_context)
-        _dict_set(made, SPAN_KEY, self)
-        self.token = attach(made)
+        self.token = attach(self.in_context())
 
     def deactivate(self) -> None:
         token, self.token = self.token, None
