@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import functools
 import os
+import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -352,9 +354,6 @@ def _unclaim(got: Any) -> None:
 
 
 def _drain(it: Any) -> None:
-    import queue
-    import time
-
     _unclaim_out_of_order(it)
     deadline = time.monotonic() + _DRAIN_TOTAL_S
     for _ in range(max(0, getattr(it, "_tasks_outstanding", 0))):
